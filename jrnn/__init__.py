@@ -1,0 +1,15 @@
+"""jrnn: recurrent networks in JAX with backpropagation through time by hand.
+
+The public API, re-exported explicitly:
+
+* :func:`rnn`: one recurrent layer of any cell, with hand-written BPTT.
+* :mod:`elman`: the seeds' tanh RNN with softmax/NLL output (init, loss, ...).
+* :mod:`heads`: the softmax/NLL output head with its hand-written VJP.
+* :mod:`cells`: the pointwise cells and their registry.
+* :mod:`train`: optax training steps, truncated BPTT.
+"""
+from jrnn import cells, elman, heads, recurrence, train
+from jrnn.recurrence import default_unroll, rnn
+
+__all__ = ["cells", "default_unroll", "elman", "heads", "recurrence", "rnn", "train"]
+__version__ = "0.1.0"

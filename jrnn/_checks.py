@@ -1,0 +1,110 @@
+"""Argument checks that run at trace time and name the offending argument.
+
+Shapes and dtypes are static under ``jax.jit``, so every check here raises
+while the function is being traced, before anything is compiled. Messages
+follow one pattern: ``"<argument>: expected <what>, got <what>"``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BACKWARDS = ("manual", "autodiff")
+
+
+def fail_shape(name: str, expected: str, actual: Sequence[int], hint: str = "") -> None:
+    msg = f"{name}: expected shape {expected}, got {tuple(actual)}"
+    raise ValueError(msg + (f"; {hint}" if hint else ""))
+
+
+def floating(name: str, x: Any) -> None:
+    """Raises TypeError unless ``x`` is an array of a floating dtype."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name}: expected a floating dtype, got {dtype}")
+
+
+def integer(name: str, x: Any) -> None:
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"{name}: expected an integer dtype (class indices), got {dtype}")
+
+
+def boolean(name: str, x: Any) -> None:
+    dtype = jnp.result_type(x)
+    if dtype != jnp.bool_:
+        raise TypeError(
+            f"{name}: expected dtype bool, got {dtype}; pass x.astype(bool) "
+            "if nonzero means True")
+
+
+def same_dtype(name: str, x: Any, dtype: Any, owner: str) -> None:
+    actual = jnp.result_type(x)
+    if actual != dtype:
+        raise TypeError(
+            f"{name}: expected dtype {jnp.dtype(dtype)} (the dtype of {owner}), "
+            f"got {actual}; cast it with .astype({jnp.dtype(dtype).name!r}) so "
+            "that nothing is promoted silently")
+
+
+def rank(name: str, x: Any, ranks: Sequence[int], expected: str) -> None:
+    if np.ndim(x) not in ranks:
+        fail_shape(name, expected, np.shape(x))
+
+
+def shape(name: str, x: Any, expected_shape: Sequence[int], expected: str = "",
+          hint: str = "") -> None:
+    if tuple(np.shape(x)) != tuple(expected_shape):
+        fail_shape(name, expected or str(tuple(expected_shape)), np.shape(x), hint)
+
+
+def backward(value: str) -> None:
+    if value not in BACKWARDS:
+        raise ValueError(f"backward: expected one of {BACKWARDS}, got {value!r}")
+
+
+def labels_in_range(name: str, ys: Any, num_classes: int, mask: Any = None) -> None:
+    """Checks ``0 <= ys < num_classes`` where unmasked, when the values are concrete.
+
+    Under ``jit`` the values are unknown at trace time; the loss then returns
+    NaN for an out-of-range label, which training's NaN check reports.
+    """
+    if isinstance(ys, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+        return
+    values = np.asarray(ys)
+    if mask is not None:
+        values = values[np.asarray(mask)]
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+        raise ValueError(
+            f"{name}: expected class indices in [0, {num_classes}), got values in "
+            f"[{values.min()}, {values.max()}]")
+
+
+def _forward_mode_tracer(leaf: Any) -> bool:
+    t = leaf
+    while isinstance(t, jax.core.Tracer):
+        if type(t).__name__ == "JVPTracer":
+            return True
+        t = getattr(t, "primal", getattr(t, "val", None))
+    return False
+
+
+def reject_forward_mode(where: str, *trees: Any) -> None:
+    """Fails early, with a pointer to the switch, under jvp / jacfwd / hessian.
+
+    A ``jax.custom_vjp`` has no forward-mode rule; JAX's own error would say
+    only that, and under ``jit`` it arrives late, at lowering. Reverse mode
+    (grad, vjp, linearize) traces with linearize tracers and passes.
+    """
+    if not jax.config.jax_use_direct_linearize:
+        return  # grad itself would trace with JVP tracers: nothing to tell apart
+    if any(_forward_mode_tracer(leaf) for leaf in jax.tree.leaves(trees)):
+        raise TypeError(
+            f"{where}: forward-mode autodiff (jax.jvp, jax.jacfwd, jax.hessian) "
+            "cannot pass through jrnn's hand-written backward, which is a "
+            "jax.custom_vjp (reverse mode only). Pass backward='autodiff' to "
+            "differentiate the same forward with plain JAX autodiff instead.")

@@ -1,0 +1,85 @@
+"""Pointwise recurrent cells and the contract the driver expects of them.
+
+Every cell in jrnn has the same skeleton (DESIGN.md §2). With G gates and
+hidden size H, the driver computes
+
+    A_t = U x_t + b                 (B, G·H)   hoisted: one matmul for all t
+    R_t = W h_{t-1} + b_r           (B, G·H)   the only matmul inside the loop
+
+and the cell does everything else, pointwise:
+
+    carry_t, extra_t = step(A_t, R_t, carry_{t-1})
+
+A carry is a tuple of (B, H) arrays whose first entry is the hidden state h
+that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``).
+``extra_t`` is whatever the hand-written backward needs beyond the carries,
+which the driver stores for every step. The backward is the mirror image:
+
+    dA_t, dR_t, dcarry_in = step_vjp(carry_in, carry_t, extra_t, dcarry_t)
+
+where ``dcarry_t`` is the total cotangent of ``carry_t`` and ``dcarry_in`` the
+part of the cotangent of ``carry_{t-1}`` that flows through the cell's
+pointwise path (the path through ``R_t`` is the driver's: ``dR_t W``).
+A cell returns ``dR_t = None`` when it equals ``dA_t`` (A and R enter only as
+a sum), so the driver stores one array instead of two.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+__all__ = ["Cell", "get", "names", "register"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """A pointwise recurrent cell: its forward step and the step's VJP.
+
+    Attributes:
+      name: registry name, e.g. ``"elman"``.
+      gates: G, the number of H-sized blocks in A_t and R_t.
+      carry_size: number of (B, H) arrays in the carry (h first).
+      step: ``(A_t, R_t, carry_in) -> (carry_t, extra_t)``, pointwise.
+      step_vjp: ``(carry_in, carry_t, extra_t, dcarry_t) -> (dA_t, dR_t, dcarry_in)``.
+      to_carry: public initial state (an array or a NamedTuple) -> carry tuple.
+      from_carry: carry tuple -> public state.
+    """
+
+    name: str
+    gates: int
+    carry_size: int
+    step: Callable[..., Any]
+    step_vjp: Callable[..., Any]
+    to_carry: Callable[[Any], tuple]
+    from_carry: Callable[[tuple], Any]
+
+    def __repr__(self) -> str:
+        return f"Cell({self.name!r}, gates={self.gates})"
+
+
+_REGISTRY: dict[str, Cell] = {}
+
+
+def register(cell: Cell) -> Cell:
+    """Adds ``cell`` to the registry that tests and models iterate over."""
+    _REGISTRY[cell.name] = cell
+    return cell
+
+
+def get(cell: "str | Cell") -> Cell:
+    """Looks a cell up by name; a :class:`Cell` is returned unchanged."""
+    if isinstance(cell, Cell):
+        return cell
+    try:
+        return _REGISTRY[cell]
+    except KeyError:
+        raise ValueError(
+            f"cell: expected one of {sorted(_REGISTRY)}, got {cell!r}") from None
+
+
+def names() -> list[str]:
+    """Names of all registered cells."""
+    return sorted(_REGISTRY)
+
+
+from jrnn.cells import elman as _elman  # noqa: E402,F401  (registers itself)

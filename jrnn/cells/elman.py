@@ -1,0 +1,47 @@
+r"""The tanh (Elman) cell of the seeds.
+
+Forward, with A_t = U x_t + b and R_t = W h_{t-1} (+ b_r) from the driver:
+
+.. math::
+
+    a_t = A_t + R_t, \qquad h_t = \tanh(a_t)
+
+Backward (seed 000 eq. 3.3.x, seed 002 §3.1.4), given dJ/dh_t:
+
+.. math::
+
+    \frac{\partial J}{\partial a_t} = \frac{\partial J}{\partial h_t} \odot (1 - h_t^2)
+
+and dJ/dA_t = dJ/dR_t = dJ/da_t. tanh' = 1 − tanh², so the only residual is h_t,
+which the driver keeps anyway as the carry: this cell stores nothing extra.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from jrnn.cells import Cell, register
+
+
+def step(A, R, carry):
+    """``h_t = tanh(A_t + R_t)``; the carry is ``(h,)``."""
+    h = jnp.tanh(A + R)
+    return (h,), ()
+
+
+def step_vjp(carry_in, carry, extra, dcarry):
+    """``dJ/da_t = dJ/dh_t ⊙ (1 − h_t²)``; h_{t-1} reaches h_t only through R_t."""
+    (h,) = carry
+    (dh,) = dcarry
+    da = dh * (1 - h * h)
+    return da, None, (jnp.zeros_like(dh),)
+
+
+CELL = register(Cell(
+    name="elman",
+    gates=1,
+    carry_size=1,
+    step=step,
+    step_vjp=step_vjp,
+    to_carry=lambda h: (h,),
+    from_carry=lambda carry: carry[0],
+))

@@ -1,0 +1,286 @@
+r"""The recurrence driver: every matmul of a recurrent layer, and its BPTT.
+
+For any cell (:mod:`jrnn.cells`) with G gates, hidden size H, and inputs
+``xs`` of shape (T, B, D), the layer computes (DESIGN.md §2)
+
+.. math::
+
+    A &= X U^\top + b                     && (T, B, GH)\ \text{one matmul, outside the loop} \\
+    R_t &= h_{t-1} W^\top + b_r           && (B, GH)\ \text{the only matmul inside the loop} \\
+    (\text{carry}_t, \text{extra}_t) &= \text{cell.step}(A_t, R_t, \text{carry}_{t-1})
+
+and returns every h_t and the final carry. The backward pass is written by
+hand and given to JAX with ``jax.custom_vjp``. A reverse ``lax.scan`` carries
+the cotangent of the state (seed 000 eq. 3.3.x; seed 004's summary):
+
+.. math::
+
+    \delta_t &= g_t + \frac{\partial J}{\partial \text{carry}_t}\Big|_{\text{from } t+1} \\
+    (dA_t, dR_t, d_{\text{direct}}) &= \text{cell.step\_vjp}(\ldots, \delta_t) \\
+    \frac{\partial J}{\partial h_{t-1}} &\mathrel{+}= dR_t\, W
+
+and after the scan, once over all T·B rows:
+
+.. math::
+
+    dW = \sum_t dR_t^\top h_{t-1}, \quad dU = \sum_t dA_t^\top x_t, \quad
+    db = \sum_t dA_t, \quad db_r = \sum_t dR_t, \quad dX = dA\, U .
+
+So the per-step work in the backward scan is pointwise plus one (B, GH)×(GH, H)
+matmul, never an outer product accumulated per step. Residuals are the
+carries (for tanh: h_t only) and whatever extra the cell asks for.
+
+Options, each with its hand-written backward:
+
+* ``mask`` (T, B) bool: a masked step leaves the state unchanged and emits
+  zeros; its cotangent passes straight through to the previous state.
+* ``reset`` (T, B) bool: at a flagged (and unmasked) step the state restarts
+  from the initial state before the step runs; the initial state's gradient
+  collects every restart.
+* ``reverse``: run from t = T−1 down to 0. With right-padded ``mask`` this
+  reverses each sequence within its own length: the padded tail is skipped
+  (state unchanged) before the valid steps run.
+
+Limits of the manual path: reverse mode only (``jax.custom_vjp``); use
+``backward="autodiff"`` for ``jax.jvp``/``jax.jacfwd``. Arrays are ordinary
+arguments; the backward returns one cotangent per argument, of the same
+structure and dtype.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jrnn import _checks
+from jrnn import cells as _cells
+
+__all__ = ["rnn", "default_unroll"]
+
+# Measured in benchmarks/ (NOTES.md): on GPUs the loop overhead per step is
+# large enough that unrolling pays 1.6-1.9x; on the CPU it buys little.
+_DEFAULT_UNROLL = {"cpu": 1, "gpu": 16, "cuda": 16, "rocm": 16, "tpu": 8}
+
+
+def default_unroll(backend: Optional[str] = None) -> int:
+    """The ``lax.scan`` unroll used when a caller passes ``unroll=None``."""
+    return _DEFAULT_UNROLL.get(backend or jax.default_backend(), 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    cell: _cells.Cell
+    reverse: bool
+    unroll: int
+
+
+def _project(xs, U, b):
+    """A = X Uᵀ + b over all T·B rows at once."""
+    return jnp.einsum("tbd,gd->tbg", xs, U) + b[None, None, :]
+
+
+def _recurrent(h, W, b_r):
+    """R_t = h_{t-1} Wᵀ (+ b_r)."""
+    R = jnp.einsum("bh,gh->bg", h, W)
+    return R if b_r is None else R + b_r[None, :]
+
+
+def _select(flag, on_true, on_false):
+    """Per batch row: ``on_true`` where flag (B,), else ``on_false``."""
+    return jax.tree.map(lambda a, b: jnp.where(flag[:, None], a, b), on_true, on_false)
+
+
+def _rows(a):
+    """(T, B, F) -> (T·B, F): products over all rows are plain 2-D matmuls,
+    which XLA runs several times faster than a contraction over two axes."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _add(a, b):
+    return jax.tree.map(jnp.add, a, b)
+
+
+def _forward(static, U, W, b, b_r, xs, carry0, mask, reset):
+    """The forward pass shared by both backwards: returns outputs and residuals."""
+    cell = static.cell
+    A = _project(xs, U, b)
+
+    def step(carry, inputs):
+        A_t, m_t, rho_t = inputs
+        carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
+        new, extra = cell.step(A_t, _recurrent(carry_in[0], W, b_r), carry_in)
+        if m_t is not None:
+            new = _select(m_t, new, carry)
+        return new, (new, extra)
+
+    final, (carries, extras) = lax.scan(
+        step, carry0, (A, mask, reset), reverse=static.reverse, unroll=static.unroll)
+    hs = carries[0] if mask is None else jnp.where(mask[..., None], carries[0], 0)
+    return hs, final, carries, extras
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset):
+    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset)
+    return hs, final
+
+
+def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset):
+    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset)
+    residuals = (U, W, b_r, xs, carry0, mask, reset, carries, extras)
+    return (hs, final), residuals
+
+
+def _rnn_manual_bwd(static, residuals, cotangents):
+    U, W, b_r, xs, carry0, mask, reset, carries, extras = residuals
+    d_hs, d_final = cotangents
+    cell, T = static.cell, xs.shape[0]
+    if mask is not None:
+        d_hs = jnp.where(mask[..., None], d_hs, 0)  # masked outputs are constant zeros
+    before = 1 if static.reverse else -1  # index of the step processed just before t
+
+    def carry_before(t):
+        i = t + before
+        inside = (i >= 0) & (i < T)
+        c = tuple(lax.dynamic_index_in_dim(a, jnp.clip(i, 0, T - 1), keepdims=False)
+                  for a in carries)
+        return jax.tree.map(lambda x, x0: jnp.where(inside, x, x0), c, carry0)
+
+    def step(acc, inputs):
+        dcarry, dcarry0, dR_later, dR_h0 = acc
+        g_t, carry_t, extra_t, m_t, rho_t, t = inputs
+        carry_in = carry_before(t)
+        if rho_t is not None:
+            carry_in = _select(rho_t, carry0, carry_in)
+        dcarry = (dcarry[0] + g_t,) + tuple(dcarry[1:])
+        zeros = jax.tree.map(jnp.zeros_like, dcarry)
+        d_new = dcarry if m_t is None else _select(m_t, dcarry, zeros)
+        dA, dR, d_in = cell.step_vjp(carry_in, carry_t, extra_t, d_new)
+        dR = dA if dR is None else dR
+        d_in = (d_in[0] + jnp.einsum("bg,gh->bh", dR, W),) + tuple(d_in[1:])
+        if rho_t is not None:  # a restarted step read carry0, not carry_{t-1}
+            dcarry0 = _add(dcarry0, _select(rho_t, d_in, zeros))
+            d_in = _select(rho_t, zeros, d_in)
+            dR_h0 = dR_h0 + jnp.where(rho_t[:, None], dR, 0)
+            dR = jnp.where(rho_t[:, None], 0, dR)
+        if m_t is not None:  # a masked step passed carry_{t-1} through unchanged
+            d_in = _add(d_in, _select(m_t, zeros, dcarry))
+        # Emit the dR of the step processed after this one in the forward pass:
+        # it multiplies this step's state, so dW needs no shifted copy of h.
+        return (d_in, dcarry0, dR, dR_h0), (dA, dR_later)
+
+    zeros_R = jnp.zeros(xs.shape[1:2] + W.shape[:1], W.dtype)
+    acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0),
+            zeros_R, None if reset is None else zeros_R)
+    (d_first, dcarry0, dR_first, dR_h0), (dA, dR_later) = lax.scan(
+        step, acc0, (d_hs, carries, extras, mask, reset, jnp.arange(T)),
+        reverse=not static.reverse, unroll=static.unroll)
+    d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
+
+    # After the scan, one matmul each over all T·B rows:
+    #   dW = Σ_t dR_tᵀ h_in(t): dR_later[t] pairs with h_t; the first step
+    #   processed, and every restart, read h0.
+    h, h0 = carries[0], carry0[0]
+    if dR_h0 is not None:
+        dR_first = dR_first + dR_h0
+    dW = _rows(dR_later).T @ _rows(h) + dR_first.T @ h0
+    db_r = None if b_r is None else _rows(dR_later).sum(0) + dR_first.sum(0)
+    dU = _rows(dA).T @ _rows(xs)
+    db = _rows(dA).sum(0)
+    dxs = jnp.einsum("tbg,gd->tbd", dA, U)
+    return dU, dW, db, db_r, dxs, d_carry0, None, None
+
+
+_rnn_manual.defvjp(_rnn_manual_fwd, _rnn_manual_bwd)
+
+
+def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
+    for name, x in (("U", U), ("W", W), ("b", b), ("xs", xs)):
+        _checks.floating(name, x)
+    _checks.rank("W", W, (2,), f"(G·H, H) with G = {cell.gates} for cell {cell.name!r}")
+    GH, H = W.shape
+    if GH != cell.gates * H:
+        _checks.fail_shape("W", f"({cell.gates}·H, H) = ({cell.gates * H}, {H}) for cell "
+                           f"{cell.name!r}", W.shape)
+    _checks.rank("U", U, (2,), f"({GH}, D)")
+    D = U.shape[1]
+    _checks.shape("U", U, (GH, D), f"({GH}, D): G·H rows like W {tuple(W.shape)}")
+    _checks.shape("b", b, (GH,))
+    dtype = W.dtype
+    for name, x in (("U", U), ("b", b)):
+        _checks.same_dtype(name, x, dtype, "W")
+    if b_r is not None:
+        _checks.shape("b_r", b_r, (GH,))
+        _checks.same_dtype("b_r", b_r, dtype, "W")
+    _checks.rank("xs", xs, (2, 3), f"(T, B, {D}) or unbatched (T, {D})")
+    if xs.shape[-1] != D:
+        _checks.fail_shape("xs", f"(..., {D}): last axis = input size, U is {tuple(U.shape)}",
+                           xs.shape)
+    if xs.shape[0] == 0:
+        _checks.fail_shape("xs", "(T, ...) with T >= 1", xs.shape)
+    _checks.same_dtype("xs", xs, dtype, "the parameters")
+    batch = xs.shape[1:-1]
+    if h0 is not None:
+        for i, leaf in enumerate(cell.to_carry(h0)):
+            name = "h0" if cell.carry_size == 1 else f"h0[{i}]"
+            _checks.shape(name, leaf, batch + (H,), str(batch + (H,)),
+                          "the initial state is (B, H), or (H,) for an unbatched xs")
+            _checks.same_dtype(name, leaf, dtype, "the parameters")
+    for name, flags in (("mask", mask), ("reset", reset)):
+        if flags is not None:
+            _checks.boolean(name, flags)
+            _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
+
+
+def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, reset=None,
+        reverse: bool = False, unroll: Optional[int] = None,
+        backward: str = "manual") -> tuple[jax.Array, Any]:
+    """Runs one recurrent layer over a sequence.
+
+    Args:
+      cell: a registered cell name (``"elman"``) or a :class:`jrnn.cells.Cell`.
+      U: (G·H, D) input weights. W: (G·H, H) recurrent weights. b: (G·H,) bias.
+      xs: (T, B, D) time-major inputs, or an unbatched (T, D) sequence.
+      h0: initial state, (B, H) or (H,) (for LSTM a ``LSTMState``); zeros if None.
+      b_r: optional (G·H,) bias added to the recurrent term (torch's ``bias_hh``).
+      mask: optional (T, B) bool, False at steps to skip (see module doc).
+      reset: optional (T, B) bool, True where the state restarts from ``h0``.
+      reverse: run right to left.
+      unroll: ``lax.scan`` unroll; None picks :func:`default_unroll`.
+      backward: ``"manual"`` (hand-written BPTT) or ``"autodiff"`` (JAX autodiff
+        of the same forward: the reference, and the path for forward mode).
+
+    Returns:
+      ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),
+      and the final state (the state after the last valid step).
+
+    >>> import jax, jax.numpy as jnp, jrnn
+    >>> p = jrnn.elman.init(jax.random.key(0), input_size=3, hidden_size=4, output_size=2)
+    >>> hs, h_T = jrnn.rnn("elman", p.U, p.W, p.b, jnp.ones((5, 2, 3)))
+    >>> hs.shape, h_T.shape
+    ((5, 2, 4), (2, 4))
+    """
+    cell = _cells.get(cell)
+    _checks.backward(backward)
+    _check_args(cell, U, W, b, b_r, xs, h0, mask, reset)
+    unbatched = xs.ndim == 2
+    if unbatched:  # a batch of one: (T, D) -> (T, 1, D), (T,) -> (T, 1), (H,) -> (1, H)
+        xs, mask, reset = jax.tree.map(lambda a: a[:, None], (xs, mask, reset))
+        h0 = jax.tree.map(lambda a: a[None], h0)
+    H = W.shape[1]
+    carry0 = (cell.to_carry(h0) if h0 is not None else
+              tuple(jnp.zeros((xs.shape[1], H), W.dtype) for _ in range(cell.carry_size)))
+    carry0 = tuple(carry0)
+    static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll))
+    if backward == "manual":
+        _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
+        hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset)
+    else:
+        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset)
+    if unbatched:
+        hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
+    return hs, cell.from_carry(tuple(final))

@@ -1,0 +1,109 @@
+"""Training with optax: a pure, jit-compiled step and truncated BPTT.
+
+A loss function here is ``loss_fn(params, batch) -> (loss, aux)``; the step
+differentiates it (through jrnn's hand-written backward, when the loss is
+built from jrnn's functions), clips, and applies the optax update:
+
+>>> import jax, jax.numpy as jnp, jrnn
+>>> p = jrnn.elman.init(jax.random.key(0), 3, 8, 3)
+>>> opt = jrnn.train.adam(1e-2)
+>>> step = jrnn.train.make_train_step(
+...     lambda p, batch: (jrnn.elman.loss(p, *batch, reduction="mean"), None), opt)
+>>> xs, ys = jnp.ones((5, 2, 3)), jnp.zeros((5, 2), jnp.int32)
+>>> p, opt_state, _, metrics = step(p, opt.init(p), (xs, ys))
+>>> bool(metrics.finite)
+True
+
+A step whose loss or gradients hold NaN or Inf changes nothing: parameters
+and optimizer state come back as they went in, and ``metrics.finite`` is
+False so that the caller can stop and say at which step.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["StepMetrics", "adam", "make_train_step", "make_tbptt_step", "chunks",
+           "all_finite", "global_norm"]
+
+
+class StepMetrics(NamedTuple):
+    loss: jax.Array       # the loss of this step's batch, before the update
+    grad_norm: jax.Array  # global L2 norm of the gradients, before clipping
+    finite: jax.Array     # bool: loss and every gradient finite (else no update)
+
+
+def adam(learning_rate: "float | optax.Schedule" = 2e-3,
+         clip_norm: float = 5.0) -> optax.GradientTransformation:
+    """The default optimizer: ``clip_by_global_norm(clip_norm)`` then Adam.
+
+    ``learning_rate`` is a number or an optax schedule (a function of the step).
+    """
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+
+
+def all_finite(tree) -> jax.Array:
+    """True when every leaf of ``tree`` is free of NaN and Inf."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def global_norm(tree) -> jax.Array:
+    """sqrt(Σ x²) over every entry of every leaf."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def make_train_step(loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]],
+                    optimizer: optax.GradientTransformation, *, jit: bool = True):
+    """Returns ``train_step(params, opt_state, batch) -> (params, opt_state, aux, metrics)``.
+
+    The step is pure: the same inputs give the same outputs, and nothing is
+    held between calls. A non-finite loss or gradient skips the update.
+    """
+
+    def train_step(params, opt_state, batch):
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+        finite = jnp.isfinite(loss) & all_finite(grads)
+        # optax mixes int32 step counts with floats, which strict promotion refuses.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, new_opt_state = optimizer.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        metrics = StepMetrics(loss, global_norm(grads), finite)
+        return keep(new_params, params), keep(new_opt_state, opt_state), aux, metrics
+
+    return jax.jit(train_step) if jit else train_step
+
+
+def make_tbptt_step(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]],
+                    optimizer: optax.GradientTransformation, *, jit: bool = True):
+    """A train step for truncated BPTT over chunks of a long stream.
+
+    ``loss_and_state_fn(params, xs, ys, h0) -> (loss, h_T)``, for instance
+    ``functools.partial(jrnn.elman.loss_and_state, reduction="mean")``.
+    Returns ``step(params, opt_state, h, xs, ys) -> (params, opt_state, h_T, metrics)``.
+    The state ``h_T`` feeds the next chunk as a plain input, so no gradient
+    crosses a chunk boundary (min-char-rnn's ``hprev``).
+    """
+    inner = make_train_step(lambda p, batch: loss_and_state_fn(p, batch[1], batch[2], batch[0]),
+                            optimizer, jit=False)
+
+    def step(params, opt_state, h, xs, ys):
+        params, opt_state, h_T, metrics = inner(params, opt_state, (h, xs, ys))
+        h_T = jax.tree.map(lambda new, old: jnp.where(metrics.finite, new, old), h_T, h)
+        return params, opt_state, jax.lax.stop_gradient(h_T), metrics
+
+    return jax.jit(step) if jit else step
+
+
+def chunks(xs, ys, length: int) -> Iterator[tuple[Any, Any]]:
+    """Consecutive (length, ...) slices of a time-major stream; the last may be shorter."""
+    if length < 1:
+        raise ValueError(f"length: expected a chunk length >= 1, got {length}")
+    if xs.shape[0] != ys.shape[0]:
+        raise ValueError(f"ys: expected {xs.shape[0]} steps like xs, got {ys.shape[0]}")
+    for start in range(0, xs.shape[0], length):
+        yield xs[start:start + length], ys[start:start + length]

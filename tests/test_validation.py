@@ -1,0 +1,118 @@
+"""Bad input: a clear error at trace time, naming the argument, expected and actual."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from helpers import elman_problem
+
+P, XS, YS, H0 = elman_problem(0, T=6, B=3, D=4, H=5, C=3)
+
+
+def test_wrong_input_size():
+    with pytest.raises(ValueError, match=r"xs: expected shape \(\.\.\., 4\).*got \(6, 3, 7\)"):
+        jrnn.elman.loss(P, jnp.ones((6, 3, 7)), YS, H0)
+
+
+def test_wrong_rank_of_xs():
+    with pytest.raises(ValueError, match=r"xs: expected shape .*got \(4,\)"):
+        jrnn.elman.loss(P, jnp.ones(4), YS, H0)
+
+
+def test_ys_of_another_length():
+    with pytest.raises(ValueError, match=r"ys: expected shape \(6, 3\) = xs.shape\[:-1\].*got \(7, 3\)"):
+        jrnn.elman.loss(P, XS, jnp.zeros((7, 3), jnp.int32), H0)
+
+
+def test_float_ys():
+    with pytest.raises(TypeError, match=r"ys: expected an integer dtype .*got float64"):
+        jrnn.elman.loss(P, XS, YS.astype(jnp.float64), H0)
+
+
+def test_h0_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"h0: expected shape \(3, 5\).*got \(3, 4\)"):
+        jrnn.elman.loss(P, XS, YS, jnp.zeros((3, 4)))
+
+
+def test_h0_without_batch_axis_for_batched_xs():
+    with pytest.raises(ValueError, match=r"h0: expected shape \(3, 5\).*got \(5,\)"):
+        jrnn.elman.loss(P, XS, YS, jnp.zeros(5))
+
+
+def test_ys_out_of_range_when_concrete():
+    with pytest.raises(ValueError, match=r"ys: expected class indices in \[0, 3\).*\[0, 3\]"):
+        jrnn.elman.loss(P, XS, YS.at[2, 1].set(3), H0)
+
+
+def test_negative_ys():
+    with pytest.raises(ValueError, match=r"ys: expected class indices in \[0, 3\)"):
+        jrnn.elman.loss(P, XS, YS.at[0, 0].set(-1), H0)
+
+
+def test_ys_out_of_range_under_jit_gives_nan():
+    """Values are unknown at trace time; the loss turns NaN, which training reports."""
+    J = jax.jit(jrnn.elman.loss)(P, XS, YS.at[2, 1].set(3), H0)
+    assert np.isnan(float(J))
+    g = jax.jit(jax.grad(jrnn.elman.loss))(P, XS, YS.at[2, 1].set(3), H0)
+    assert np.isnan(np.asarray(g.V)).any()
+
+
+def test_errors_raise_at_trace_time_under_jit():
+    with pytest.raises(ValueError, match=r"xs: expected shape \(\.\.\., 4\)"):
+        jax.jit(jax.grad(jrnn.elman.loss))(P, jnp.ones((6, 3, 7)), YS, H0)
+
+
+def test_integer_xs():
+    with pytest.raises(TypeError, match=r"xs: expected a floating dtype, got int"):
+        jrnn.elman.loss(P, XS.astype(jnp.int32), YS, H0)
+
+
+def test_parameters_of_inconsistent_shapes():
+    with pytest.raises(ValueError, match=r"p.V: expected shape \(C, 5\).*got \(3, 6\)"):
+        jrnn.elman.loss(P._replace(V=jnp.zeros((3, 6))), XS, YS, H0)
+
+
+def test_parameters_of_mixed_dtypes():
+    with pytest.raises(TypeError, match=r"p.U: expected dtype float64 \(the dtype of p.W\), got float32"):
+        jrnn.elman.loss(P._replace(U=P.U.astype(jnp.float32)), XS, YS, H0)
+
+
+def test_unknown_backward():
+    with pytest.raises(ValueError, match=r"backward: expected one of \('manual', 'autodiff'\), got 'manul'"):
+        jrnn.elman.loss(P, XS, YS, H0, backward="manul")
+
+
+def test_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction: expected one of \('sum', 'mean'\), got 'avg'"):
+        jrnn.elman.loss(P, XS, YS, H0, reduction="avg")
+
+
+def test_unknown_cell():
+    with pytest.raises(ValueError, match=r"cell: expected one of \[.*'elman'.*\], got 'tanh'"):
+        jrnn.rnn("tanh", P.U, P.W, P.b, XS)
+
+
+def test_mask_of_the_wrong_dtype():
+    with pytest.raises(TypeError, match=r"mask: expected dtype bool, got int"):
+        jrnn.elman.loss(P, XS, YS, H0, mask=jnp.ones((6, 3), jnp.int32))
+
+
+def test_mask_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"mask: expected shape \(6, 3\).*got \(6,\)"):
+        jrnn.elman.loss(P, XS, YS, H0, mask=jnp.ones(6, bool))
+
+
+def test_reset_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"reset: expected shape \(6, 3\).*got \(3, 6\)"):
+        jrnn.rnn("elman", P.U, P.W, P.b, XS, H0, reset=jnp.ones((3, 6), bool))
+
+
+def test_empty_sequence():
+    with pytest.raises(ValueError, match=r"xs: expected shape \(T, \.\.\.\) with T >= 1, got \(0, 3, 4\)"):
+        jrnn.elman.loss(P, jnp.ones((0, 3, 4)), jnp.zeros((0, 3), jnp.int32), H0)
+
+
+def test_sample_needs_a_character_model():
+    with pytest.raises(ValueError, match=r"p: sample feeds outputs back as inputs"):
+        jrnn.elman.sample(P, jax.random.key(0), jnp.array([0]), 5)
