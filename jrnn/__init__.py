@@ -6,10 +6,14 @@ The public API, re-exported explicitly:
 * :mod:`elman`: the seeds' tanh RNN with softmax/NLL output (init, loss, ...).
 * :mod:`heads`: the softmax/NLL output head with its hand-written VJP.
 * :mod:`cells`: the pointwise cells and their registry.
+* :mod:`layers`: layers that know their cell; deep and bidirectional stacks.
+* :mod:`models`: the seeds' architectures: tagger (many-to-many), classifier
+  (many-to-one), generator (one-to-many), seq2seq (encoder-decoder).
 * :mod:`train`: optax training steps, truncated BPTT.
 """
-from jrnn import cells, elman, heads, recurrence, train
-from jrnn.recurrence import default_unroll, rnn
+from jrnn import cells, elman, heads, layers, models, recurrence, train
+from jrnn.recurrence import default_unroll, lengths_to_mask, rnn
 
-__all__ = ["cells", "default_unroll", "elman", "heads", "recurrence", "rnn", "train"]
+__all__ = ["cells", "default_unroll", "elman", "heads", "layers", "lengths_to_mask", "models",
+           "recurrence", "rnn", "train"]
 __version__ = "0.1.0"

@@ -33,7 +33,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn import _checks, cells, heads, recurrence
+from jrnn import _checks, cells, heads, layers, recurrence
+from jrnn.models._common import autoregress
 
 __all__ = ["Params", "init", "hidden", "logits", "loss", "loss_and_state", "sample"]
 
@@ -151,14 +152,14 @@ def sample(p: Params, key, prompt, length: int, *, temperature: float = 1.0, h0=
                          f"== output_size, got U {tuple(p.U.shape)} and V {tuple(p.V.shape)}")
     _checks.integer("prompt", prompt)
     _checks.rank("prompt", prompt, (1,), "(P,) with P >= 1")
-    _, h = hidden(p, jax.nn.one_hot(prompt, D, dtype=p.U.dtype), h0)
-
-    def step(h, key):
-        o = heads.logits(p.V, p.c, h)
-        token = (jnp.argmax(o) if temperature == 0 else
-                 jax.random.categorical(key, o / jnp.asarray(temperature, o.dtype)))
-        (h,), _ = _CELL.step(p.U[:, token] + p.b, p.W @ h, (h,))
-        return h, token
-
-    _, tokens = jax.lax.scan(step, h, jax.random.split(key, length))
-    return tokens
+    if prompt.shape[0] < 1:
+        _checks.fail_shape("prompt", "(P,) with P >= 1", prompt.shape)
+    embed = lambda token: jax.nn.one_hot(token, D, dtype=p.U.dtype)
+    # Read all but the last prompt token; the last is the first input of the loop.
+    h = h0 if h0 is not None else jnp.zeros(p.W.shape[:1], p.W.dtype)
+    if prompt.shape[0] > 1:
+        _, h = hidden(p, embed(prompt[:-1]), h)
+    stack = ((layers.Layer(p.U, p.W, p.b, None, "elman"),),)
+    tokens = autoregress(stack, heads.Head(p.V, p.c), (h[None],), embed(prompt[-1:]), embed,
+                         key, length, temperature)
+    return tokens[:, 0]

@@ -21,12 +21,29 @@ the only residual besides h and V, so the backward does no softmax again.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from jrnn import _checks
 
-__all__ = ["softmax_nll", "logits"]
+__all__ = ["Head", "init_head", "softmax_nll", "squared_error", "logits"]
+
+
+class Head(NamedTuple):
+    """A time-parallel linear output layer o = c + V h."""
+
+    V: jax.Array  # (C, H)
+    c: jax.Array  # (C,)
+
+
+def init_head(key, input_size: int, output_size: int, dtype=jnp.float32) -> Head:
+    """PyTorch's ``nn.Linear`` initialisation: uniform in ±1/√fan_in."""
+    bound = 1.0 / float(input_size) ** 0.5
+    kV, kc = jax.random.split(key)
+    return Head(jax.random.uniform(kV, (output_size, input_size), dtype, -bound, bound),
+                jax.random.uniform(kc, (output_size,), dtype, -bound, bound))
 
 
 def logits(V, c, hs):
@@ -97,15 +114,8 @@ def softmax_nll(V, c, hs, ys, mask=None, *, backward: str = "manual"):
       outside [0, C) gives NaN (checked eagerly when ``ys`` is concrete).
     """
     _checks.backward(backward)
-    _checks.floating("V", V)
-    _checks.rank("V", V, (2,), "(C, H)")
-    C, H = V.shape
-    _checks.shape("c", c, (C,))
-    _checks.same_dtype("c", c, V.dtype, "V")
-    if hs.shape[-1:] != (H,):
-        _checks.fail_shape("hs", f"(..., {H}): last axis = hidden size, V is {tuple(V.shape)}",
-                           hs.shape)
-    _checks.same_dtype("hs", hs, V.dtype, "V")
+    _check_linear(V, c, hs)
+    C = V.shape[0]
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, hs.shape[:-1], f"{tuple(hs.shape[:-1])}, one label per step")
     if mask is not None:
@@ -116,3 +126,58 @@ def softmax_nll(V, c, hs, ys, mask=None, *, backward: str = "manual"):
         return _terms(V, c, hs, ys, mask)[0].sum()
     _checks.reject_forward_mode("jrnn.heads.softmax_nll", V, c, hs)
     return _softmax_nll_manual(V, c, hs, ys, mask)
+
+
+def _check_linear(V, c, hs):
+    _checks.floating("V", V)
+    _checks.rank("V", V, (2,), "(C, H)")
+    C, H = V.shape
+    _checks.shape("c", c, (C,))
+    _checks.same_dtype("c", c, V.dtype, "V")
+    if hs.shape[-1:] != (H,):
+        _checks.fail_shape("hs", f"(..., {H}): last axis = hidden size, V is {tuple(V.shape)}",
+                           hs.shape)
+    _checks.same_dtype("hs", hs, V.dtype, "V")
+
+
+def _squared_error_terms(V, c, hs, targets):
+    return jnp.sum(jnp.square(logits(V, c, hs) - targets))
+
+
+@jax.custom_vjp
+def _squared_error_manual(V, c, hs, targets):
+    return _squared_error_terms(V, c, hs, targets)
+
+
+def _squared_error_manual_fwd(V, c, hs, targets):
+    residual = logits(V, c, hs) - targets
+    return jnp.sum(jnp.square(residual)), (residual, hs, V)
+
+
+def _squared_error_manual_bwd(saved, g):
+    residual, hs, V = saved
+    d_o = (2 * g) * residual  # dJ/do = 2 (o − y)
+    rows = lambda a: a.reshape(-1, a.shape[-1])
+    return (rows(d_o).T @ rows(hs), rows(d_o).sum(0),
+            jnp.einsum("...c,ch->...h", d_o, V), -d_o)
+
+
+_squared_error_manual.defvjp(_squared_error_manual_fwd, _squared_error_manual_bwd)
+
+
+def squared_error(V, c, hs, targets, *, backward: str = "manual"):
+    r"""J = Σ ‖c + V h − y‖² over all rows, for regression (the adding problem).
+
+    .. math::  \frac{\partial J}{\partial o} = 2 (o - y), \quad
+               dV = \sum 2 (o - y) h^\top, \quad dh = V^\top 2 (o - y)
+
+    ``targets`` has shape ``hs.shape[:-1] + (C,)``.
+    """
+    _checks.backward(backward)
+    _check_linear(V, c, hs)
+    _checks.same_dtype("targets", targets, V.dtype, "V")
+    _checks.shape("targets", targets, hs.shape[:-1] + V.shape[:1])
+    if backward == "autodiff":
+        return _squared_error_terms(V, c, hs, targets)
+    _checks.reject_forward_mode("jrnn.heads.squared_error", V, c, hs, targets)
+    return _squared_error_manual(V, c, hs, targets)

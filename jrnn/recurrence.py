@@ -59,7 +59,7 @@ from jax import lax
 from jrnn import _checks
 from jrnn import cells as _cells
 
-__all__ = ["rnn", "default_unroll"]
+__all__ = ["rnn", "default_unroll", "lengths_to_mask"]
 
 # Measured in benchmarks/ (NOTES.md): on GPUs the loop overhead per step is
 # large enough that unrolling pays 1.6-1.9x; on the CPU it buys little.
@@ -83,10 +83,14 @@ def _project(xs, U, b):
     return jnp.einsum("tbd,gd->tbg", xs, U) + b[None, None, :]
 
 
-def _recurrent(h, W, b_r):
-    """R_t = h_{t-1} Wᵀ (+ b_r)."""
+def affine(h, W, bias=None):
+    """Rows times a weight matrix: h Wᵀ (+ bias) for h (B, K), W (G·H, K).
+
+    In the loop this is R_t = h_{t-1} Wᵀ + b_r; a generation step uses it for
+    A_t = x_t Uᵀ + b too.
+    """
     R = jnp.einsum("bh,gh->bg", h, W)
-    return R if b_r is None else R + b_r[None, :]
+    return R if bias is None else R + bias[None, :]
 
 
 def _select(flag, on_true, on_false):
@@ -112,7 +116,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset):
     def step(carry, inputs):
         A_t, m_t, rho_t = inputs
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
-        new, extra = cell.step(A_t, _recurrent(carry_in[0], W, b_r), carry_in)
+        new, extra = cell.step(A_t, affine(carry_in[0], W, b_r), carry_in)
         if m_t is not None:
             new = _select(m_t, new, carry)
         return new, (new, extra)
@@ -236,7 +240,28 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
             _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
 
 
-def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, reset=None,
+def lengths_to_mask(lengths, num_steps: int):
+    """(B,) valid lengths -> (T, B) bool mask, True at steps t < length.
+
+    A scalar length (an unbatched sequence) gives a (T,) mask.
+    """
+    lengths = jnp.asarray(lengths)
+    steps = jnp.arange(num_steps, dtype=lengths.dtype).reshape((num_steps,) + (1,) * lengths.ndim)
+    return steps < lengths[None]
+
+
+def _check_lengths(lengths, xs):
+    _checks.integer("lengths", lengths)
+    batch = xs.shape[1:-1]
+    _checks.shape("lengths", lengths, batch, f"{batch}: one length per sequence")
+    if not isinstance(lengths, jax.core.Tracer):
+        values = jnp.asarray(lengths)
+        if values.size and (int(values.min()) < 0 or int(values.max()) > xs.shape[0]):
+            raise ValueError(f"lengths: expected values in [0, {xs.shape[0]}] (T = xs.shape[0]), "
+                             f"got values in [{int(values.min())}, {int(values.max())}]")
+
+
+def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
         reverse: bool = False, unroll: Optional[int] = None,
         backward: str = "manual") -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
@@ -248,6 +273,8 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, reset=None,
       h0: initial state, (B, H) or (H,) (for LSTM a ``LSTMState``); zeros if None.
       b_r: optional (G·H,) bias added to the recurrent term (torch's ``bias_hh``).
       mask: optional (T, B) bool, False at steps to skip (see module doc).
+      lengths: optional (B,) int, for right-padded batches: steps t >= length
+        are masked (combined with ``mask`` by logical and, if both are given).
       reset: optional (T, B) bool, True where the state restarts from ``h0``.
       reverse: run right to left.
       unroll: ``lax.scan`` unroll; None picks :func:`default_unroll`.
@@ -267,14 +294,17 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, reset=None,
     cell = _cells.get(cell)
     _checks.backward(backward)
     _check_args(cell, U, W, b, b_r, xs, h0, mask, reset)
+    if lengths is not None:
+        _check_lengths(lengths, xs)
+        by_length = lengths_to_mask(lengths, xs.shape[0])
+        mask = by_length if mask is None else mask & by_length
     unbatched = xs.ndim == 2
     if unbatched:  # a batch of one: (T, D) -> (T, 1, D), (T,) -> (T, 1), (H,) -> (1, H)
         xs, mask, reset = jax.tree.map(lambda a: a[:, None], (xs, mask, reset))
         h0 = jax.tree.map(lambda a: a[None], h0)
     H = W.shape[1]
-    carry0 = (cell.to_carry(h0) if h0 is not None else
-              tuple(jnp.zeros((xs.shape[1], H), W.dtype) for _ in range(cell.carry_size)))
-    carry0 = tuple(carry0)
+    carry0 = tuple(cell.to_carry(h0) if h0 is not None else
+                   (jnp.zeros((xs.shape[1], H), W.dtype),) * cell.carry_size)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll))
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)

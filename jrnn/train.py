@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["StepMetrics", "adam", "make_train_step", "make_tbptt_step", "chunks",
+__all__ = ["StepMetrics", "adam", "make_train_step", "make_tbptt_step", "tbptt_value_and_grad",
+           "chunks",
            "all_finite", "global_norm"]
 
 
@@ -97,6 +98,43 @@ def make_tbptt_step(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]],
         return params, opt_state, jax.lax.stop_gradient(h_T), metrics
 
     return jax.jit(step) if jit else step
+
+
+def tbptt_value_and_grad(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]], params,
+                         xs, ys, h0, chunk: int):
+    """Loss and gradient of a long stream by truncated BPTT, without updating.
+
+    The stream (T, B, ...) runs in consecutive chunks of ``chunk`` steps; the
+    final state of each chunk starts the next one, with no gradient across the
+    boundary. Returns ``(Σ chunk losses, Σ chunk gradients, final state)``:
+    what a per-chunk loop would accumulate, computed in one ``lax.scan`` over
+    the chunks, so memory grows with ``chunk``, not with T.
+
+    ``loss_and_state_fn(params, xs, ys, h0) -> (loss, h_T)``, e.g.
+    :func:`jrnn.elman.loss_and_state`.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk: expected a chunk length >= 1, got {chunk}")
+    if xs.shape[0] != ys.shape[0]:
+        raise ValueError(f"ys: expected {xs.shape[0]} steps like xs, got {ys.shape[0]}")
+    grad_fn = jax.value_and_grad(loss_and_state_fn, has_aux=True)
+
+    def one_chunk(carry, piece):
+        h, total, grads = carry
+        (J, h_next), g = grad_fn(params, piece[0], piece[1], h)
+        return (jax.lax.stop_gradient(h_next), total + J, jax.tree.map(jnp.add, grads, g)), None
+
+    T, n = xs.shape[0], xs.shape[0] // chunk
+    split = lambda a: a[:n * chunk].reshape((n, chunk) + a.shape[1:])
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    loss_dtype = jax.eval_shape(loss_and_state_fn, params, xs[:chunk], ys[:chunk], h0)[0].dtype
+    carry = (h0, jnp.zeros((), loss_dtype), zero_grads)
+    if n:
+        carry, _ = jax.lax.scan(one_chunk, carry, (split(xs), split(ys)))
+    if T > n * chunk:  # the shorter last chunk
+        carry, _ = one_chunk(carry, (xs[n * chunk:], ys[n * chunk:]))
+    h, total, grads = carry
+    return total, grads, h
 
 
 def chunks(xs, ys, length: int) -> Iterator[tuple[Any, Any]]:

@@ -1,4 +1,4 @@
-"""The corpus helpers and the char-LM demo end to end (tiny sizes)."""
+"""Corpora and tasks, and every script end to end at tiny sizes."""
 import math
 import pathlib
 import runpy
@@ -6,7 +6,8 @@ import runpy
 import numpy as np
 import pytest
 
-from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
+from jrnn.data import (DIGIT_VOCAB, CharVocab, adding_problem, digit_strings, load_digits,
+                       stdlib_source, streams, unigram_entropy)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,7 @@ def test_vocab_round_trip():
 
 
 def test_streams_are_contiguous_and_time_major():
-    ids = np.arange(103)
-    s = streams(ids, 4)
+    s = streams(np.arange(103), 4)
     assert s.shape == (25, 4)
     np.testing.assert_array_equal(s[:, 1], np.arange(25, 50))
 
@@ -36,10 +36,55 @@ def test_stdlib_corpus_is_there():
     assert len(text) == 10_000 and "import" in text
 
 
-def test_char_lm_demo_runs_and_beats_nothing_silly(capsys):
-    module = runpy.run_path(str(ROOT / "scripts" / "char_lm.py"))
-    code = module["main"](["--max-chars", "20000", "--steps", "30", "--hidden", "16",
-                           "--seq", "16", "--batch", "4", "--sample", "20"])
+def test_adding_problem_targets_are_the_marked_sums():
+    xs, targets = adding_problem(np.random.default_rng(0), 50, 20)
+    assert xs.shape == (20, 50, 2) and targets.shape == (50, 1)
+    markers = xs[..., 1]
+    np.testing.assert_array_equal(markers.sum(0), 2)
+    assert np.all(markers[:10].sum(0) == 1)  # one marker in each half
+    np.testing.assert_allclose(targets[:, 0], (xs[..., 0] * markers).sum(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["reverse", "add"])
+def test_digit_strings(task):
+    xs, x_lengths, ys, y_lengths = digit_strings(np.random.default_rng(1), 30, 3, task)
+    for i in range(30):
+        source = "".join(DIGIT_VOCAB[t] for t in xs[: x_lengths[i], i])
+        target = "".join(DIGIT_VOCAB[t] for t in ys[: y_lengths[i], i])
+        expected = source[::-1] if task == "reverse" else str(eval(source))
+        assert target == expected
+
+
+def test_digits_dataset():
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert 0.0 <= images.min() and images.max() == 1.0 and set(labels) == set(range(10))
+
+
+def run_script(name, argv, capsys):
+    code = runpy.run_path(str(ROOT / "scripts" / name))["main"](argv)
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0, out
+    return out
+
+
+def test_char_lm_demo(capsys):
+    out = run_script("char_lm.py", ["--max-chars", "20000", "--steps", "30", "--hidden", "16",
+                                    "--seq", "16", "--batch", "4", "--sample", "20"], capsys)
     assert "validation loss" in out and "unigram baseline" in out
+
+
+def test_digits_script(capsys):
+    out = run_script("digits.py", ["--epochs", "1", "--hidden", "8"], capsys)
+    assert "test accuracy" in out
+
+
+def test_adding_script(capsys, tmp_path):
+    out = run_script("adding.py", ["--lengths", "6", "--steps", "5", "--hidden", "8",
+                                   "--out", str(tmp_path / "adding.md")], capsys)
+    assert "| elman | 6 |" in out and (tmp_path / "adding.json").exists()
+
+
+def test_seq2seq_script(capsys):
+    out = run_script("seq2seq.py", ["--steps", "5", "--hidden", "8", "--max-digits", "2"], capsys)
+    assert "exact-match accuracy" in out

@@ -32,8 +32,11 @@ def test_readme_python_examples_run():
 def test_docstring_examples_run():
     code = """
 import doctest, sys
-import jrnn, jrnn.elman, jrnn.recurrence, jrnn.train
-failed = sum(doctest.testmod(m).failed for m in (jrnn.elman, jrnn.recurrence, jrnn.train))
+import jrnn
+from jrnn.models import classifier, generator, seq2seq, tagger
+modules = (jrnn.elman, jrnn.recurrence, jrnn.train, jrnn.layers, tagger, classifier, generator,
+           seq2seq)
+failed = sum(doctest.testmod(m).failed for m in modules)
 sys.exit(1 if failed else 0)
 """
     result = run_python(code)

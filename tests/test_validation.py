@@ -116,3 +116,76 @@ def test_empty_sequence():
 def test_sample_needs_a_character_model():
     with pytest.raises(ValueError, match=r"p: sample feeds outputs back as inputs"):
         jrnn.elman.sample(P, jax.random.key(0), jnp.array([0]), 5)
+
+
+# Layers, stacks and architectures.
+from jrnn import layers  # noqa: E402
+from jrnn.models import classifier, seq2seq, tagger  # noqa: E402
+
+TAGGER = tagger.init(jax.random.key(0), "elman", 4, 5, 3, num_layers=2, dtype=jnp.float64)
+
+
+def test_lengths_out_of_range():
+    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 6\].*\[1, 7\]"):
+        jrnn.rnn("elman", P.U, P.W, P.b, XS, lengths=jnp.array([7, 1, 2]))
+
+
+def test_lengths_of_any_integer_dtype():
+    for dtype in (jnp.int32, jnp.int64, jnp.uint8):
+        hs, _ = jrnn.rnn("elman", P.U, P.W, P.b, XS, lengths=jnp.array([6, 1, 2], dtype))
+        assert not np.any(np.asarray(hs[1:, 1]))
+
+
+def test_float_lengths():
+    with pytest.raises(TypeError, match=r"lengths: expected an integer dtype"):
+        jrnn.rnn("elman", P.U, P.W, P.b, XS, lengths=jnp.array([6.0, 1.0, 2.0]))
+
+
+def test_lengths_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"lengths: expected shape \(3,\).*got \(2,\)"):
+        jrnn.rnn("elman", P.U, P.W, P.b, XS, lengths=jnp.array([6, 1]))
+
+
+def test_tagger_labels_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"ys: expected shape \(6, 3\) = xs.shape\[:-1\].*got \(6, 2\)"):
+        tagger.loss(TAGGER, XS, YS[:, :2])
+
+
+def test_classifier_needs_one_label_per_sequence():
+    p = classifier.init(jax.random.key(0), "elman", 4, 5, 3, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"ys: expected shape \(3,\): one label per sequence.*got \(6, 3\)"):
+        classifier.loss(p, XS, YS)
+
+
+def test_stack_with_inconsistent_sizes():
+    bad = (TAGGER.rnn[0], (layers.init_layer(jax.random.key(1), "elman", 7, 5),))
+    with pytest.raises(ValueError, match=r"stack\[1\]\[0\].U: expected shape \(G·H, 5\).*got \(5, 7\)"):
+        layers.run_stack(bad, XS)
+
+
+def test_stack_of_the_wrong_type():
+    with pytest.raises(TypeError, match=r"stack\[1\]: expected a tuple of 1 jrnn.layers.Layer .*got a Layer"):
+        layers.run_stack((TAGGER.rnn[0], TAGGER.rnn[1][0]), XS)
+
+
+def test_stepping_a_bidirectional_stack():
+    stack = layers.init_stack(jax.random.key(0), "elman", 4, 5, bidirectional=True)
+    with pytest.raises(ValueError, match=r"step_stack .* needs a unidirectional stack"):
+        layers.step_stack(stack, ((jnp.zeros((1, 5)),),), jnp.zeros((1, 4)))
+
+
+def test_initial_states_of_the_wrong_nesting():
+    with pytest.raises(ValueError, match=r"h0: expected one initial state per layer and direction"):
+        layers.run_stack(TAGGER.rnn, XS, (H0,))
+
+
+def test_decoder_targets_out_of_range():
+    p = seq2seq.init(jax.random.key(0), "elman", 4, 5, 3, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"ys: expected class indices in \[0, 3\)"):
+        seq2seq.loss(p, XS, jnp.full((4, 3), 3, jnp.int32))
+
+
+def test_regression_targets_of_the_wrong_shape():
+    p = classifier.init(jax.random.key(0), "elman", 4, 5, 2, dtype=jnp.float64)
+    with pytest.raises(ValueError, match=r"targets: expected shape \(3, 2\).*got \(3,\)"):
+        classifier.regression_loss(p, XS, jnp.zeros(3))

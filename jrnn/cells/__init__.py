@@ -43,6 +43,8 @@ class Cell:
       step_vjp: ``(carry_in, carry_t, extra_t, dcarry_t) -> (dA_t, dR_t, dcarry_in)``.
       to_carry: public initial state (an array or a NamedTuple) -> carry tuple.
       from_carry: carry tuple -> public state.
+      needs_recurrent_bias: the equations use ``b_r`` apart from ``b`` (GRU), so
+        layers of this cell get one by default.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Cell:
     step_vjp: Callable[..., Any]
     to_carry: Callable[[Any], tuple]
     from_carry: Callable[[tuple], Any]
+    needs_recurrent_bias: bool = False
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"

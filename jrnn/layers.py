@@ -1,0 +1,210 @@
+"""Recurrent layers that know their cell, and deep / bidirectional stacks of them.
+
+A :class:`Layer` holds one direction of one layer: ``U`` (G·H, D), ``W``
+(G·H, H), ``b`` (G·H,) and an optional recurrent bias ``b_r`` (G·H,), plus the
+name of its cell as static metadata (a pytree with only the arrays as leaves,
+so ``jax.grad``, optax and ``jit`` see arrays alone).
+
+A stack is a tuple of layers, each a tuple of one (unidirectional) or two
+(forward, backward) :class:`Layer` s: seed 002's deep RNN (Fig. 7) and
+bidirectional RNN (Fig. 8). Layer l > 0 reads the outputs of layer l − 1, the
+two directions concatenated, [h_f; h_b], as PyTorch's ``nn.RNN`` does.
+
+Every run goes through :func:`jrnn.rnn`, so every direction of every layer
+has the hand-written backward, and gradients reach the layer below through
+the cotangent of its input.
+
+>>> import jax, jax.numpy as jnp, jrnn
+>>> stack = jrnn.layers.init_stack(jax.random.key(0), "elman", input_size=3,
+...                                hidden_size=4, num_layers=2, bidirectional=True)
+>>> outputs, finals = jrnn.layers.run_stack(stack, jnp.ones((6, 2, 3)),
+...                                         lengths=jnp.array([6, 3]))
+>>> outputs.shape, len(finals), len(finals[0])
+((6, 2, 8), 2, 2)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _checks, cells, recurrence
+
+__all__ = ["Layer", "Stack", "init_layer", "run_layer", "init_stack", "run_stack",
+           "step_stack", "zero_states", "hidden_of", "reverse_resets"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """One direction of one recurrent layer.
+
+    A_t = x_t Uᵀ + b and R_t = h_{t−1} Wᵀ + b_r feed the pointwise cell.
+    """
+
+    U: jax.Array                      # (G·H, D)
+    W: jax.Array                      # (G·H, H)
+    b: jax.Array                      # (G·H,)
+    b_r: Optional[jax.Array] = None   # (G·H,), PyTorch's bias_hh
+    cell: str = "elman"               # static: a registered cell name
+
+    @property
+    def hidden_size(self) -> int:
+        return self.W.shape[1]
+
+    @property
+    def input_size(self) -> int:
+        return self.U.shape[1]
+
+
+jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r"], meta_fields=["cell"])
+
+Stack = tuple  # tuple[tuple[Layer, ...], ...]: layers, then directions
+
+
+def init_layer(key, cell: str, input_size: int, hidden_size: int, *,
+               recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Layer:
+    """PyTorch's initialisation: every entry uniform in ±1/√H.
+
+    ``recurrent_bias`` adds ``b_r``; by default a cell gets it when its
+    equations need it apart from ``b`` (the GRU's candidate gate).
+    """
+    spec = cells.get(cell)
+    if recurrent_bias is None:
+        recurrent_bias = spec.needs_recurrent_bias
+    GH = spec.gates * hidden_size
+    bound = 1.0 / float(hidden_size) ** 0.5
+    kU, kW, kb, kr = jax.random.split(key, 4)
+    uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+    return Layer(U=uniform(kU, (GH, input_size)), W=uniform(kW, (GH, hidden_size)),
+                 b=uniform(kb, (GH,)), b_r=uniform(kr, (GH,)) if recurrent_bias else None,
+                 cell=spec.name)
+
+
+def run_layer(layer: Layer, xs, h0=None, **options):
+    """``jrnn.rnn`` with this layer's cell and weights; returns ``(hs, final)``."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"layer: expected jrnn.layers.Layer, got {type(layer).__name__}")
+    return recurrence.rnn(layer.cell, layer.U, layer.W, layer.b, xs, h0, b_r=layer.b_r,
+                          **options)
+
+
+def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
+               bidirectional: bool = False, recurrent_bias: Optional[bool] = None,
+               dtype=jnp.float32) -> Stack:
+    """``num_layers`` layers of one or two directions, all of hidden size H."""
+    if num_layers < 1:
+        raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
+    directions = 2 if bidirectional else 1
+    keys = jax.random.split(key, num_layers * directions).reshape(num_layers, directions)
+    return tuple(
+        tuple(init_layer(keys[l, d], cell, input_size if l == 0 else directions * hidden_size,
+                         hidden_size, recurrent_bias=recurrent_bias, dtype=dtype)
+              for d in range(directions))
+        for l in range(num_layers))
+
+
+def _describe(value) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(type(v).__name__ for v in value) + ")"
+    return f"a {type(value).__name__}"
+
+
+def _check_stack(stack) -> int:
+    """Validates the nesting and the sizes between layers; returns the directions."""
+    if not isinstance(stack, tuple) or not stack:
+        raise TypeError(f"stack: expected a non-empty tuple of layers (each a tuple of "
+                        f"jrnn.layers.Layer), got {type(stack).__name__}")
+    directions = len(stack[0]) if isinstance(stack[0], tuple) else 0
+    for l, layer in enumerate(stack):
+        if not (isinstance(layer, tuple) and len(layer) == directions in (1, 2)
+                and all(isinstance(d, Layer) for d in layer)):
+            raise TypeError(f"stack[{l}]: expected a tuple of {directions or '1 or 2'} "
+                            f"jrnn.layers.Layer (one per direction), got {_describe(layer)}")
+        for d, part in enumerate(layer):
+            H = stack[0][0].hidden_size
+            if part.hidden_size != H:
+                _checks.fail_shape(f"stack[{l}][{d}].W", f"(G·{H}, {H}): one hidden size "
+                                   "for the whole stack", part.W.shape)
+            if l > 0 and part.input_size != directions * H:
+                _checks.fail_shape(f"stack[{l}][{d}].U", f"(G·H, {directions * H}): layer "
+                                   f"{l} reads the {directions} direction(s) of layer {l - 1}",
+                                   part.U.shape)
+    return directions
+
+
+def reverse_resets(reset):
+    """Restart flags for the right-to-left direction.
+
+    ``reset[t]`` means that a new episode starts at t, so the state restarts
+    before step t. Read right to left, the episode that ends at t − 1 then
+    starts, so the flag moves to t − 1: ``reversed[t] = reset[t + 1]``.
+    """
+    return jnp.concatenate([reset[1:], jnp.zeros_like(reset[:1])])
+
+
+def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
+              unroll: Optional[int] = None, backward: str = "manual"):
+    """Runs a (deep, possibly bidirectional) stack over xs (T, B, D).
+
+    ``h0`` is None (zeros) or nested like the stack: ``h0[l][d]`` is the
+    initial state of direction d of layer l. Restart flags apply to both
+    directions, moved one step for the backward one (:func:`reverse_resets`).
+
+    Returns ``(outputs, finals)``: the top layer's outputs (T, B, directions·H)
+    and ``finals[l][d]``, the final state of each layer and direction (for
+    the backward direction: its state after reading the sequence back to t = 0).
+    """
+    directions = _check_stack(stack)
+    if h0 is not None and (len(h0) != len(stack) or any(len(s) != directions for s in h0)):
+        raise ValueError(f"h0: expected one initial state per layer and direction, nested "
+                         f"({len(stack)}, {directions}), got {jax.tree.structure(h0)}")
+    options = dict(mask=mask, lengths=lengths, unroll=unroll, backward=backward)
+    x, finals = xs, []
+    for l, layer in enumerate(stack):
+        outputs, layer_finals = [], []
+        for d, part in enumerate(layer):
+            flags = reset if reset is None or d == 0 else reverse_resets(reset)
+            hs, final = run_layer(part, x, None if h0 is None else h0[l][d],
+                                  reset=flags, reverse=d == 1, **options)
+            outputs.append(hs)
+            layer_finals.append(final)
+        x = outputs[0] if directions == 1 else jnp.concatenate(outputs, axis=-1)
+        finals.append(tuple(layer_finals))
+    return x, tuple(finals)
+
+
+def zero_states(stack: Stack, batch_shape: Sequence[int] = ()) -> tuple:
+    """Zero initial states nested like the stack, each of shape (*batch_shape, H)."""
+    def zero(part: Layer):
+        spec = cells.get(part.cell)
+        shape = tuple(batch_shape) + (part.hidden_size,)
+        return spec.from_carry((jnp.zeros(shape, part.W.dtype),) * spec.carry_size)
+    return tuple(tuple(zero(part) for part in layer) for layer in stack)
+
+
+def hidden_of(cell: str, state) -> jax.Array:
+    """The hidden state h of a cell's public state (an array, or LSTM's (h, c))."""
+    return cells.get(cell).to_carry(state)[0]
+
+
+def step_stack(stack: Stack, states, x):
+    """One time step of a unidirectional stack, for generation.
+
+    ``states[l]`` is layer l's state (B, H) (LSTM: its ``(h, c)``); x (B, D).
+    Returns the new states and the top layer's h (B, H). The same pointwise
+    cells as the scan, so sampling follows exactly the trained equations.
+    """
+    if _check_stack(stack) != 1:
+        raise ValueError("stack: step_stack runs left to right one step at a time, so it "
+                         "needs a unidirectional stack; got a bidirectional one")
+    new_states = []
+    for (part,), state in zip(stack, states):
+        spec = cells.get(part.cell)
+        carry = tuple(spec.to_carry(state))
+        A = recurrence.affine(x, part.U, part.b)
+        carry, _ = spec.step(A, recurrence.affine(carry[0], part.W, part.b_r), carry)
+        new_states.append(spec.from_carry(carry))
+        x = carry[0]
+    return tuple(new_states), x

@@ -1,0 +1,66 @@
+"""Pieces the architectures share: initial states, reductions, generation."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _checks, heads, layers, recurrence
+
+REDUCTIONS = ("sum", "mean")
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+
+
+def reduce(J, count, reduction: str):
+    """``"sum"``: J as is; ``"mean"``: J per counted target."""
+    return J if reduction == "sum" else J / jnp.asarray(count).astype(J.dtype)
+
+
+def valid_steps(num_steps: int, mask=None, lengths=None):
+    """One (T, B) mask from an optional mask and optional lengths (None if neither)."""
+    if lengths is None:
+        return mask
+    by_length = recurrence.lengths_to_mask(lengths, num_steps)
+    return by_length if mask is None else mask & by_length
+
+
+def initial_states(stack, learned, given, batch_shape):
+    """The states a run starts from: given ones, else the learned ones
+    broadcast over the batch (their gradient sums over it), else None (zeros)."""
+    if given is not None or learned is None:
+        return given
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, tuple(batch_shape) + a.shape), learned)
+
+
+def check_tokens(name: str, tokens, shape, vocab_size: int, mask=None) -> None:
+    _checks.integer(name, tokens)
+    _checks.shape(name, tokens, shape)
+    _checks.labels_in_range(name, tokens, vocab_size, mask)
+
+
+def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
+                temperature: float):
+    """Generates ``length`` tokens, each fed back (through ``embed``) as the next input.
+
+    Starts from ``states`` and first input ``x0`` (B, D); at every step the
+    stack advances one step, the head gives logits, and a token is drawn
+    (``temperature=0``: the most likely). Returns (length, B) int32 tokens.
+    """
+    if length < 1:
+        raise ValueError(f"length: expected >= 1, got {length}")
+
+    def step(carry, key):
+        states, x = carry
+        states, h = layers.step_stack(stack, states, x)
+        o = heads.logits(head.V, head.c, h)
+        token = (jnp.argmax(o, axis=-1) if temperature == 0 else
+                 jax.random.categorical(key, o / jnp.asarray(temperature, o.dtype)))
+        token = token.astype(jnp.int32)  # the same dtype whether greedy or sampled
+        return (states, embed(token)), token
+
+    keys = jax.random.split(jax.random.key(0) if key is None else key, length)
+    _, tokens = jax.lax.scan(step, (states, x0), keys)
+    return tokens

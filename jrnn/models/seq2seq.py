@@ -1,0 +1,100 @@
+r"""Many-to-many with T_x ≠ T_y (seed 002 Fig. 3): an encoder-decoder.
+
+The encoder reads xs (T_x, B, D); its final states (per layer, the two
+directions summed if it is bidirectional) are the decoder's initial states.
+The decoder reads the previous target token, starting from a start symbol
+(index ``vocab_size`` of a one-hot of size vocab_size + 1):
+
+.. math::
+
+    s_0^{(l)} = h^{(l)}_{f,\text{last}} (+ h^{(l)}_{b,\text{first}}), \quad
+    s_t = \mathrm{cell}(s_{t-1}, \mathrm{onehot}(y_{t-1})), \quad
+    J = \sum_t -\log \mathrm{softmax}(c + V s_t)[y_t]
+
+Both run with the hand-written BPTT; the decoder's initial-state cotangent
+flows back into the encoder through the final-state output of its layers.
+
+>>> import jax, jax.numpy as jnp
+>>> from jrnn.models import seq2seq
+>>> p = seq2seq.init(jax.random.key(0), "elman", input_size=10, hidden_size=16, vocab_size=10)
+>>> xs = jax.nn.one_hot(jnp.array([[1, 2], [3, 4], [5, 6]]), 10)   # T_x = 3, B = 2
+>>> seq2seq.decode(p, xs, length=4).shape
+(4, 2)
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _checks, heads, layers
+from jrnn.models import _common
+
+__all__ = ["Params", "init", "encode", "decoder_inputs", "loss", "decode"]
+
+
+class Params(NamedTuple):
+    encoder: layers.Stack   # 1 or 2 directions
+    decoder: layers.Stack   # unidirectional, same depth and H; input size vocab + 1
+    head: heads.Head        # V (vocab, H), c (vocab,)
+
+
+def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
+         num_layers: int = 1, bidirectional_encoder: bool = False,
+         recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Params:
+    k_enc, k_dec, k_head = jax.random.split(key, 3)
+    options = dict(num_layers=num_layers, recurrent_bias=recurrent_bias, dtype=dtype)
+    return Params(
+        layers.init_stack(k_enc, cell, input_size, hidden_size,
+                          bidirectional=bidirectional_encoder, **options),
+        layers.init_stack(k_dec, cell, vocab_size + 1, hidden_size, **options),
+        heads.init_head(k_head, hidden_size, vocab_size, dtype))
+
+
+def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
+           backward: str = "manual"):
+    """The decoder's initial states: per layer, the encoder's final states summed
+    over directions."""
+    if len(params.encoder) != len(params.decoder):
+        raise ValueError(f"params: encoder and decoder need the same number of layers, got "
+                         f"{len(params.encoder)} and {len(params.decoder)}")
+    _, finals = layers.run_stack(params.encoder, xs, lengths=lengths, unroll=unroll,
+                                 backward=backward)
+    summed = [jax.tree.map(lambda *parts: sum(parts), *directions) for directions in finals]
+    return tuple((state,) for state in summed)
+
+
+def decoder_inputs(ys, vocab_size: int, dtype):
+    """One-hot of [start, y_0, ..., y_{T−2}], size vocab_size + 1: teacher forcing."""
+    start = jnp.full(ys.shape[1:], vocab_size, ys.dtype)
+    previous = jnp.concatenate([start[None], ys[:-1]], axis=0)
+    return jax.nn.one_hot(previous, vocab_size + 1, dtype=dtype)
+
+
+def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: str = "sum",
+         unroll: Optional[int] = None, backward: str = "manual"):
+    """Teacher-forced NLL of targets ys (T_y, B) given inputs xs (T_x, B, D)."""
+    _common.check_reduction(reduction)
+    _checks.rank("xs", xs, (3,), "(T_x, B, D)")
+    _checks.rank("ys", ys, (2,), "(T_y, B)")
+    vocab = params.head.V.shape[0]
+    valid = _common.valid_steps(ys.shape[0], None, y_lengths)
+    _common.check_tokens("ys", ys, (ys.shape[0], xs.shape[1]), vocab, valid)
+    states = encode(params, xs, lengths=x_lengths, unroll=unroll, backward=backward)
+    outputs, _ = layers.run_stack(params.decoder, decoder_inputs(ys, vocab, xs.dtype), states,
+                                  mask=valid, unroll=unroll, backward=backward)
+    J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid, backward=backward)
+    return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
+
+
+def decode(params: Params, xs, length: int, *, x_lengths=None, key=None,
+           temperature: float = 0.0):
+    """(length, B) output tokens, each fed back; greedy unless ``temperature`` > 0."""
+    vocab = params.head.V.shape[0]
+    states = encode(params, xs, lengths=x_lengths)
+    start = jnp.full(xs.shape[1:2], vocab)
+    embed = lambda token: jax.nn.one_hot(token, vocab + 1, dtype=xs.dtype)
+    states = tuple(s for (s,) in states)
+    return _common.autoregress(params.decoder, params.head, states, embed(start), embed, key,
+                               length, temperature)

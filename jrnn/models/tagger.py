@@ -1,0 +1,77 @@
+r"""Many-to-many with T_x = T_y (seed 002 Fig. 1), deep and/or bidirectional.
+
+.. math::
+
+    o_t = c + V [h^{(L)}_{f,t}; h^{(L)}_{b,t}], \qquad
+    J = \sum_t \sum_{\text{batch}} -\log \mathrm{softmax}(o_t)[y_t]
+
+over the valid steps. With two directions this is seed 002's
+z_t = W_yaf a_f(t) + W_yab a_b(t) + b_y, with V = [W_yaf | W_yab]; with
+``num_layers`` > 1 it is seed 002's deep RNN (Fig. 7). One layer, one
+direction, and ``cell="elman"`` is the seeds' model of :mod:`jrnn.elman`.
+
+>>> import jax, jax.numpy as jnp
+>>> from jrnn.models import tagger
+>>> p = tagger.init(jax.random.key(0), "elman", input_size=3, hidden_size=8,
+...                 output_size=4, num_layers=2, bidirectional=True)
+>>> xs, ys = jnp.ones((5, 2, 3)), jnp.zeros((5, 2), jnp.int32)
+>>> g = jax.grad(tagger.loss)(p, xs, ys, lengths=jnp.array([5, 3]))
+>>> g.rnn[1][1].W.shape
+(8, 8)
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jrnn import _checks, heads, layers
+from jrnn.models import _common
+
+__all__ = ["Params", "init", "hidden", "logits", "loss"]
+
+
+class Params(NamedTuple):
+    rnn: layers.Stack     # layers, each a tuple of 1 or 2 directions
+    head: heads.Head      # V (C, directions·H), c (C,)
+    h0: Any = None        # learned initial states nested like rnn, each (H,); or None
+
+
+def init(key, cell: str, input_size: int, hidden_size: int, output_size: int, *,
+         num_layers: int = 1, bidirectional: bool = False, learn_h0: bool = False,
+         recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Params:
+    k_rnn, k_head = jax.random.split(key)
+    stack = layers.init_stack(k_rnn, cell, input_size, hidden_size, num_layers=num_layers,
+                              bidirectional=bidirectional, recurrent_bias=recurrent_bias,
+                              dtype=dtype)
+    directions = 2 if bidirectional else 1
+    return Params(stack, heads.init_head(k_head, directions * hidden_size, output_size, dtype),
+                  layers.zero_states(stack) if learn_h0 else None)
+
+
+def hidden(params: Params, xs, h0=None, *, mask=None, lengths=None, reset=None,
+           unroll: Optional[int] = None, backward: str = "manual"):
+    """Top-layer outputs (T, B, directions·H) and every final state (see run_stack)."""
+    h0 = _common.initial_states(params.rnn, params.h0, h0, xs.shape[1:-1])
+    return layers.run_stack(params.rnn, xs, h0, mask=mask, lengths=lengths, reset=reset,
+                            unroll=unroll, backward=backward)
+
+
+def logits(params: Params, xs, h0=None, **options):
+    outputs, _ = hidden(params, xs, h0, **options)
+    return heads.logits(params.head.V, params.head.c, outputs)
+
+
+def loss(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reset=None,
+         reduction: str = "sum", unroll: Optional[int] = None, backward: str = "manual"):
+    """Summed (or mean) NLL of ys (T, B) over the valid steps of xs (T, B, D)."""
+    _common.check_reduction(reduction)
+    _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
+    _checks.integer("ys", ys)
+    _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]")
+    valid = _common.valid_steps(xs.shape[0], mask, lengths)
+    outputs, _ = hidden(params, xs, h0, mask=valid, reset=reset, unroll=unroll,
+                        backward=backward)
+    J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid, backward=backward)
+    return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)

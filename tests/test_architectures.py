@@ -1,0 +1,162 @@
+"""Every architecture × option × cell: hand-written gradients equal autodiff's."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn import layers
+from jrnn.models import classifier, generator, seq2seq, tagger
+from architectures import ARCHS, B, C, D, H, LENGTHS, T, TBPTT
+from helpers import TOL, rel_error
+
+CELLS = jrnn.cells.names()
+
+
+def split(batch):
+    """Floating entries are differentiated; the rest (labels, lengths, flags) are not."""
+    is_float = lambda v: all(jnp.issubdtype(l.dtype, jnp.floating) for l in jax.tree.leaves(v))
+    return ({k: v for k, v in batch.items() if is_float(v)},
+            {k: v for k, v in batch.items() if not is_float(v)})
+
+
+@functools.lru_cache(maxsize=None)
+def value_and_grad(arch: str, backward: str):
+    loss = ARCHS[arch].loss
+    return jax.jit(jax.value_and_grad(
+        lambda p, floats, others: loss(p, {**floats, **others}, backward), argnums=(0, 1)))
+
+
+def check(arch, cell, dtype, seed=0):
+    params, batch = ARCHS[arch].build(jax.random.key(seed), cell, dtype)
+    floats, others = split(batch)
+    J_m, g_m = value_and_grad(arch, "manual")(params, floats, others)
+    J_a, g_a = value_and_grad(arch, "autodiff")(params, floats, others)
+    assert rel_error(J_m, J_a) <= TOL[dtype]
+    paths_m = jax.tree_util.tree_leaves_with_path(g_m)
+    for (path, gm), ga in zip(paths_m, jax.tree.leaves(g_a), strict=True):
+        name = jax.tree_util.keystr(path)
+        assert rel_error(gm, ga) <= TOL[dtype], name
+        assert np.any(np.asarray(ga) != 0), f"{name}: no gradient reaches it"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_gradients_match_autodiff_float64(arch, cell):
+    check(arch, cell, jnp.float64)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("arch", ["deep-bidirectional", "many-to-one", "encoder-decoder"])
+def test_gradients_match_autodiff_float32(arch, cell):
+    check(arch, cell, jnp.float32)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncated_bptt_gradients(cell):
+    """Chunked gradients: manual equals autodiff, and equals an explicit loop over chunks
+    with the state carried and stopped at each boundary."""
+    params, batch = TBPTT.build(jax.random.key(1), cell, jnp.float64)
+    run = jax.jit(TBPTT.loss, static_argnums=2)
+    J_m, g_m, h_m = run(params, batch, "manual")
+    J_a, g_a, h_a = run(params, batch, "autodiff")
+    assert rel_error((J_m, g_m, h_m), (J_a, g_a, h_a)) <= 1e-10
+
+    def chunk_loss(p, xs, ys, h0):
+        outputs, finals = tagger.hidden(p, xs, ((h0,),), backward="autodiff")
+        return jrnn.heads.softmax_nll(p.head.V, p.head.c, outputs, ys), finals[0][0]
+    h = layers.zero_states(params.rnn, (B,))[0][0]
+    total, grads = 0.0, jax.tree.map(jnp.zeros_like, params)
+    for xs, ys in jrnn.train.chunks(batch["xs"], batch["ys"], 2):
+        (J, h), g = jax.value_and_grad(chunk_loss, has_aux=True)(params, xs, ys, h)
+        total, grads = total + J, jax.tree.map(jnp.add, grads, g)
+    assert rel_error(g_m, grads) <= 1e-10
+    np.testing.assert_allclose(J_m, total, rtol=1e-12)
+    # Differs from full BPTT: the boundaries really cut the gradient.
+    full = jax.grad(lambda p: tagger.loss(p, batch["xs"], batch["ys"]))(params)
+    assert rel_error(g_m.rnn, full.rnn) > 1e-3
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_padding_moves_nothing_valid(cell):
+    """Garbage in padded steps, and extra garbage steps, change no loss or gradient."""
+    key = jax.random.key(2)
+    garbage = lambda shape: 100.0 * jax.random.normal(key, shape, jnp.float64)
+    valid = jrnn.lengths_to_mask(LENGTHS, T)[..., None]
+
+    p, batch = ARCHS["deep-bidirectional"].build(key, cell, jnp.float64)
+    xs, ys = batch["xs"], batch["ys"]
+    padded = jnp.concatenate([jnp.where(valid, xs, garbage(xs.shape)), garbage((2, B, D))])
+    ys_padded = jnp.concatenate([ys, jnp.zeros((2, B), ys.dtype)])
+    for loss in (lambda p, xs, ys: tagger.loss(p, xs, ys, lengths=LENGTHS),
+                 lambda p, xs, ys: classifier.loss(
+                     classifier.Params(p.rnn, p.head, p.h0), xs, ys[0], lengths=LENGTHS)):
+        J, g = jax.value_and_grad(loss)(p, xs, ys)
+        J_pad, g_pad = jax.value_and_grad(loss)(p, padded, ys_padded)
+        assert rel_error(J_pad, J) <= 1e-13 and rel_error(g_pad, g) <= 1e-12
+
+    p, batch = ARCHS["encoder-decoder"].build(key, cell, jnp.float64)
+    loss = lambda p, xs, ys, y_lengths: seq2seq.loss(p, xs, ys, x_lengths=LENGTHS,
+                                                     y_lengths=y_lengths)
+    y_lengths = batch["y_lengths"]
+    y_valid = jrnn.lengths_to_mask(y_lengths, batch["ys"].shape[0])
+    ys_garbage = jnp.where(y_valid, batch["ys"], (batch["ys"] + 1) % C)
+    J, g = jax.value_and_grad(loss)(p, batch["xs"], batch["ys"], y_lengths)
+    J_pad, g_pad = jax.value_and_grad(loss)(
+        p, jnp.concatenate([jnp.where(valid, batch["xs"], garbage(batch["xs"].shape)),
+                            garbage((3, B, D))]), ys_garbage, y_lengths)
+    assert rel_error(J_pad, J) <= 1e-13 and rel_error(g_pad, g) <= 1e-12
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bidirectional_restarts_split_the_stream_into_episodes(cell):
+    """With a restart at t = 3, both directions see two independent episodes."""
+    stack = layers.init_stack(jax.random.key(3), cell, D, H, num_layers=2, bidirectional=True,
+                              dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(4), (T + 2, 1, D), jnp.float64)
+    reset = jnp.zeros((T + 2, 1), bool).at[3].set(True)
+    whole, _ = layers.run_stack(stack, xs, reset=reset)
+    first, _ = layers.run_stack(stack, xs[:3])
+    second, _ = layers.run_stack(stack, xs[3:])
+    np.testing.assert_allclose(whole, jnp.concatenate([first, second]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_greedy_generation_follows_the_trained_equations(cell):
+    """Greedy tokens equal the argmax of the teacher-forced logits fed those tokens."""
+    key = jax.random.key(5)
+    p = generator.init(key, cell, D, 8, C, num_layers=2, dtype=jnp.float64)
+    context = jax.random.normal(key, (B, D), jnp.float64)
+    tokens = generator.sample(p, key, context, 6, temperature=0)
+    outputs, _ = layers.run_stack(p.rnn, generator.teacher_inputs(context, tokens, C))
+    np.testing.assert_array_equal(
+        jnp.argmax(jrnn.heads.logits(p.head.V, p.head.c, outputs), -1), tokens)
+
+    p = seq2seq.init(key, cell, D, 8, C, num_layers=2, bidirectional_encoder=True,
+                     dtype=jnp.float64)
+    xs = jax.random.normal(key, (T, B, D), jnp.float64)
+    tokens = seq2seq.decode(p, xs, 6, x_lengths=LENGTHS)
+    states = seq2seq.encode(p, xs, lengths=LENGTHS)
+    outputs, _ = layers.run_stack(p.decoder, seq2seq.decoder_inputs(tokens, C, xs.dtype), states)
+    np.testing.assert_array_equal(
+        jnp.argmax(jrnn.heads.logits(p.head.V, p.head.c, outputs), -1), tokens)
+
+
+def test_elman_sampling_follows_its_logits():
+    p = jrnn.elman.init(jax.random.key(6), 5, 8, 5, dtype=jnp.float64)
+    prompt = jnp.array([1, 3, 2], jnp.int32)
+    tokens = jrnn.elman.sample(p, jax.random.key(7), prompt, 6, temperature=0)
+    text = jnp.concatenate([prompt, tokens])
+    o = jrnn.elman.logits(p, jax.nn.one_hot(text[:-1], 5, dtype=jnp.float64))
+    np.testing.assert_array_equal(jnp.argmax(o, -1)[len(prompt) - 1:], tokens)
+
+
+def test_classifier_reads_the_last_valid_state():
+    p = classifier.init(jax.random.key(8), "elman", D, H, C, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(9), (T, B, D), jnp.float64)
+    feats = classifier.features(p, xs, lengths=LENGTHS)
+    hs, _ = layers.run_layer(p.rnn[0][0], xs)
+    for i, n in enumerate(LENGTHS):
+        np.testing.assert_allclose(feats[i], hs[n - 1, i], rtol=1e-13)
