@@ -54,6 +54,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jrnn import _checks
@@ -254,11 +255,11 @@ def _check_lengths(lengths, xs):
     _checks.integer("lengths", lengths)
     batch = xs.shape[1:-1]
     _checks.shape("lengths", lengths, batch, f"{batch}: one length per sequence")
-    if not isinstance(lengths, jax.core.Tracer):
-        values = jnp.asarray(lengths)
-        if values.size and (int(values.min()) < 0 or int(values.max()) > xs.shape[0]):
+    if not isinstance(lengths, jax.core.Tracer):  # concrete: check the values too
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > xs.shape[0]):
             raise ValueError(f"lengths: expected values in [0, {xs.shape[0]}] (T = xs.shape[0]), "
-                             f"got values in [{int(values.min())}, {int(values.max())}]")
+                             f"got values in [{values.min()}, {values.max()}]")
 
 
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,

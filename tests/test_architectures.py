@@ -23,17 +23,21 @@ def split(batch):
 
 
 @functools.lru_cache(maxsize=None)
-def value_and_grad(arch: str, backward: str):
+def both_value_and_grads(arch: str):
+    """Manual and autodiff (value, gradient) in one program: one compilation."""
     loss = ARCHS[arch].loss
-    return jax.jit(jax.value_and_grad(
-        lambda p, floats, others: loss(p, {**floats, **others}, backward), argnums=(0, 1)))
+
+    def both(p, floats, others):
+        return tuple(jax.value_and_grad(lambda p, f: loss(p, {**f, **others}, backward),
+                                        argnums=(0, 1))(p, floats)
+                     for backward in ("manual", "autodiff"))
+    return jax.jit(both)
 
 
 def check(arch, cell, dtype, seed=0):
     params, batch = ARCHS[arch].build(jax.random.key(seed), cell, dtype)
     floats, others = split(batch)
-    J_m, g_m = value_and_grad(arch, "manual")(params, floats, others)
-    J_a, g_a = value_and_grad(arch, "autodiff")(params, floats, others)
+    (J_m, g_m), (J_a, g_a) = both_value_and_grads(arch)(params, floats, others)
     assert rel_error(J_m, J_a) <= TOL[dtype]
     paths_m = jax.tree_util.tree_leaves_with_path(g_m)
     for (path, gm), ga in zip(paths_m, jax.tree.leaves(g_a), strict=True):
@@ -69,13 +73,14 @@ def test_truncated_bptt_gradients(cell):
         return jrnn.heads.softmax_nll(p.head.V, p.head.c, outputs, ys), finals[0][0]
     h = layers.zero_states(params.rnn, (B,))[0][0]
     total, grads = 0.0, jax.tree.map(jnp.zeros_like, params)
+    chunk_grad = jax.jit(jax.value_and_grad(chunk_loss, has_aux=True))
     for xs, ys in jrnn.train.chunks(batch["xs"], batch["ys"], 2):
-        (J, h), g = jax.value_and_grad(chunk_loss, has_aux=True)(params, xs, ys, h)
+        (J, h), g = chunk_grad(params, xs, ys, h)
         total, grads = total + J, jax.tree.map(jnp.add, grads, g)
     assert rel_error(g_m, grads) <= 1e-10
     np.testing.assert_allclose(J_m, total, rtol=1e-12)
     # Differs from full BPTT: the boundaries really cut the gradient.
-    full = jax.grad(lambda p: tagger.loss(p, batch["xs"], batch["ys"]))(params)
+    full = jax.jit(jax.grad(lambda p: tagger.loss(p, batch["xs"], batch["ys"])))(params)
     assert rel_error(g_m.rnn, full.rnn) > 1e-3
 
 
@@ -93,8 +98,9 @@ def test_padding_moves_nothing_valid(cell):
     for loss in (lambda p, xs, ys: tagger.loss(p, xs, ys, lengths=LENGTHS),
                  lambda p, xs, ys: classifier.loss(
                      classifier.Params(p.rnn, p.head, p.h0), xs, ys[0], lengths=LENGTHS)):
-        J, g = jax.value_and_grad(loss)(p, xs, ys)
-        J_pad, g_pad = jax.value_and_grad(loss)(p, padded, ys_padded)
+        grad = jax.jit(jax.value_and_grad(loss))
+        J, g = grad(p, xs, ys)
+        J_pad, g_pad = grad(p, padded, ys_padded)
         assert rel_error(J_pad, J) <= 1e-13 and rel_error(g_pad, g) <= 1e-12
 
     p, batch = ARCHS["encoder-decoder"].build(key, cell, jnp.float64)
@@ -103,8 +109,9 @@ def test_padding_moves_nothing_valid(cell):
     y_lengths = batch["y_lengths"]
     y_valid = jrnn.lengths_to_mask(y_lengths, batch["ys"].shape[0])
     ys_garbage = jnp.where(y_valid, batch["ys"], (batch["ys"] + 1) % C)
-    J, g = jax.value_and_grad(loss)(p, batch["xs"], batch["ys"], y_lengths)
-    J_pad, g_pad = jax.value_and_grad(loss)(
+    grad = jax.jit(jax.value_and_grad(loss))
+    J, g = grad(p, batch["xs"], batch["ys"], y_lengths)
+    J_pad, g_pad = grad(
         p, jnp.concatenate([jnp.where(valid, batch["xs"], garbage(batch["xs"].shape)),
                             garbage((3, B, D))]), ys_garbage, y_lengths)
     assert rel_error(J_pad, J) <= 1e-13 and rel_error(g_pad, g) <= 1e-12

@@ -25,12 +25,13 @@ def test_vmap_over_an_extra_leading_axis():
     N = 3
     xs = jax.random.normal(jax.random.key(0), (N,) + XS.shape, XS.dtype)
     ys = jax.random.randint(jax.random.key(1), (N,) + YS.shape, 0, 3)
-    grad = jax.grad(lambda p, xs, ys: jrnn.elman.loss(p, xs, ys, H0))
-    batched = jax.vmap(grad, in_axes=(None, 0, 0))(P, xs, ys)
+    grad = jax.jit(jax.grad(lambda p, xs, ys: jrnn.elman.loss(p, xs, ys, H0)))
+    batched = jax.jit(jax.vmap(grad, in_axes=(None, 0, 0)))(P, xs, ys)
     for n in range(N):
         assert rel_error(jax.tree.map(lambda g: g[n], batched), grad(P, xs[n], ys[n])) <= 1e-13
-    ref = jax.vmap(jax.grad(lambda p, xs, ys: jrnn.elman.loss(p, xs, ys, H0, backward="autodiff")),
-                   in_axes=(None, 0, 0))(P, xs, ys)
+    ref = jax.jit(jax.vmap(jax.grad(
+        lambda p, xs, ys: jrnn.elman.loss(p, xs, ys, H0, backward="autodiff")),
+        in_axes=(None, 0, 0)))(P, xs, ys)
     assert rel_error(batched, ref) <= 1e-10
 
 
@@ -60,8 +61,8 @@ def test_forward_mode_error_points_to_the_switch(transform):
 def test_forward_mode_through_the_autodiff_switch():
     f = lambda W: J(P._replace(W=W), XS, H0, "autodiff")
     v = jax.random.normal(jax.random.key(2), P.W.shape, P.W.dtype)
-    _, tangent = jax.jvp(f, (P.W,), (v,))
-    g = jax.grad(lambda W: J(P._replace(W=W), XS, H0))(P.W)
+    _, tangent = jax.jit(lambda W, v: jax.jvp(f, (W,), (v,)))(P.W, v)
+    g = jax.jit(jax.grad(lambda W: J(P._replace(W=W), XS, H0)))(P.W)
     np.testing.assert_allclose(float(tangent), float(jnp.vdot(g, v)), rtol=1e-10)
-    hess = jax.hessian(f)(P.W)
+    hess = jax.jit(jax.hessian(f))(P.W)
     assert hess.shape == P.W.shape * 2 and bool(jnp.all(jnp.isfinite(hess)))

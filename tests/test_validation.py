@@ -189,3 +189,13 @@ def test_regression_targets_of_the_wrong_shape():
     p = classifier.init(jax.random.key(0), "elman", 4, 5, 2, dtype=jnp.float64)
     with pytest.raises(ValueError, match=r"targets: expected shape \(3, 2\).*got \(3,\)"):
         classifier.regression_loss(p, XS, jnp.zeros(3))
+
+
+def test_concrete_lengths_closed_over_under_jit():
+    """A constant lengths array inside a jitted function is checked with numpy, not traced."""
+    lengths = jnp.array([6, 1, 2])
+    hs = jax.jit(lambda xs: jrnn.rnn("elman", P.U, P.W, P.b, xs, lengths=lengths)[0])(XS)
+    assert not np.any(np.asarray(hs[1:, 1]))
+    too_long = lengths + 5
+    with pytest.raises(ValueError, match=r"lengths: expected values in \[0, 6\]"):
+        jax.jit(lambda xs: jrnn.rnn("elman", P.U, P.W, P.b, xs, lengths=too_long))(XS)

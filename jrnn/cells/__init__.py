@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["Cell", "get", "names", "register"]
+__all__ = ["Cell", "LSTMState", "get", "names", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,4 +85,6 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from jrnn.cells import elman as _elman  # noqa: E402,F401  (registers itself)
+# Each module registers its cell on import.
+from jrnn.cells import elman, gru, lstm  # noqa: E402,F401
+from jrnn.cells.lstm import LSTMState  # noqa: E402
