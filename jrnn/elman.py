@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _checks, cells, heads, layers, recurrence
-from jrnn.models._common import autoregress
+from jrnn.models import tagger
 
 __all__ = ["Params", "init", "hidden", "logits", "loss", "loss_and_state", "sample"]
 
@@ -150,16 +150,6 @@ def sample(p: Params, key, prompt, length: int, *, temperature: float = 1.0, h0=
     if D != C:
         raise ValueError(f"p: sample feeds outputs back as inputs, so it needs input_size "
                          f"== output_size, got U {tuple(p.U.shape)} and V {tuple(p.V.shape)}")
-    _checks.integer("prompt", prompt)
-    _checks.rank("prompt", prompt, (1,), "(P,) with P >= 1")
-    if prompt.shape[0] < 1:
-        _checks.fail_shape("prompt", "(P,) with P >= 1", prompt.shape)
-    embed = lambda token: jax.nn.one_hot(token, D, dtype=p.U.dtype)
-    # Read all but the last prompt token; the last is the first input of the loop.
-    h = h0 if h0 is not None else jnp.zeros(p.W.shape[:1], p.W.dtype)
-    if prompt.shape[0] > 1:
-        _, h = hidden(p, embed(prompt[:-1]), h)
-    stack = ((layers.Layer(p.U, p.W, p.b, None, "elman"),),)
-    tokens = autoregress(stack, heads.Head(p.V, p.c), (h[None],), embed(prompt[-1:]), embed,
-                         key, length, temperature)
-    return tokens[:, 0]
+    view = tagger.Params(((layers.Layer(p.U, p.W, p.b, None, "elman"),),), heads.Head(p.V, p.c))
+    return tagger.sample(view, key, prompt, length, temperature=temperature,
+                         h0=None if h0 is None else ((h0,),))

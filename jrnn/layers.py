@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from jrnn import _checks, cells, recurrence
 
-__all__ = ["Layer", "Stack", "init_layer", "run_layer", "init_stack", "run_stack",
+__all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack", "run_stack",
            "step_stack", "zero_states", "hidden_of", "reverse_resets"]
 
 
@@ -45,7 +45,7 @@ class Layer:
 
     U: jax.Array                      # (G·H, D)
     W: jax.Array                      # (G·H, H)
-    b: jax.Array                      # (G·H,)
+    b: Optional[jax.Array]            # (G·H,), PyTorch's bias_ih; None: no bias
     b_r: Optional[jax.Array] = None   # (G·H,), PyTorch's bias_hh
     cell: str = "elman"               # static: a registered cell name
 
@@ -63,23 +63,51 @@ jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r"], meta
 Stack = tuple  # tuple[tuple[Layer, ...], ...]: layers, then directions
 
 
-def init_layer(key, cell: str, input_size: int, hidden_size: int, *,
-               recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Layer:
-    """PyTorch's initialisation: every entry uniform in ±1/√H.
+RECURRENT_INITS = ("uniform", "orthogonal")
 
-    ``recurrent_bias`` adds ``b_r``; by default a cell gets it when its
-    equations need it apart from ``b`` (the GRU's candidate gate).
+
+def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: bool = True,
+               recurrent_bias: Optional[bool] = None, recurrent_init: str = "uniform",
+               forget_bias: Optional[float] = None, dtype=jnp.float32) -> Layer:
+    """PyTorch's initialisation by default: every entry uniform in ±1/√H.
+
+    Args:
+      bias: False gives a layer without biases (PyTorch's ``bias=False``).
+      recurrent_bias: add ``b_r``; by default a cell gets it when its equations
+        need it apart from ``b`` (the GRU's candidate gate).
+      recurrent_init: ``"orthogonal"`` makes each gate's (H, H) block of W a
+        random orthogonal matrix (Saxe et al. 2014): every singular value is 1,
+        so at the start the recurrence neither shrinks nor grows gradients.
+      forget_bias: LSTM only: the forget gate's block of ``b`` (Gers et al.
+        2000; Jozefowicz et al. 2015 use 1.0), with ``b_r``'s block at zero,
+        so that the cell starts out remembering.
     """
     spec = cells.get(cell)
+    if recurrent_init not in RECURRENT_INITS:
+        raise ValueError(f"recurrent_init: expected one of {RECURRENT_INITS}, "
+                         f"got {recurrent_init!r}")
+    if forget_bias is not None and spec.name != "lstm":
+        raise ValueError(f"forget_bias: only the LSTM has a forget gate, got cell {spec.name!r}")
     if recurrent_bias is None:
         recurrent_bias = spec.needs_recurrent_bias
-    GH = spec.gates * hidden_size
-    bound = 1.0 / float(hidden_size) ** 0.5
+    G, H = spec.gates, hidden_size
+    bound = 1.0 / float(H) ** 0.5
     kU, kW, kb, kr = jax.random.split(key, 4)
     uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
-    return Layer(U=uniform(kU, (GH, input_size)), W=uniform(kW, (GH, hidden_size)),
-                 b=uniform(kb, (GH,)), b_r=uniform(kr, (GH,)) if recurrent_bias else None,
-                 cell=spec.name)
+    if recurrent_init == "orthogonal":
+        blocks = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (H, H), dtype))(
+            jax.random.split(kW, G))
+        W = blocks.reshape(G * H, H)
+    else:
+        W = uniform(kW, (G * H, H))
+    b = uniform(kb, (G * H,)) if bias else None
+    b_r = uniform(kr, (G * H,)) if bias and recurrent_bias else None
+    if forget_bias is not None:
+        if b is None:
+            raise ValueError("forget_bias: needs bias=True")
+        b = b.at[H:2 * H].set(forget_bias)  # the gate order is i, f, g, o
+        b_r = None if b_r is None else b_r.at[H:2 * H].set(0)
+    return Layer(U=uniform(kU, (G * H, input_size)), W=W, b=b, b_r=b_r, cell=spec.name)
 
 
 def run_layer(layer: Layer, xs, h0=None, **options):
@@ -91,16 +119,19 @@ def run_layer(layer: Layer, xs, h0=None, **options):
 
 
 def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
-               bidirectional: bool = False, recurrent_bias: Optional[bool] = None,
-               dtype=jnp.float32) -> Stack:
-    """``num_layers`` layers of one or two directions, all of hidden size H."""
+               bidirectional: bool = False, dtype=jnp.float32, **layer_options) -> Stack:
+    """``num_layers`` layers of one or two directions, all of hidden size H.
+
+    ``layer_options`` go to :func:`init_layer` for every layer: ``bias``,
+    ``recurrent_bias``, ``recurrent_init``, ``forget_bias``.
+    """
     if num_layers < 1:
         raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
     directions = 2 if bidirectional else 1
     keys = jax.random.split(key, num_layers * directions).reshape(num_layers, directions)
     return tuple(
         tuple(init_layer(keys[l, d], cell, input_size if l == 0 else directions * hidden_size,
-                         hidden_size, recurrent_bias=recurrent_bias, dtype=dtype)
+                         hidden_size, dtype=dtype, **layer_options)
               for d in range(directions))
         for l in range(num_layers))
 

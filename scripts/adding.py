@@ -42,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--forget-bias", type=float, default=None,
+                        help="LSTM only: initial forget-gate bias (e.g. 1.0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the table here (markdown) and beside it JSON")
     return parser.parse_args(argv)
@@ -50,7 +52,8 @@ def parse_args(argv=None):
 def train_one(cell: str, length: int, args) -> dict:
     rng = np.random.default_rng(args.seed)
     test_x, test_y = map(jnp.asarray, adding_problem(np.random.default_rng(12345), 1000, length))
-    params = classifier.init(jax.random.key(args.seed), cell, 2, args.hidden, 1)
+    options = {"forget_bias": args.forget_bias} if cell == "lstm" and args.forget_bias else {}
+    params = classifier.init(jax.random.key(args.seed), cell, 2, args.hidden, 1, **options)
     optimizer = jrnn.train.adam(args.lr, args.clip)
     step = jrnn.train.make_train_step(
         lambda p, batch: (classifier.regression_loss(p, *batch, reduction="mean"), None),
@@ -70,7 +73,8 @@ def train_one(cell: str, length: int, args) -> dict:
             bar.set_postfix(test_mse=f"{best:.4f}")
     bar.close()
     final = float(test_mse(params))
-    return {"cell": cell, "T": length, "test_mse": final, "best_test_mse": min(best, final),
+    name = cell + (f" (forget bias {args.forget_bias:g})" if options else "")
+    return {"cell": name, "T": length, "test_mse": final, "best_test_mse": min(best, final),
             "steps": args.steps, "batch": args.batch, "hidden": args.hidden,
             "seconds": time.perf_counter() - t0}
 

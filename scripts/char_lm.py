@@ -1,7 +1,8 @@
 """Character-level language model, trained with jrnn's hand-written BPTT.
 
-The min-char-rnn recipe (seed 003's reference) at a useful scale: a tanh RNN
-reads one-hot characters and predicts the next one; a long text is cut into
+The min-char-rnn recipe (seed 003's reference) at a useful scale: a recurrent
+network (the seeds' tanh RNN by default; ``--cell lstm`` or ``gru``, and
+``--layers``) reads one-hot characters and predicts the next one; a long text is cut into
 ``--batch`` parallel streams and trained by truncated BPTT in chunks of
 ``--seq`` characters, the hidden state carried from chunk to chunk.
 
@@ -12,6 +13,7 @@ sample. The defaults finish in about two to three minutes on a 2-core CPU.
 
     python scripts/char_lm.py                   # default corpus
     python scripts/char_lm.py --text book.txt --steps 5000 --hidden 512
+    python scripts/char_lm.py --cell lstm --hidden 256
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 import jrnn
 from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
+from jrnn.models import tagger
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,11 +39,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--text", help="a UTF-8 text file (default: Python stdlib source)")
     parser.add_argument("--max-chars", type=int, default=2_000_000,
                         help="characters of the default corpus")
+    parser.add_argument("--cell", default="elman", choices=jrnn.cells.names())
     parser.add_argument("--hidden", type=int, default=512, help="hidden size H")
+    parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--seq", type=int, default=64, help="truncated-BPTT chunk length")
     parser.add_argument("--batch", type=int, default=32, help="parallel streams")
     parser.add_argument("--steps", type=int, default=6000, help="training chunks")
-    parser.add_argument("--lr", type=float, default=3e-3,
+    parser.add_argument("--lr", type=float, default=2e-3,
                         help="peak Adam learning rate (cosine decay to a tenth)")
     parser.add_argument("--clip", type=float, default=5.0, help="global-norm gradient clip")
     parser.add_argument("--seed", type=int, default=0)
@@ -68,27 +73,28 @@ def main(argv=None) -> int:
     baseline = unigram_entropy(ids[:split], V)
     print(f"corpus: {source}, {len(ids):,} characters, vocabulary {V}; "
           f"{len(ids) - split:,} held out")
-    print(f"model: tanh RNN, H={H}, {args.batch} streams x {T} steps per chunk, "
-          f"backward={args.backward}, device={jax.devices()[0].platform}")
+    print(f"model: {args.cell}, {args.layers} layer(s), H={H}, {args.batch} streams x {T} "
+          f"steps per chunk, backward={args.backward}, device={jax.devices()[0].platform}")
 
     def loss_and_state(p, xs, ys, h0):
-        one_hot = jax.nn.one_hot(xs, V, dtype=p.W.dtype)
-        return jrnn.elman.loss_and_state(p, one_hot, ys, h0, reduction="mean",
-                                         backward=args.backward)
+        one_hot = jax.nn.one_hot(xs, V, dtype=p.head.V.dtype)
+        return tagger.loss_and_state(p, one_hot, ys, h0, reduction="mean",
+                                     backward=args.backward)
 
     key_init, key_sample = jax.random.split(jax.random.key(args.seed))
-    params = jrnn.elman.init(key_init, V, H, V)
+    params = tagger.init(key_init, args.cell, V, H, V, num_layers=args.layers)
     schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.1)
     optimizer = jrnn.train.adam(schedule, args.clip)
     opt_state = optimizer.init(params)
     step = jrnn.train.make_tbptt_step(loss_and_state, optimizer)
-    h = jnp.zeros((args.batch, H), params.W.dtype)
+    zeros = jrnn.layers.zero_states(params.rnn, (args.batch,))
+    h = zeros
     start, smooth, t0 = 0, None, time.perf_counter()
     bar = tqdm(range(1, args.steps + 1), desc="training", unit="chunk", file=sys.stdout,
                mininterval=1.0)
     for i in bar:
         if start + T + 1 > len(train):  # end of the text: start the streams again
-            start, h = 0, jnp.zeros_like(h)
+            start, h = 0, zeros
         xs, ys = train[start:start + T], train[start + 1:start + T + 1]
         start += T
         params, opt_state, h, metrics = step(params, opt_state, h, xs, ys)
@@ -104,16 +110,16 @@ def main(argv=None) -> int:
     bar.close()
     elapsed = time.perf_counter() - t0
 
-    evaluate = jax.jit(functools.partial(jrnn.elman.loss_and_state, reduction="sum"))
-    total, h = 0.0, jnp.zeros_like(h)
+    evaluate = jax.jit(functools.partial(tagger.loss_and_state, reduction="sum"))
+    total, h = 0.0, zeros
     for xs, ys in jrnn.train.chunks(valid[:-1], valid[1:], 512):
-        J, h = evaluate(params, jax.nn.one_hot(xs, V, dtype=params.W.dtype), ys, h)
+        J, h = evaluate(params, jax.nn.one_hot(xs, V, dtype=params.head.V.dtype), ys, h)
         total += float(J)
     val_loss = total / ((len(valid) - 1) * args.batch)
 
     prompt = vocab.encode(args.prompt) if args.prompt else vocab.encode(text[:1])
-    tokens = jrnn.elman.sample(params, key_sample, jnp.asarray(prompt), args.sample,
-                               temperature=args.temperature)
+    tokens = tagger.sample(params, key_sample, jnp.asarray(prompt), args.sample,
+                           temperature=args.temperature)
     print(f"\n--- sample (temperature {args.temperature}) ---\n"
           f"{args.prompt}{vocab.decode(tokens)}\n---")
     print(f"trained {args.steps} chunks ({args.steps * T * args.batch:,} characters) "

@@ -167,3 +167,23 @@ def test_classifier_reads_the_last_valid_state():
     hs, _ = layers.run_layer(p.rnn[0][0], xs)
     for i, n in enumerate(LENGTHS):
         np.testing.assert_allclose(feats[i], hs[n - 1, i], rtol=1e-13)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_central_finite_differences(cell):
+    """Directional derivatives of a deep bidirectional tagger, every parameter and xs."""
+    params, batch = ARCHS["deep-bidirectional"].build(jax.random.key(10), cell, jnp.float64)
+    floats, others = split(batch)
+    loss = jax.jit(lambda p, f: ARCHS["deep-bidirectional"].loss(p, {**f, **others}, "manual"))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, floats)
+    leaves, treedef = jax.tree.flatten((params, floats))
+    eps = 1e-6
+    for i, (leaf, g) in enumerate(zip(leaves, jax.tree.leaves(grads))):
+        v = jnp.asarray(np.random.default_rng(i).standard_normal(leaf.shape))
+        def at(s):
+            moved = list(leaves)
+            moved[i] = leaf + s * eps * v
+            return float(loss(*jax.tree.unflatten(treedef, moved)))
+        fd = (at(1) - at(-1)) / (2 * eps)
+        analytic = float(jnp.vdot(g, v))
+        assert abs(fd - analytic) <= 1e-7 * max(1.0, abs(analytic)), (i, fd, analytic)

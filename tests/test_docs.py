@@ -1,4 +1,5 @@
 """The README and docs tell the truth: their code runs, their pointers exist."""
+import importlib.util
 import pathlib
 import re
 import subprocess
@@ -24,7 +25,9 @@ def test_every_code_pointer_in_the_derivation_exists():
 def test_readme_python_examples_run():
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks
+    assert len(blocks) >= 4
+    if importlib.util.find_spec("torch") is None:  # optional extra: its example needs it
+        blocks = [b for b in blocks if "import torch" not in b]
     result = run_python("\n".join(blocks))
     assert result.returncode == 0, result.stderr[-3000:]
 

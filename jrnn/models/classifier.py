@@ -39,11 +39,11 @@ class Params(NamedTuple):
 
 def init(key, cell: str, input_size: int, hidden_size: int, num_classes: int, *,
          num_layers: int = 1, bidirectional: bool = False, learn_h0: bool = False,
-         recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Params:
+         dtype=jnp.float32, **layer_options) -> Params:
     k_rnn, k_head = jax.random.split(key)
     stack = layers.init_stack(k_rnn, cell, input_size, hidden_size, num_layers=num_layers,
-                              bidirectional=bidirectional, recurrent_bias=recurrent_bias,
-                              dtype=dtype)
+                              bidirectional=bidirectional, dtype=dtype,
+                              **layer_options)
     directions = 2 if bidirectional else 1
     return Params(stack, heads.init_head(k_head, directions * hidden_size, num_classes, dtype),
                   layers.zero_states(stack) if learn_h0 else None)

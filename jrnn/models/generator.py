@@ -39,12 +39,11 @@ class Params(NamedTuple):
 
 
 def init(key, cell: str, context_size: int, hidden_size: int, vocab_size: int, *,
-         num_layers: int = 1, recurrent_bias: Optional[bool] = None,
-         dtype=jnp.float32) -> Params:
+         num_layers: int = 1, dtype=jnp.float32, **layer_options) -> Params:
     k_rnn, k_head = jax.random.split(key)
     return Params(layers.init_stack(k_rnn, cell, context_size + vocab_size, hidden_size,
-                                    num_layers=num_layers, recurrent_bias=recurrent_bias,
-                                    dtype=dtype),
+                                    num_layers=num_layers, dtype=dtype,
+                                    **layer_options),
                   heads.init_head(k_head, hidden_size, vocab_size, dtype))
 
 

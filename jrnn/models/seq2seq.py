@@ -42,9 +42,9 @@ class Params(NamedTuple):
 
 def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
          num_layers: int = 1, bidirectional_encoder: bool = False,
-         recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Params:
+         dtype=jnp.float32, **layer_options) -> Params:
     k_enc, k_dec, k_head = jax.random.split(key, 3)
-    options = dict(num_layers=num_layers, recurrent_bias=recurrent_bias, dtype=dtype)
+    options = dict(num_layers=num_layers, dtype=dtype, **layer_options)
     return Params(
         layers.init_stack(k_enc, cell, input_size, hidden_size,
                           bidirectional=bidirectional_encoder, **options),

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jrnn import _checks, heads, layers
 from jrnn.models import _common
 
-__all__ = ["Params", "init", "hidden", "logits", "loss"]
+__all__ = ["Params", "init", "hidden", "logits", "loss", "loss_and_state", "sample"]
 
 
 class Params(NamedTuple):
@@ -40,11 +40,11 @@ class Params(NamedTuple):
 
 def init(key, cell: str, input_size: int, hidden_size: int, output_size: int, *,
          num_layers: int = 1, bidirectional: bool = False, learn_h0: bool = False,
-         recurrent_bias: Optional[bool] = None, dtype=jnp.float32) -> Params:
+         dtype=jnp.float32, **layer_options) -> Params:
     k_rnn, k_head = jax.random.split(key)
     stack = layers.init_stack(k_rnn, cell, input_size, hidden_size, num_layers=num_layers,
-                              bidirectional=bidirectional, recurrent_bias=recurrent_bias,
-                              dtype=dtype)
+                              bidirectional=bidirectional, dtype=dtype,
+                              **layer_options)
     directions = 2 if bidirectional else 1
     return Params(stack, heads.init_head(k_head, directions * hidden_size, output_size, dtype),
                   layers.zero_states(stack) if learn_h0 else None)
@@ -63,15 +63,56 @@ def logits(params: Params, xs, h0=None, **options):
     return heads.logits(params.head.V, params.head.c, outputs)
 
 
-def loss(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reset=None,
-         reduction: str = "sum", unroll: Optional[int] = None, backward: str = "manual"):
-    """Summed (or mean) NLL of ys (T, B) over the valid steps of xs (T, B, D)."""
+def loss_and_state(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reset=None,
+                   reduction: str = "sum", unroll: Optional[int] = None,
+                   backward: str = "manual"):
+    """``(J, finals)``: the loss and every final state, nested like ``params.rnn``.
+
+    ``finals`` has the structure of ``h0``, so it can start the next chunk of
+    a stream (truncated BPTT, :func:`jrnn.train.make_tbptt_step`).
+    """
     _common.check_reduction(reduction)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]")
     valid = _common.valid_steps(xs.shape[0], mask, lengths)
-    outputs, _ = hidden(params, xs, h0, mask=valid, reset=reset, unroll=unroll,
-                        backward=backward)
+    outputs, finals = hidden(params, xs, h0, mask=valid, reset=reset, unroll=unroll,
+                             backward=backward)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid, backward=backward)
-    return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
+    return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction), finals
+
+
+def loss(params: Params, xs, ys, h0=None, **options):
+    """Summed (or mean) NLL of ys (T, B) over the valid steps of xs (T, B, D).
+
+    Keyword options: ``mask``, ``lengths``, ``reset``, ``reduction``
+    (``"sum"`` or ``"mean"`` per valid step), ``unroll``, ``backward``.
+    """
+    return loss_and_state(params, xs, ys, h0, **options)[0]
+
+
+def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0, h0=None):
+    """Generates ``length`` tokens after ``prompt``, each fed back as a one-hot input.
+
+    For a unidirectional model whose inputs are its own outputs (a character
+    model: input size = output size). ``prompt`` is an integer (P,) array,
+    P ≥ 1; ``temperature=0`` takes the most likely token. Returns (length,)
+    int32 tokens.
+    """
+    D, C = params.rnn[0][0].input_size, params.head.V.shape[0]
+    if D != C:
+        raise ValueError(f"params: sample feeds outputs back as inputs, so it needs input size "
+                         f"== output size, got {D} and {C}")
+    _checks.integer("prompt", prompt)
+    _checks.rank("prompt", prompt, (1,), "(P,) with P >= 1")
+    if prompt.shape[0] < 1:
+        _checks.fail_shape("prompt", "(P,) with P >= 1", prompt.shape)
+    dtype = params.head.V.dtype
+    embed = lambda token: jax.nn.one_hot(token, D, dtype=dtype)
+    states = h0 if h0 is not None else layers.zero_states(params.rnn)
+    if prompt.shape[0] > 1:  # read all but the last token; the last is the first input
+        _, states = hidden(params, embed(prompt[:-1]), states)
+    batched = tuple(jax.tree.map(lambda a: a[None], state) for (state,) in states)
+    tokens = _common.autoregress(params.rnn, params.head, batched, embed(prompt[-1:]), embed,
+                                 key, length, temperature)
+    return tokens[:, 0]
