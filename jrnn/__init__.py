@@ -10,12 +10,13 @@ The public API, re-exported explicitly:
 * :mod:`models`: the seeds' architectures: tagger (many-to-many), classifier
   (many-to-one), generator (one-to-many), seq2seq (encoder-decoder).
 * :mod:`train`: optax training steps, truncated BPTT.
+* :mod:`remat`: memory-bounded BPTT (store every k-th state, recompute).
 * :mod:`pytorch`: conversion to and from ``torch.nn.RNN``/``LSTM``/``GRU``
   (imports torch only when called).
 """
-from jrnn import cells, elman, heads, layers, models, pytorch, recurrence, train
+from jrnn import cells, elman, heads, layers, models, pytorch, recurrence, remat, train
 from jrnn.recurrence import default_unroll, lengths_to_mask, rnn
 
 __all__ = ["cells", "default_unroll", "elman", "heads", "layers", "lengths_to_mask", "models",
-           "pytorch", "recurrence", "rnn", "train"]
+           "pytorch", "recurrence", "remat", "rnn", "train"]
 __version__ = "0.1.0"

@@ -88,7 +88,7 @@ def _check_params(p: Params) -> None:
 
 
 def hidden(p: Params, xs, h0=None, *, mask=None, reset=None, reverse: bool = False,
-           unroll: Optional[int] = None, backward: str = "manual"):
+           unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """All hidden states and the final one: ``(hs (T, B, H), h_T (B, H))``.
 
     The layer on its own, for research code that puts its own loss on top;
@@ -97,7 +97,8 @@ def hidden(p: Params, xs, h0=None, *, mask=None, reset=None, reverse: bool = Fal
     """
     _check_params(p)
     return recurrence.rnn(_CELL, p.U, p.W, p.b, xs, h0, mask=mask, reset=reset,
-                          reverse=reverse, unroll=unroll, backward=backward)
+                          reverse=reverse, unroll=unroll, matmul_dtype=matmul_dtype,
+                          backward=backward)
 
 
 def logits(p: Params, xs, h0=None, **options):
@@ -107,7 +108,7 @@ def logits(p: Params, xs, h0=None, **options):
 
 
 def loss_and_state(p: Params, xs, ys, h0=None, *, mask=None, reset=None,
-                   reduction: str = "sum", unroll: Optional[int] = None,
+                   reduction: str = "sum", unroll: Optional[int] = None, matmul_dtype=None,
                    backward: str = "manual"):
     """``(J, h_T)``: the loss and the final state, for truncated BPTT.
 
@@ -121,8 +122,10 @@ def loss_and_state(p: Params, xs, ys, h0=None, *, mask=None, reset=None,
     _checks.rank("xs", xs, (2, 3), f"(T, B, {p.U.shape[1]}) or unbatched (T, {p.U.shape[1]})")
     _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]",
                   "one integer label per step and sequence")
-    hs, h_T = hidden(p, xs, h0, mask=mask, reset=reset, unroll=unroll, backward=backward)
-    J = heads.softmax_nll(p.V, p.c, hs, ys, mask, backward=backward)
+    hs, h_T = hidden(p, xs, h0, mask=mask, reset=reset, unroll=unroll,
+                     matmul_dtype=matmul_dtype, backward=backward)
+    J = heads.softmax_nll(p.V, p.c, hs, ys, mask,
+                          matmul_dtype=matmul_dtype, backward=backward)
     if reduction == "mean":
         count = ys.size if mask is None else mask.sum()
         J = J / jnp.asarray(count).astype(J.dtype)

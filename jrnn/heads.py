@@ -21,12 +21,13 @@ the only residual besides h and V, so the backward does no softmax again.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jrnn import _checks
+from jrnn import _checks, _matmul
 
 __all__ = ["Head", "init_head", "softmax_nll", "squared_error", "logits"]
 
@@ -46,9 +47,9 @@ def init_head(key, input_size: int, output_size: int, dtype=jnp.float32) -> Head
                 jax.random.uniform(kc, (output_size,), dtype, -bound, bound))
 
 
-def logits(V, c, hs):
+def logits(V, c, hs, matmul_dtype=None):
     """o = hs Vᵀ + c for hs of shape (..., H); returns (..., C)."""
-    o = jnp.einsum("...h,ch->...c", hs, V)
+    o = _matmul.einsum("...h,ch->...c", hs, V, matmul_dtype)
     return o + c.reshape((1,) * (o.ndim - 1) + c.shape)
 
 
@@ -57,9 +58,9 @@ def _accumulation_dtype(dtype):
     return jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
 
 
-def _terms(V, c, hs, ys, mask):
+def _terms(V, c, hs, ys, mask, md=None):
     """Per-row NLL (masked rows 0, out-of-range labels NaN), logits, log-sum-exp."""
-    o = logits(V, c, hs)
+    o = logits(V, c, hs, md)
     o = o.astype(_accumulation_dtype(o.dtype))
     lse = jax.nn.logsumexp(o, axis=-1)
     num_classes = V.shape[0]
@@ -71,13 +72,13 @@ def _terms(V, c, hs, ys, mask):
     return nll, o, lse, valid
 
 
-@jax.custom_vjp
-def _softmax_nll_manual(V, c, hs, ys, mask):
-    return _terms(V, c, hs, ys, mask)[0].sum()
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _softmax_nll_manual(md, V, c, hs, ys, mask):
+    return _terms(V, c, hs, ys, mask, md)[0].sum()
 
 
-def _softmax_nll_manual_fwd(V, c, hs, ys, mask):
-    nll, o, lse, valid = _terms(V, c, hs, ys, mask)
+def _softmax_nll_manual_fwd(md, V, c, hs, ys, mask):
+    nll, o, lse, valid = _terms(V, c, hs, ys, mask, md)
     probs = jnp.exp(o - lse[..., None])
     d_o = probs - jax.nn.one_hot(ys, V.shape[0], dtype=probs.dtype)  # ŷ − onehot(y)
     d_o = jnp.where(valid[..., None], d_o, jnp.nan)  # as the loss: NaN for a bad label
@@ -86,20 +87,20 @@ def _softmax_nll_manual_fwd(V, c, hs, ys, mask):
     return nll.sum(), (d_o.astype(V.dtype), hs, V)
 
 
-def _softmax_nll_manual_bwd(residuals, g):
+def _softmax_nll_manual_bwd(md, residuals, g):
     d_o, hs, V = residuals
     d_o = d_o * g.astype(d_o.dtype)
     rows = lambda a: a.reshape(-1, a.shape[-1])  # one 2-D matmul over every row
-    dV = rows(d_o).T @ rows(hs)
+    dV = _matmul.einsum("nc,nh->ch", rows(d_o), rows(hs), md)
     dc = rows(d_o).sum(0)
-    d_hs = jnp.einsum("...c,ch->...h", d_o, V)
+    d_hs = _matmul.einsum("...c,ch->...h", d_o, V, md)
     return dV, dc, d_hs, None, None
 
 
 _softmax_nll_manual.defvjp(_softmax_nll_manual_fwd, _softmax_nll_manual_bwd)
 
 
-def softmax_nll(V, c, hs, ys, mask=None, *, backward: str = "manual"):
+def softmax_nll(V, c, hs, ys, mask=None, *, matmul_dtype=None, backward: str = "manual"):
     """Summed negative log-likelihood of integer labels under softmax(c + V h).
 
     Args:
@@ -107,6 +108,8 @@ def softmax_nll(V, c, hs, ys, mask=None, *, backward: str = "manual"):
       hs: (..., H) hidden states, e.g. (T, B, H) or (B, H).
       ys: integer labels of shape ``hs.shape[:-1]``, each in [0, C).
       mask: optional bool of shape ``hs.shape[:-1]``; False rows add nothing.
+      matmul_dtype: None, or e.g. ``jnp.bfloat16`` for the products (see
+        :func:`jrnn.rnn`).
       backward: ``"manual"`` (hand-written VJP) or ``"autodiff"``.
 
     Returns:
@@ -122,10 +125,11 @@ def softmax_nll(V, c, hs, ys, mask=None, *, backward: str = "manual"):
         _checks.boolean("mask", mask)
         _checks.shape("mask", mask, hs.shape[:-1])
     _checks.labels_in_range("ys", ys, C, mask)
+    md = _matmul.check(matmul_dtype)
     if backward == "autodiff":
-        return _terms(V, c, hs, ys, mask)[0].sum()
+        return _terms(V, c, hs, ys, mask, md)[0].sum()
     _checks.reject_forward_mode("jrnn.heads.softmax_nll", V, c, hs)
-    return _softmax_nll_manual(V, c, hs, ys, mask)
+    return _softmax_nll_manual(md, V, c, hs, ys, mask)
 
 
 def _check_linear(V, c, hs):
@@ -140,32 +144,32 @@ def _check_linear(V, c, hs):
     _checks.same_dtype("hs", hs, V.dtype, "V")
 
 
-def _squared_error_terms(V, c, hs, targets):
-    return jnp.sum(jnp.square(logits(V, c, hs) - targets))
+def _squared_error_terms(V, c, hs, targets, md=None):
+    return jnp.sum(jnp.square(logits(V, c, hs, md) - targets))
 
 
-@jax.custom_vjp
-def _squared_error_manual(V, c, hs, targets):
-    return _squared_error_terms(V, c, hs, targets)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _squared_error_manual(md, V, c, hs, targets):
+    return _squared_error_terms(V, c, hs, targets, md)
 
 
-def _squared_error_manual_fwd(V, c, hs, targets):
-    residual = logits(V, c, hs) - targets
+def _squared_error_manual_fwd(md, V, c, hs, targets):
+    residual = logits(V, c, hs, md) - targets
     return jnp.sum(jnp.square(residual)), (residual, hs, V)
 
 
-def _squared_error_manual_bwd(saved, g):
+def _squared_error_manual_bwd(md, saved, g):
     residual, hs, V = saved
     d_o = (2 * g) * residual  # dJ/do = 2 (o − y)
     rows = lambda a: a.reshape(-1, a.shape[-1])
-    return (rows(d_o).T @ rows(hs), rows(d_o).sum(0),
-            jnp.einsum("...c,ch->...h", d_o, V), -d_o)
+    return (_matmul.einsum("nc,nh->ch", rows(d_o), rows(hs), md), rows(d_o).sum(0),
+            _matmul.einsum("...c,ch->...h", d_o, V, md), -d_o)
 
 
 _squared_error_manual.defvjp(_squared_error_manual_fwd, _squared_error_manual_bwd)
 
 
-def squared_error(V, c, hs, targets, *, backward: str = "manual"):
+def squared_error(V, c, hs, targets, *, matmul_dtype=None, backward: str = "manual"):
     r"""J = Σ ‖c + V h − y‖² over all rows, for regression (the adding problem).
 
     .. math::  \frac{\partial J}{\partial o} = 2 (o - y), \quad
@@ -177,7 +181,8 @@ def squared_error(V, c, hs, targets, *, backward: str = "manual"):
     _check_linear(V, c, hs)
     _checks.same_dtype("targets", targets, V.dtype, "V")
     _checks.shape("targets", targets, hs.shape[:-1] + V.shape[:1])
+    md = _matmul.check(matmul_dtype)
     if backward == "autodiff":
-        return _squared_error_terms(V, c, hs, targets)
+        return _squared_error_terms(V, c, hs, targets, md)
     _checks.reject_forward_mode("jrnn.heads.squared_error", V, c, hs, targets)
-    return _squared_error_manual(V, c, hs, targets)
+    return _squared_error_manual(md, V, c, hs, targets)

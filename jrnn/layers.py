@@ -32,7 +32,8 @@ import jax.numpy as jnp
 
 from jrnn import _checks, cells, recurrence
 
-__all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack", "run_stack",
+__all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack",
+           "run_stack",
            "step_stack", "zero_states", "hidden_of", "reverse_resets"]
 
 
@@ -176,7 +177,7 @@ def reverse_resets(reset):
 
 
 def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
-              unroll: Optional[int] = None, backward: str = "manual"):
+              unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """Runs a (deep, possibly bidirectional) stack over xs (T, B, D).
 
     ``h0`` is None (zeros) or nested like the stack: ``h0[l][d]`` is the
@@ -191,7 +192,8 @@ def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
     if h0 is not None and (len(h0) != len(stack) or any(len(s) != directions for s in h0)):
         raise ValueError(f"h0: expected one initial state per layer and direction, nested "
                          f"({len(stack)}, {directions}), got {jax.tree.structure(h0)}")
-    options = dict(mask=mask, lengths=lengths, unroll=unroll, backward=backward)
+    options = dict(mask=mask, lengths=lengths, unroll=unroll, matmul_dtype=matmul_dtype,
+                   backward=backward)
     x, finals = xs, []
     for l, layer in enumerate(stack):
         outputs, layer_finals = [], []
@@ -234,8 +236,9 @@ def step_stack(stack: Stack, states, x):
     for (part,), state in zip(stack, states):
         spec = cells.get(part.cell)
         carry = tuple(spec.to_carry(state))
-        A = recurrence.affine(x, part.U, part.b)
-        carry, _ = spec.step(A, recurrence.affine(carry[0], part.W, part.b_r), carry)
+        A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
+        R = recurrence.gate_blocks(recurrence.affine(carry[0], part.W, part.b_r), spec.gates)
+        carry, _ = spec.step(A, R, carry)
         new_states.append(spec.from_carry(carry))
         x = carry[0]
     return tuple(new_states), x

@@ -120,7 +120,7 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
                 if has_bias:
                     for name, value in (("bias_ih", part.b), ("bias_hh", part.b_r)):
                         target = getattr(module, name + sfx)
-                        target.copy_(tensor(value) if value is not None else torch.zeros_like(target))
+                        target.copy_(torch.zeros_like(target) if value is None else tensor(value))
     return module
 
 

@@ -5,9 +5,11 @@ For any cell (:mod:`jrnn.cells`) with G gates, hidden size H, and inputs
 
 .. math::
 
-    A &= X U^\top + b                     && (T, B, GH)\ \text{one matmul, outside the loop} \\
+    A &= X U^\top + b                     && (T, B, GH)\ \text{outside the loop} \\
     R_t &= h_{t-1} W^\top + b_r           && (B, GH)\ \text{the only matmul inside the loop} \\
     (\text{carry}_t, \text{extra}_t) &= \text{cell.step}(A_t, R_t, \text{carry}_{t-1})
+
+with A_t and R_t handed to the cell as G blocks of (B, H), one per gate.
 
 and returns every h_t and the final carry. The backward pass is written by
 hand and given to JAX with ``jax.custom_vjp``. A reverse ``lax.scan`` carries
@@ -57,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _checks
+from jrnn import _checks, _matmul
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -77,26 +79,38 @@ class _Static:
     cell: _cells.Cell
     reverse: bool
     unroll: int
+    matmul_dtype: Any = None  # None or a jnp.dtype (see jrnn/_matmul.py)
 
 
-def _project(xs, U):
-    """X Uᵀ over all T·B rows at once.
+def gate_blocks(a, G: int, axis: int = -1) -> tuple:
+    """G equal blocks of ``a`` along ``axis``: the gates, in the cell's order.
 
-    The bias b is added inside the loop instead (A_t = (X Uᵀ)_t + b), where
-    it fuses into the cell's pointwise kernel; added here it would be one more
-    pass over the whole (T, B, G·H) array (measured: about 10 ms of a 40 ms
-    LSTM forward on the CPU, benchmarks/NOTES.md).
+    (B, G·H) -> G arrays (B, H) along the last axis; a (G·H, ·) weight or a
+    (G·H,) bias -> its G row blocks along axis 0.
     """
-    return jnp.einsum("tbd,gd->tbg", xs, U)
+    return tuple(jnp.split(a, G, axis=axis)) if G > 1 else (a,)
 
 
-def affine(h, W, bias=None):
+def _project(xs, U, G: int, matmul_dtype=None) -> tuple:
+    """X U_gᵀ for each gate block g, over all T·B rows at once: G arrays (T, B, H).
+
+    One matmul per gate rather than one (T, B, G·H) product: each gate then
+    enters the loop as its own scan input. Slicing gate blocks out of one
+    array inside the loop stops XLA:CPU from vectorising the cell's pointwise
+    kernel (measured: the LSTM's gate math ran 4× slower; benchmarks/NOTES.md).
+    The bias b joins inside the loop, where it fuses into that kernel.
+    """
+    return tuple(_matmul.einsum("tbd,gd->tbg", xs, U_g, matmul_dtype)
+                 for U_g in gate_blocks(U, G, axis=0))
+
+
+def affine(h, W, bias=None, matmul_dtype=None):
     """Rows times a weight matrix: h Wᵀ (+ bias) for h (B, K), W (G·H, K).
 
-    In the loop this is R_t = h_{t-1} Wᵀ + b_r; a generation step uses it for
-    A_t = x_t Uᵀ + b too.
+    In the loop this is R_t = h_{t-1} Wᵀ + b_r, one matmul for all gates; a
+    generation step uses it for A_t = x_t Uᵀ + b too.
     """
-    R = jnp.einsum("bh,gh->bg", h, W)
+    R = _matmul.einsum("bh,gh->bg", h, W, matmul_dtype)
     return R if bias is None else R + bias[None, :]
 
 
@@ -115,19 +129,28 @@ def _add(a, b):
     return jax.tree.map(jnp.add, a, b)
 
 
-def _forward(static, U, W, b, b_r, xs, carry0, mask, reset):
-    """The forward pass shared by both backwards: returns outputs and residuals."""
-    cell = static.cell
-    XU = _project(xs, U)
+def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, keep_residuals=True):
+    """The forward pass shared by both backwards: outputs, and residuals if asked.
+
+    Without ``keep_residuals`` the scan stacks only the outputs: a custom_vjp's
+    primal (a call that is not differentiated) must not build residuals that
+    nothing reads, since neither JAX nor XLA prunes them from inside it.
+    """
+    cell, md = static.cell, static.matmul_dtype
+    G = cell.gates
+    XU = _project(xs, U, G, md)
+    b_g = None if b is None else gate_blocks(b, G, axis=0)
+    W_mm = W if md is None else W.astype(md)  # cast once, outside the loop
 
     def step(carry, inputs):
         XU_t, m_t, rho_t = inputs
-        A_t = XU_t if b is None else XU_t + b[None, :]
+        A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
-        new, extra = cell.step(A_t, affine(carry_in[0], W, b_r), carry_in)
+        R_t = gate_blocks(affine(carry_in[0], W_mm, b_r, md), G)
+        new, extra = cell.step(A_t, R_t, carry_in)
         if m_t is not None:
             new = _select(m_t, new, carry)
-        return new, (new, extra)
+        return new, ((new, extra) if keep_residuals else ((new[0],), None))
 
     final, (carries, extras) = lax.scan(
         step, carry0, (XU, mask, reset), reverse=static.reverse, unroll=static.unroll)
@@ -137,7 +160,8 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset):
-    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset)
+    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset,
+                               keep_residuals=False)
     return hs, final
 
 
@@ -150,7 +174,9 @@ def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset):
 def _rnn_manual_bwd(static, residuals, cotangents):
     U, W, b, b_r, xs, carry0, mask, reset, carries, extras = residuals
     d_hs, d_final = cotangents
-    cell, T = static.cell, xs.shape[0]
+    cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
+    G = cell.gates
+    W_mm = W if md is None else W.astype(md)
     if mask is not None:
         d_hs = jnp.where(mask[..., None], d_hs, 0)  # masked outputs are constant zeros
     before = 1 if static.reverse else -1  # index of the step processed just before t
@@ -172,29 +198,36 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         zeros = jax.tree.map(jnp.zeros_like, dcarry)
         d_new = dcarry if m_t is None else _select(m_t, dcarry, zeros)
         dA, dR, d_in = cell.step_vjp(carry_in, carry_t, extra_t, d_new)
-        d_in = (d_in[0] + jnp.einsum("bg,gh->bh", dA if dR is None else dR, W),) + tuple(d_in[1:])
+        dR = dA if dR is None else dR
+        dR_all = dR[0] if G == 1 else jnp.concatenate(dR, axis=-1)
+        dh_prev = _matmul.einsum("bg,gh->bh", dR_all, W_mm, md)
+        d_in = (d_in[0] + dh_prev,) + tuple(d_in[1:])
         if rho_t is not None:  # a restarted step read carry0, not carry_{t-1}
             dcarry0 = _add(dcarry0, _select(rho_t, d_in, zeros))
             d_in = _select(rho_t, zeros, d_in)
         if m_t is not None:  # a masked step passed carry_{t-1} through unchanged
             d_in = _add(d_in, _select(m_t, zeros, dcarry))
-        # Emit the state this step read, h_in(t): dW pairs it with dR_t, and
-        # XLA gets aligned operands without a shifted copy of h.
-        return (d_in, dcarry0), (dA, dR, carry_in[0])
+        # Emit dA_t; the blocks of dR_t that differ from dA_t's (GRU's n, for
+        # one); and the state this step read, h_in(t), which dW pairs with dR_t,
+        # so that XLA gets aligned operands without a shifted copy of h.
+        dR_own = tuple(None if r is a else r for r, a in zip(dR, dA))
+        return (d_in, dcarry0), (dA, dR_own, carry_in[0])
 
     acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0))
-    (d_first, dcarry0), (dA, dR, h_in) = lax.scan(
+    (d_first, dcarry0), (dA, dR_own, h_in) = lax.scan(
         step, acc0, (d_hs, carries, extras, mask, reset, jnp.arange(T)),
         reverse=not static.reverse, unroll=static.unroll)
     d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
 
-    # After the scan, one matmul each over all T·B rows.
-    dR = dA if dR is None else dR
-    dW = _rows(dR).T @ _rows(h_in)
-    db_r = None if b_r is None else _rows(dR).sum(0)
-    dU = _rows(dA).T @ _rows(xs)
-    db = None if b is None else _rows(dA).sum(0)
-    dxs = jnp.einsum("tbg,gd->tbd", dA, U)
+    # After the scan, one matmul per gate block over all T·B rows.
+    dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
+    stack = lambda parts: parts[0] if G == 1 else jnp.concatenate(parts, axis=0)
+    dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) for r in dR])
+    db_r = None if b_r is None else stack([_rows(r).sum(0) for r in dR])
+    dU = stack([_matmul.einsum("ng,nd->gd", _rows(a), _rows(xs), md) for a in dA])
+    db = None if b is None else stack([_rows(a).sum(0) for a in dA])
+    dxs = sum(_matmul.einsum("tbg,gd->tbd", a, U_g, md)
+              for a, U_g in zip(dA, gate_blocks(U, G, axis=0)))
     return dU, dW, db, db_r, dxs, d_carry0, None, None
 
 
@@ -261,7 +294,7 @@ def _check_lengths(lengths, xs):
 
 
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
-        reverse: bool = False, unroll: Optional[int] = None,
+        reverse: bool = False, unroll: Optional[int] = None, matmul_dtype=None,
         backward: str = "manual") -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
 
@@ -278,6 +311,10 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
       reset: optional (T, B) bool, True where the state restarts from ``h0``.
       reverse: run right to left.
       unroll: ``lax.scan`` unroll; None picks :func:`default_unroll`.
+      matmul_dtype: None (products in the arrays' dtype) or e.g. ``jnp.bfloat16``:
+        every matmul, forward and backward, takes inputs of that dtype and
+        accumulates in the parameters' dtype; state, pointwise math and
+        gradients keep the parameters' dtype.
       backward: ``"manual"`` (hand-written BPTT) or ``"autodiff"`` (JAX autodiff
         of the same forward: the reference, and the path for forward mode).
 
@@ -305,12 +342,14 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     H = W.shape[1]
     carry0 = tuple(cell.to_carry(h0) if h0 is not None else
                    (jnp.zeros((xs.shape[1], H), W.dtype),) * cell.carry_size)
-    static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll))
+    static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
+                     _matmul.check(matmul_dtype))
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset)
     else:
-        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset)
+        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset,
+                                   keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
     return hs, cell.from_carry(tuple(final))

@@ -165,6 +165,26 @@ def _tbptt(chunk=2):
     return build, loss
 
 
+def _remat_segments(segment=2):
+    """Memory-bounded BPTT: the manual side recomputes segments of 2 steps (T = 5,
+    so with a shorter last one); the reference is autodiff of the whole sequence."""
+    def build(key, cell, dtype):
+        k = jax.random.split(key, 4)
+        p = tagger.init(k[0], cell, D, H, C, num_layers=2, dtype=dtype)
+        h0 = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
+                          layers.zero_states(p.rnn, (B,)))
+        return p, {"xs": _normal(k[1], (T, B, D), dtype),
+                   "ys": jax.random.randint(k[2], (T, B), 0, C), "h0": h0}
+
+    def loss(p, batch, backward):
+        fn = functools.partial(tagger.loss_and_state, backward=backward)
+        if backward == "manual":
+            fn = jrnn.remat.segmented(fn, segment)
+        J, finals = fn(p, batch["xs"], batch["ys"], batch["h0"])
+        return J + sum(jnp.sum(jnp.sin(s)) for s in jax.tree.leaves(finals))
+    return build, loss
+
+
 ARCHS = {a.name: a for a in [
     Arch("layer", *_single_layer()),
     Arch("layer-reverse", *_single_layer(reverse=True)),
@@ -189,5 +209,6 @@ ARCHS = {a.name: a for a in [
     Arch("encoder-decoder", *_seq2seq()),
     Arch("encoder-decoder-deep-bidirectional", *_seq2seq(num_layers=2,
                                                          bidirectional_encoder=True)),
+    Arch("memory-bounded-bptt", *_remat_segments()),
 ]}
 TBPTT = Arch("truncated-bptt", *_tbptt())

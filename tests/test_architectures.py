@@ -187,3 +187,32 @@ def test_gradients_match_central_finite_differences(cell):
         fd = (at(1) - at(-1)) / (2 * eps)
         analytic = float(jnp.vdot(g, v))
         assert abs(fd - analytic) <= 1e-7 * max(1.0, abs(analytic)), (i, fd, analytic)
+
+
+@pytest.mark.parametrize("segment", [1, 3, 5, 8])
+def test_memory_bounded_bptt_for_any_segment_length(segment):
+    """Segments of 1 step, a remainder, exactly T, longer than T: all exact."""
+    p, xs, ys, h0 = jrnn.elman.init(jax.random.key(0), D, H, C, dtype=jnp.float64), None, None, None
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
+    ys = jax.random.randint(jax.random.key(2), (T, B), 0, C)
+    h0 = jax.random.normal(jax.random.key(3), (B, H), jnp.float64)
+    full = jax.grad(lambda p, xs, h0: jrnn.elman.loss(p, xs, ys, h0, backward="autodiff"),
+                    argnums=(0, 1, 2))(p, xs, h0)
+    fn = jrnn.remat.segmented(jrnn.elman.loss_and_state, segment)
+    J, h_T = fn(p, xs, ys, h0)
+    np.testing.assert_allclose(J, jrnn.elman.loss(p, xs, ys, h0), rtol=1e-13)
+    got = jax.grad(lambda p, xs, h0: fn(p, xs, ys, h0)[0], argnums=(0, 1, 2))(p, xs, h0)
+    assert rel_error(got, full) <= 1e-10
+
+
+def test_memory_bounded_bptt_stores_one_state_per_segment():
+    """The residuals of the wrapped loss: one (B, H) state per segment, no (T, B, H)."""
+    T_long = 64
+    p = jrnn.elman.init(jax.random.key(0), D, H, C, dtype=jnp.float64)
+    xs = jnp.zeros((T_long, B, D))
+    ys = jnp.zeros((T_long, B), jnp.int32)
+    fn = jrnn.remat.segmented(jrnn.elman.loss_and_state, 8)
+    _, vjp = jax.vjp(lambda p: fn(p, xs, ys, jnp.zeros((B, H)))[0], p)
+    shapes = [leaf.shape for leaf in jax.tree.leaves(vjp)]
+    assert (8, B, H) in shapes                      # the 8 segment start states
+    assert not any(s[:2] == (T_long, B) and s[-1] == H for s in shapes)

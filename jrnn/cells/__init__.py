@@ -10,6 +10,11 @@ and the cell does everything else, pointwise:
 
     carry_t, extra_t = step(A_t, R_t, carry_{t-1})
 
+A_t and R_t arrive as tuples of G arrays (B, H), one per gate, in the cell's
+gate order (the driver computes each gate's block of the hoisted projection
+as its own array: slicing gate blocks inside the loop keeps XLA:CPU from
+vectorising the pointwise kernel).
+
 A carry is a tuple of (B, H) arrays whose first entry is the hidden state h
 that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``).
 ``extra_t`` is whatever the hand-written backward needs beyond the carries,
@@ -20,8 +25,9 @@ which the driver stores for every step. The backward is the mirror image:
 where ``dcarry_t`` is the total cotangent of ``carry_t`` and ``dcarry_in`` the
 part of the cotangent of ``carry_{t-1}`` that flows through the cell's
 pointwise path (the path through ``R_t`` is the driver's: ``dR_t W``).
-A cell returns ``dR_t = None`` when it equals ``dA_t`` (A and R enter only as
-a sum), so the driver stores one array instead of two.
+dA_t and dR_t are tuples of G blocks. A cell returns ``dR_t = None`` when it
+equals ``dA_t`` (A and R enter only as a sum); a block of dR_t that *is* the
+same array as dA_t's (GRU's r and z) is stored once.
 """
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ class Cell:
       name: registry name, e.g. ``"elman"``.
       gates: G, the number of H-sized blocks in A_t and R_t.
       carry_size: number of (B, H) arrays in the carry (h first).
-      step: ``(A_t, R_t, carry_in) -> (carry_t, extra_t)``, pointwise.
+      step: ``(A_t, R_t, carry_in) -> (carry_t, extra_t)``, pointwise; A_t and
+        R_t are tuples of G (B, H) blocks.
       step_vjp: ``(carry_in, carry_t, extra_t, dcarry_t) -> (dA_t, dR_t, dcarry_in)``.
       to_carry: public initial state (an array or a NamedTuple) -> carry tuple.
       from_carry: carry tuple -> public state.

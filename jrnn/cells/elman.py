@@ -23,8 +23,8 @@ from jrnn.cells import Cell, register
 
 
 def step(A, R, carry):
-    """``h_t = tanh(A_t + R_t)``; the carry is ``(h,)``."""
-    h = jnp.tanh(A + R)
+    """``h_t = tanh(A_t + R_t)``; the carry is ``(h,)``; one gate block."""
+    h = jnp.tanh(A[0] + R[0])
     return (h,), ()
 
 
@@ -33,7 +33,7 @@ def step_vjp(carry_in, carry, extra, dcarry):
     (h,) = carry
     (dh,) = dcarry
     da = dh * (1 - h * h)
-    return da, None, (jnp.zeros_like(dh),)
+    return (da,), None, (jnp.zeros_like(dh),)
 
 
 CELL = register(Cell(

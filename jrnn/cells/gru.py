@@ -18,7 +18,7 @@ of this cell get one by default. Backward, given dh_t:
     dA_n &= da_n, \quad dR_n = da_n \odot r_t \\
     dA_r &= dR_r = da_n \odot R_n \odot r_t (1 - r_t) \\
     dA_z &= dR_z = dh_t \odot (h_{t-1} - n_t) \odot z_t (1 - z_t) \\
-    dh_{t-1} &\mathrel{+}= dh_t \odot z_t \quad \text{(the direct path; the driver adds } dR\,W\text{)}
+    dh_{t-1} &\mathrel{+}= dh_t \odot z_t \quad \text{(direct path; the driver adds } dR\,W\text{)}
 
 Residuals: r_t, z_t, n_t and R_n (4H per step); h_{t−1} is the previous
 carry. R_n is a product with W and would cost a matmul to recompute, and
@@ -34,8 +34,7 @@ from jrnn.cells import Cell, register
 
 def step(A, R, carry):
     (h_prev,) = carry
-    A_r, A_z, A_n = jnp.split(A, 3, axis=-1)
-    R_r, R_z, R_n = jnp.split(R, 3, axis=-1)
+    (A_r, A_z, A_n), (R_r, R_z, R_n) = A, R
     r = jax.nn.sigmoid(A_r + R_r)
     z = jax.nn.sigmoid(A_z + R_z)
     n = jnp.tanh(A_n + r * R_n)
@@ -50,9 +49,8 @@ def step_vjp(carry_in, carry, saved, dcarry):
     da_n = dh * (1 - z) * (1 - n * n)
     dz_r = da_n * R_n * r * (1 - r)
     dz_z = dh * (h_prev - n) * z * (1 - z)
-    dA = jnp.concatenate([dz_r, dz_z, da_n], axis=-1)
-    dR = jnp.concatenate([dz_r, dz_z, da_n * r], axis=-1)
-    return dA, dR, (dh * z,)
+    # dR shares its r and z blocks with dA (the driver stores them once).
+    return (dz_r, dz_z, da_n), (dz_r, dz_z, da_n * r), (dh * z,)
 
 
 CELL = register(Cell(

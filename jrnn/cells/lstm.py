@@ -47,7 +47,7 @@ class LSTMState(NamedTuple):
 
 def step(A, R, carry):
     _, c_prev = carry
-    z_i, z_f, z_g, z_o = jnp.split(A + R, 4, axis=-1)
+    z_i, z_f, z_g, z_o = (a + r for a, r in zip(A, R))
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
@@ -65,8 +65,7 @@ def step_vjp(carry_in, carry, gates, dcarry):
     dz_f = dc * c_prev * f * (1 - f)
     dz_g = dc * i * (1 - g * g)
     dz_o = dh * tanh_c * o * (1 - o)
-    dz = jnp.concatenate([dz_i, dz_f, dz_g, dz_o], axis=-1)
-    return dz, None, (jnp.zeros_like(dh), dc * f)
+    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(dh), dc * f)
 
 
 CELL = register(Cell(

@@ -50,11 +50,11 @@ def init(key, cell: str, input_size: int, hidden_size: int, num_classes: int, *,
 
 
 def features(params: Params, xs, h0=None, *, mask=None, lengths=None,
-             unroll: Optional[int] = None, backward: str = "manual"):
+             unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """(B, directions·H): the top layer's final hidden state of each direction."""
     h0 = _common.initial_states(params.rnn, params.h0, h0, xs.shape[1:-1])
     _, finals = layers.run_stack(params.rnn, xs, h0, mask=mask, lengths=lengths,
-                                 unroll=unroll, backward=backward)
+                                 unroll=unroll, matmul_dtype=matmul_dtype, backward=backward)
     top = [layers.hidden_of(part.cell, state) for part, state in zip(params.rnn[-1], finals[-1])]
     return top[0] if len(top) == 1 else jnp.concatenate(top, axis=-1)
 
@@ -64,15 +64,16 @@ def logits(params: Params, xs, h0=None, **options):
 
 
 def loss(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reduction: str = "sum",
-         unroll: Optional[int] = None, backward: str = "manual"):
+         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """NLL of one label per sequence, ys (B,), for xs (T, B, D)."""
     _common.check_reduction(reduction)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, xs.shape[1:-1], f"{tuple(xs.shape[1:-1])}: one label per sequence")
     feats = features(params, xs, h0, mask=mask, lengths=lengths, unroll=unroll,
-                     backward=backward)
-    J = heads.softmax_nll(params.head.V, params.head.c, feats, ys, backward=backward)
+                     matmul_dtype=matmul_dtype, backward=backward)
+    J = heads.softmax_nll(params.head.V, params.head.c, feats, ys,
+                          matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size, reduction)
 
 
@@ -82,7 +83,7 @@ def predict(params: Params, xs, h0=None, **options):
 
 
 def regression_loss(params: Params, xs, targets, h0=None, *, mask=None, lengths=None,
-                    reduction: str = "sum", unroll: Optional[int] = None,
+                    reduction: str = "sum", unroll: Optional[int] = None, matmul_dtype=None,
                     backward: str = "manual"):
     """Many-to-one regression: Σ ‖c + V h_last − y‖² for targets (B, C).
 
@@ -92,6 +93,7 @@ def regression_loss(params: Params, xs, targets, h0=None, *, mask=None, lengths=
     _common.check_reduction(reduction)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     feats = features(params, xs, h0, mask=mask, lengths=lengths, unroll=unroll,
-                     backward=backward)
-    J = heads.squared_error(params.head.V, params.head.c, feats, targets, backward=backward)
+                     matmul_dtype=matmul_dtype, backward=backward)
+    J = heads.squared_error(params.head.V, params.head.c, feats, targets,
+                          matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, targets.size, reduction)

@@ -69,7 +69,7 @@ def teacher_inputs(context, ys, vocab_size: int):
 
 
 def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
-         unroll: Optional[int] = None, backward: str = "manual"):
+         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """Teacher-forced NLL of the sequences ys (T, B) given one context each (B, D)."""
     _common.check_reduction(reduction)
     _check_context(params, context)
@@ -78,8 +78,10 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
     valid = _common.valid_steps(ys.shape[0], None, lengths)
     _common.check_tokens("ys", ys, (ys.shape[0], context.shape[0]), vocab, valid)
     xs = teacher_inputs(context, ys, vocab)
-    outputs, _ = layers.run_stack(params.rnn, xs, mask=valid, unroll=unroll, backward=backward)
-    J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid, backward=backward)
+    outputs, _ = layers.run_stack(params.rnn, xs, mask=valid, unroll=unroll,
+                                  matmul_dtype=matmul_dtype, backward=backward)
+    J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
+                          matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
 
 

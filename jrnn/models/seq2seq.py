@@ -53,14 +53,14 @@ def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
 
 
 def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
-           backward: str = "manual"):
+           matmul_dtype=None, backward: str = "manual"):
     """The decoder's initial states: per layer, the encoder's final states summed
     over directions."""
     if len(params.encoder) != len(params.decoder):
         raise ValueError(f"params: encoder and decoder need the same number of layers, got "
                          f"{len(params.encoder)} and {len(params.decoder)}")
     _, finals = layers.run_stack(params.encoder, xs, lengths=lengths, unroll=unroll,
-                                 backward=backward)
+                                 matmul_dtype=matmul_dtype, backward=backward)
     summed = [jax.tree.map(lambda *parts: sum(parts), *directions) for directions in finals]
     return tuple((state,) for state in summed)
 
@@ -73,7 +73,7 @@ def decoder_inputs(ys, vocab_size: int, dtype):
 
 
 def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: str = "sum",
-         unroll: Optional[int] = None, backward: str = "manual"):
+         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """Teacher-forced NLL of targets ys (T_y, B) given inputs xs (T_x, B, D)."""
     _common.check_reduction(reduction)
     _checks.rank("xs", xs, (3,), "(T_x, B, D)")
@@ -81,10 +81,13 @@ def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: s
     vocab = params.head.V.shape[0]
     valid = _common.valid_steps(ys.shape[0], None, y_lengths)
     _common.check_tokens("ys", ys, (ys.shape[0], xs.shape[1]), vocab, valid)
-    states = encode(params, xs, lengths=x_lengths, unroll=unroll, backward=backward)
+    states = encode(params, xs, lengths=x_lengths, unroll=unroll, matmul_dtype=matmul_dtype,
+                    backward=backward)
     outputs, _ = layers.run_stack(params.decoder, decoder_inputs(ys, vocab, xs.dtype), states,
-                                  mask=valid, unroll=unroll, backward=backward)
-    J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid, backward=backward)
+                                  mask=valid, unroll=unroll, matmul_dtype=matmul_dtype,
+                                  backward=backward)
+    J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
+                          matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
 
 
