@@ -11,12 +11,21 @@ The public API, re-exported explicitly:
   (many-to-one), generator (one-to-many), seq2seq (encoder-decoder).
 * :mod:`train`: optax training steps, truncated BPTT.
 * :mod:`remat`: memory-bounded BPTT (store every k-th state, recompute).
+* :mod:`diagnostics`: gradient flow through time (‖∂J/∂h_t‖, per-step ∇W).
+* :mod:`gradcheck`: hand-written against autodiff gradients, any architecture
+  and cell, at any sizes.
+* :mod:`checkpoint`: atomic, pickle-free checkpoints that resume exactly.
+* :mod:`parallel`: data parallelism over a device mesh (``jax.sharding``).
+* :mod:`plots`: loss curves and gradient-flow plots (matplotlib, optional).
 * :mod:`pytorch`: conversion to and from ``torch.nn.RNN``/``LSTM``/``GRU``
   (imports torch only when called).
 """
-from jrnn import cells, elman, heads, layers, models, pytorch, recurrence, remat, train
+from jrnn import (cells, checkpoint, diagnostics, elman, heads, layers, models, parallel,
+                  plots, pytorch, recurrence, remat, train)
+from jrnn import gradcheck  # after models, which it imports
 from jrnn.recurrence import default_unroll, lengths_to_mask, rnn
 
-__all__ = ["cells", "default_unroll", "elman", "heads", "layers", "lengths_to_mask", "models",
-           "pytorch", "recurrence", "remat", "rnn", "train"]
+__all__ = ["cells", "checkpoint", "default_unroll", "diagnostics", "elman", "gradcheck", "heads", "layers",
+           "lengths_to_mask", "models", "parallel", "plots", "pytorch", "recurrence", "remat", "rnn",
+           "train"]
 __version__ = "0.1.0"

@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _checks, _matmul
+from jrnn import _checks, _diagnostics, _matmul
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -80,6 +80,7 @@ class _Static:
     reverse: bool
     unroll: int
     matmul_dtype: Any = None  # None or a jnp.dtype (see jrnn/_matmul.py)
+    record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
 
 
 def gate_blocks(a, G: int, axis: int = -1) -> tuple:
@@ -140,13 +141,17 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, keep_residuals=True)
     G = cell.gates
     XU = _project(xs, U, G, md)
     b_g = None if b is None else gate_blocks(b, G, axis=0)
-    W_mm = W if md is None else W.astype(md)  # cast once, outside the loop
+    # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
+    # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
+    # would repack at every step (benchmarks/NOTES.md).
+    W_t = (W if md is None else W.astype(md)).T
 
     def step(carry, inputs):
         XU_t, m_t, rho_t = inputs
         A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
-        R_t = gate_blocks(affine(carry_in[0], W_mm, b_r, md), G)
+        R_t = _matmul.einsum("bh,hg->bg", carry_in[0], W_t, md)
+        R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
         new, extra = cell.step(A_t, R_t, carry_in)
         if m_t is not None:
             new = _select(m_t, new, carry)
@@ -194,7 +199,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         carry_in = carry_before(t)
         if rho_t is not None:
             carry_in = _select(rho_t, carry0, carry_in)
-        dcarry = (dcarry[0] + g_t,) + tuple(dcarry[1:])
+        dcarry = (dcarry[0] + g_t,) + tuple(dcarry[1:])  # dcarry[0] is now dJ/dh_t
         zeros = jax.tree.map(jnp.zeros_like, dcarry)
         d_new = dcarry if m_t is None else _select(m_t, dcarry, zeros)
         dA, dR, d_in = cell.step_vjp(carry_in, carry_t, extra_t, d_new)
@@ -211,10 +216,11 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         # one); and the state this step read, h_in(t), which dW pairs with dR_t,
         # so that XLA gets aligned operands without a shifted copy of h.
         dR_own = tuple(None if r is a else r for r, a in zip(dR, dA))
-        return (d_in, dcarry0), (dA, dR_own, carry_in[0])
+        dh_t = None if static.record is None else d_new[0]
+        return (d_in, dcarry0), (dA, dR_own, carry_in[0], dh_t)
 
     acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0))
-    (d_first, dcarry0), (dA, dR_own, h_in) = lax.scan(
+    (d_first, dcarry0), (dA, dR_own, h_in, dh) = lax.scan(
         step, acc0, (d_hs, carries, extras, mask, reset, jnp.arange(T)),
         reverse=not static.reverse, unroll=static.unroll)
     d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
@@ -228,7 +234,22 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     db = None if b is None else stack([_rows(a).sum(0) for a in dA])
     dxs = sum(_matmul.einsum("tbg,gd->tbd", a, U_g, md)
               for a, U_g in zip(dA, gate_blocks(U, G, axis=0)))
+    if static.record is not None:
+        _report_flow(static.record, dh, dR, h_in)
     return dU, dW, db, db_r, dxs, d_carry0, None, None
+
+
+def _report_flow(index: int, dh, dR, h_in) -> None:
+    """Sends this layer's per-step gradient norms to :mod:`jrnn.diagnostics`.
+
+    ‖dJ/dh_t‖ over (B, H), and ‖∇W^(t)‖ = ‖dR_tᵀ h_{t-1}‖_F without building
+    the (T, G·H, H) stack: ‖Σ_b r_b h_bᵀ‖² = Σ_{b,b'} (r_b·r_b')(h_b·h_b').
+    """
+    dh_norm = jnp.sqrt(jnp.sum(jnp.square(dh), axis=(1, 2)))
+    gram_h = jnp.einsum("tbh,tch->tbc", h_in, h_in)
+    gram_r = sum(jnp.einsum("tbg,tcg->tbc", r, r) for r in dR)
+    dW_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram_r * gram_h, axis=(1, 2)), 0))
+    jax.debug.callback(_diagnostics.deliver, index, dh_norm, dW_norm)
 
 
 _rnn_manual.defvjp(_rnn_manual_fwd, _rnn_manual_bwd)
@@ -282,15 +303,16 @@ def lengths_to_mask(lengths, num_steps: int):
     return steps < lengths[None]
 
 
-def _check_lengths(lengths, xs):
-    _checks.integer("lengths", lengths)
-    batch = xs.shape[1:-1]
-    _checks.shape("lengths", lengths, batch, f"{batch}: one length per sequence")
+def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "lengths") -> None:
+    """Integer lengths of shape ``batch_shape``, and when concrete, in [0, num_steps]."""
+    _checks.integer(name, lengths)
+    batch_shape = tuple(batch_shape)
+    _checks.shape(name, lengths, batch_shape, f"{batch_shape}: one length per sequence")
     if not isinstance(lengths, jax.core.Tracer):  # concrete: check the values too
         values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > xs.shape[0]):
-            raise ValueError(f"lengths: expected values in [0, {xs.shape[0]}] (T = xs.shape[0]), "
-                             f"got values in [{values.min()}, {values.max()}]")
+        if values.size and (values.min() < 0 or values.max() > num_steps):
+            raise ValueError(f"{name}: expected values in [0, {num_steps}] (T = {num_steps} "
+                             f"steps), got values in [{values.min()}, {values.max()}]")
 
 
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
@@ -332,7 +354,7 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     _checks.backward(backward)
     _check_args(cell, U, W, b, b_r, xs, h0, mask, reset)
     if lengths is not None:
-        _check_lengths(lengths, xs)
+        check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
         by_length = lengths_to_mask(lengths, xs.shape[0])
         mask = by_length if mask is None else mask & by_length
     unbatched = xs.ndim == 2
@@ -342,8 +364,11 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     H = W.shape[1]
     carry0 = tuple(cell.to_carry(h0) if h0 is not None else
                    (jnp.zeros((xs.shape[1], H), W.dtype),) * cell.carry_size)
+    record = None
+    if backward == "manual" and _diagnostics.recording():
+        record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
-                     _matmul.check(matmul_dtype))
+                     _matmul.check(matmul_dtype), record)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset)

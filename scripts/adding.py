@@ -12,6 +12,11 @@ prints a markdown table (optionally written with ``--out``).
 
     python scripts/adding.py                                  # tanh RNN, T = 100 and 200
     python scripts/adding.py --cells elman --lengths 50 100 200 400 --out docs/results/adding.md
+    python scripts/adding.py --cells elman lstm --lengths 100 --flow docs/results/flow.png
+
+``--flow`` draws the gradient flow (:mod:`jrnn.diagnostics`) of every run at
+initialisation and after training: ‖∂J/∂h_t‖ and each step's contribution to
+∇W, on 100 test sequences, against t.
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ def parse_args(argv=None):
                         help="LSTM only: initial forget-gate bias (e.g. 1.0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the table here (markdown) and beside it JSON")
+    parser.add_argument("--flow", help="write the gradient-flow plot here (PNG)")
     return parser.parse_args(argv)
 
 
@@ -59,6 +65,10 @@ def train_one(cell: str, length: int, args) -> dict:
         lambda p, batch: (classifier.regression_loss(p, *batch, reduction="mean"), None),
         optimizer)
     test_mse = jax.jit(lambda p: classifier.regression_loss(p, test_x, test_y, reduction="mean"))
+    flow = lambda p: jrnn.diagnostics.gradient_flow(
+        lambda p: classifier.regression_loss(p, test_x[:, :100], test_y[:100], reduction="mean"),
+        p)[1][0]
+    flow_start = flow(params)
     opt_state, best, t0 = optimizer.init(params), float("inf"), time.perf_counter()
     bar = tqdm(range(1, args.steps + 1), desc=f"{cell} T={length}", file=sys.stdout,
                mininterval=1.0)
@@ -72,19 +82,26 @@ def train_one(cell: str, length: int, args) -> dict:
             best = min(best, float(test_mse(params)))
             bar.set_postfix(test_mse=f"{best:.4f}")
     bar.close()
-    final = float(test_mse(params))
+    final, seconds = float(test_mse(params)), time.perf_counter() - t0
+    flow_end = flow(params)
     name = cell + (f" (forget bias {args.forget_bias:g})" if options else "")
     return {"cell": name, "T": length, "test_mse": final, "best_test_mse": min(best, final),
             "steps": args.steps, "batch": args.batch, "hidden": args.hidden,
-            "seconds": time.perf_counter() - t0}
+            "seconds": seconds,
+            # ‖∂J/∂h_1‖ / ‖∂J/∂h_T‖: how much of the error signal reaches the first step
+            "flow_ratio_start": float(flow_start.dh_norm[0] / flow_start.dh_norm[-1]),
+            "flow_ratio_end": float(flow_end.dh_norm[0] / flow_end.dh_norm[-1]),
+            "flows": {"start": flow_start, "end": flow_end}}
 
 
 def table(rows) -> str:
-    lines = ["| cell | T | test MSE (end) | best test MSE | of the baseline 0.167 | time |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| cell | T | test MSE (end) | best test MSE | of the baseline 0.167 | "
+             "‖∂J/∂h_1‖/‖∂J/∂h_T‖ at init → end | time |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['cell']} | {r['T']} | {r['test_mse']:.4f} | {r['best_test_mse']:.4f} "
-                     f"| {r['best_test_mse'] / BASELINE:.0%} | {r['seconds']:.0f} s |")
+                     f"| {r['best_test_mse'] / BASELINE:.0%} | {r['flow_ratio_start']:.1e} → "
+                     f"{r['flow_ratio_end']:.1e} | {r['seconds']:.0f} s |")
     return "\n".join(lines)
 
 
@@ -94,6 +111,15 @@ def main(argv=None) -> int:
     text = table(rows)
     print(f"\nadding problem, H={args.hidden}, {args.steps} steps of {args.batch} sequences, "
           f"Adam lr {args.lr}, clip {args.clip}\n{text}")
+    if args.flow:
+        flows = [r["flows"][when] for r in rows for when in ("start", "end")]
+        labels = [f"{r['cell']} T={r['T']}, {when}" for r in rows
+                  for when in ("initialisation", f"after {r['steps']} steps")]
+        jrnn.plots.gradient_flow(flows, args.flow, labels=labels,
+                                 title="adding problem: loss at the last step only")
+        print(f"gradient flow: {args.flow}")
+    for r in rows:
+        del r["flows"]
     if args.out:
         with open(args.out, "w") as f:
             f.write(f"# The adding problem\n\n`python scripts/adding.py {' '.join(sys.argv[1:])}`"

@@ -1,14 +1,7 @@
 """The benchmark scripts run (tiny sizes; nothing here measures or asserts a time)."""
-import pathlib
-import sys
-
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import remat_curve  # noqa: E402
-import suite  # noqa: E402
+from jrnn.bench import remat_curve, suite
 
 
 @pytest.mark.parametrize("cell", ["elman", "lstm"])

@@ -46,7 +46,7 @@ def step_vjp(carry_in, carry, saved, dcarry):
     (h_prev,) = carry_in
     r, z, n, R_n = saved
     (dh,) = dcarry
-    da_n = dh * (1 - z) * (1 - n * n)
+    da_n = dh * (1 - z) * ((1 - n) * (1 + n))
     dz_r = da_n * R_n * r * (1 - r)
     dz_z = dh * (h_prev - n) * z * (1 - z)
     # dR shares its r and z blocks with dA (the driver stores them once).

@@ -60,10 +60,10 @@ def step_vjp(carry_in, carry, gates, dcarry):
     i, f, g, o = gates
     dh, dc = dcarry
     tanh_c = jnp.tanh(c)
-    dc = dc + dh * o * (1 - tanh_c * tanh_c)
+    dc = dc + dh * o * ((1 - tanh_c) * (1 + tanh_c))
     dz_i = dc * g * i * (1 - i)
     dz_f = dc * c_prev * f * (1 - f)
-    dz_g = dc * i * (1 - g * g)
+    dz_g = dc * i * ((1 - g) * (1 + g))
     dz_o = dh * tanh_c * o * (1 - o)
     return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(dh), dc * f)
 

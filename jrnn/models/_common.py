@@ -15,15 +15,21 @@ def check_reduction(reduction: str) -> None:
 
 
 def reduce(J, count, reduction: str):
-    """``"sum"``: J as is; ``"mean"``: J per counted target."""
-    return J if reduction == "sum" else J / jnp.asarray(count).astype(J.dtype)
+    """``"sum"``: J as is; ``"mean"``: J per counted target (0 when nothing is counted:
+    a batch whose every step is masked contributes no loss and no gradient)."""
+    if reduction == "sum":
+        return J
+    return J / jnp.maximum(jnp.asarray(count), 1).astype(J.dtype)
 
 
-def valid_steps(num_steps: int, mask=None, lengths=None):
-    """One (T, B) mask from an optional mask and optional lengths (None if neither)."""
+def valid_steps(steps_shape: tuple, mask=None, lengths=None, name: str = "lengths"):
+    """One (T, B) mask from an optional mask and optional lengths (None if neither).
+
+    ``steps_shape`` is (T, B): the shape the mask and the lengths index."""
     if lengths is None:
         return mask
-    by_length = recurrence.lengths_to_mask(lengths, num_steps)
+    recurrence.check_lengths(lengths, steps_shape[0], steps_shape[1:], name)
+    by_length = recurrence.lengths_to_mask(lengths, steps_shape[0])
     return by_length if mask is None else mask & by_length
 
 

@@ -75,7 +75,7 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
     _check_context(params, context)
     _, vocab = _sizes(params)
     _checks.rank("ys", ys, (2,), "(T, B)")
-    valid = _common.valid_steps(ys.shape[0], None, lengths)
+    valid = _common.valid_steps(ys.shape, None, lengths)
     _common.check_tokens("ys", ys, (ys.shape[0], context.shape[0]), vocab, valid)
     xs = teacher_inputs(context, ys, vocab)
     outputs, _ = layers.run_stack(params.rnn, xs, mask=valid, unroll=unroll,

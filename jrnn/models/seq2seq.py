@@ -79,7 +79,7 @@ def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: s
     _checks.rank("xs", xs, (3,), "(T_x, B, D)")
     _checks.rank("ys", ys, (2,), "(T_y, B)")
     vocab = params.head.V.shape[0]
-    valid = _common.valid_steps(ys.shape[0], None, y_lengths)
+    valid = _common.valid_steps(ys.shape, None, y_lengths, "y_lengths")
     _common.check_tokens("ys", ys, (ys.shape[0], xs.shape[1]), vocab, valid)
     states = encode(params, xs, lengths=x_lengths, unroll=unroll, matmul_dtype=matmul_dtype,
                     backward=backward)

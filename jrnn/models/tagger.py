@@ -75,7 +75,7 @@ def loss_and_state(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, 
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]")
-    valid = _common.valid_steps(xs.shape[0], mask, lengths)
+    valid = _common.valid_steps(xs.shape[:-1], mask, lengths)
     outputs, finals = hidden(params, xs, h0, mask=valid, reset=reset, unroll=unroll,
                              matmul_dtype=matmul_dtype, backward=backward)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,

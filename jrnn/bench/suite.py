@@ -1,0 +1,382 @@
+"""The benchmark suite: jrnn beside its baselines, in one process, on one device.
+
+Implementations, for each cell (tanh, LSTM, GRU):
+
+* ``jrnn``: the hand-written BPTT (``jrnn.models.tagger``), at each ``--unroll``;
+* ``autodiff``: jrnn's ``backward="autodiff"`` switch: the same forward and
+  the same unroll, differentiated by JAX;
+* ``flax``: Flax linen ``nn.RNN`` with ``SimpleCell`` / ``LSTMCell`` / ``GRUCell``
+  and an ``nn.Dense`` head;
+* ``torch``: ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with an ``nn.Linear`` head
+  (cuDNN on a GPU, the CPU build otherwise).
+
+Every one computes the same thing: a one-layer RNN over xs (T, B, D), a linear
+head to C classes, and the summed softmax cross-entropy. A *training step* is
+the loss and every gradient; a *forward* is the loss alone. float32
+parameters, default matmul precision (TF32 on NVIDIA GPUs for both JAX and
+PyTorch's cuDNN).
+
+Method: every implementation is built and called once (the first call's time
+is reported as ``first_s``: compilation for JAX), warmed up, then timed in
+interleaved rounds, so that drift on a shared machine hits all alike: in each
+round every implementation makes an untimed call and then a timed one, so no
+timed call pays for its predecessor (PyTorch's spinning OpenMP threads, for
+one). The median over rounds is reported. Each call is
+synchronised (``block_until_ready``; ``torch.cuda.synchronize`` on a GPU). XLA's
+compiled temporary memory is read from ``memory_analysis()``; peak device
+memory from the device's allocator where it has one (GPUs), else "n/a". A
+baseline that cannot run here (its package missing) is reported as missing
+with the reason, never dropped.
+
+    python benchmarks/suite.py                          # CPU defaults
+    python benchmarks/suite.py --configs S M L X --unroll 1 16 --sweeps T B   # a GPU
+
+Writes ``benchmarks/results/<backend>_suite.{json,md}`` and ``..._sweep_T.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jrnn
+from jrnn.models import tagger
+
+
+class Config(NamedTuple):
+    B: int
+    T: int
+    D: int
+    H: int
+    C: int
+
+
+CONFIGS = {  # DESIGN.md §5
+    "S": Config(B=32, T=128, D=64, H=128, C=64),
+    "M": Config(B=64, T=512, D=128, H=512, C=128),
+    "L": Config(B=256, T=256, D=256, H=1024, C=256),
+    "X": Config(B=8, T=2048, D=64, H=256, C=64),
+}
+SWEEPS = {
+    "T": [Config(B=8, T=t, D=64, H=256, C=64) for t in (128, 256, 512, 1024, 2048, 4096,
+                                                         8192, 16384)],
+    "B": [Config(B=b, T=512, D=64, H=256, C=64) for b in (1, 4, 16, 64, 256)],
+}
+CELLS = ("elman", "lstm", "gru")
+
+
+class Missing(Exception):
+    """A baseline that cannot run here; the message says why."""
+
+
+class Runner(NamedTuple):
+    train: Callable[[], object]     # one training step, synchronised
+    forward: Callable[[], object]   # one forward (loss only), synchronised
+    temp_bytes: Callable[[str], Optional[int]]  # XLA temporary bytes of "train"/"forward"
+    peak_bytes: Callable[[], Optional[int]]     # device peak since the last reset, if known
+    reset_peak: Callable[[], None]
+
+
+def data(cfg: Config, seed: int = 0):
+    k = jax.random.split(jax.random.key(seed), 2)
+    xs = jax.random.normal(k[0], (cfg.T, cfg.B, cfg.D), jnp.float32)
+    ys = jax.random.randint(k[1], (cfg.T, cfg.B), 0, cfg.C)
+    return xs, ys
+
+
+def _jax_peak():
+    stats = jax.devices()[0].memory_stats()
+    return None if not stats else stats.get("peak_bytes_in_use")
+
+
+def _jax_runner(loss, params, args) -> Runner:
+    train = jax.jit(jax.value_and_grad(loss))
+    forward = jax.jit(loss)
+    compiled = {"train": train, "forward": forward}
+
+    def temp(kind):
+        try:
+            return int(compiled[kind].lower(params, *args).compile()
+                       .memory_analysis().temp_size_in_bytes)
+        except Exception:  # not every backend reports it
+            return None
+    return Runner(lambda: jax.block_until_ready(train(params, *args)),
+                  lambda: jax.block_until_ready(forward(params, *args)),
+                  temp, _jax_peak, lambda: None)
+
+
+def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int) -> Runner:
+    params = tagger.init(jax.random.key(0), cell, cfg.D, cfg.H, cfg.C)
+    loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward)
+    return _jax_runner(loss, params, data(cfg))
+
+
+def build_flax(cell: str, cfg: Config) -> Runner:
+    try:
+        import flax.linen as nn
+        import optax
+    except ImportError as e:
+        raise Missing(f"flax not installed ({e.name})") from None
+    cell_cls = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, xs):
+            return nn.Dense(cfg.C)(nn.RNN(cell_cls(features=cfg.H), time_major=True)(xs))
+
+    model, (xs, ys) = Model(), data(cfg)
+    params = model.init(jax.random.key(0), xs[:2])
+    loss = lambda p, xs, ys: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply(p, xs), ys).sum()
+    return _jax_runner(loss, params, (xs, ys))
+
+
+def build_torch(cell: str, cfg: Config) -> Runner:
+    try:
+        import torch
+    except ImportError:
+        raise Missing("torch not installed (pip install torch==2.13.0 for the CPU build)") \
+            from None
+    gpu = jax.default_backend() == "gpu"
+    if gpu and not torch.cuda.is_available():
+        raise Missing("torch has no CUDA here, so it cannot run beside JAX on the GPU")
+    device = torch.device("cuda" if gpu else "cpu")
+    torch.manual_seed(0)
+    rnn = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
+        cfg.D, cfg.H).to(device)
+    head = torch.nn.Linear(cfg.H, cfg.C).to(device)
+    xs, ys = data(cfg)
+    x = torch.from_numpy(np.array(xs)).to(device)
+    y = torch.from_numpy(np.asarray(ys).astype(np.int64)).reshape(-1).to(device)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+
+    def loss():
+        out, _ = rnn(x)
+        return torch.nn.functional.cross_entropy(head(out).reshape(-1, cfg.C), y,
+                                                 reduction="sum")
+
+    def train():
+        for p in (*rnn.parameters(), *head.parameters()):
+            p.grad = None
+        value = loss()
+        value.backward()
+        sync()
+        return value
+
+    def forward():
+        with torch.no_grad():
+            value = loss()
+        sync()
+        return value
+
+    return Runner(train, forward, lambda kind: None,
+                  (lambda: torch.cuda.max_memory_allocated()) if gpu else (lambda: None),
+                  torch.cuda.reset_peak_memory_stats if gpu else (lambda: None))
+
+
+def implementations(unrolls) -> dict[str, Callable[[str, Config], Runner]]:
+    impls = {}
+    for u in unrolls:
+        impls[f"jrnn (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "manual", u)
+        impls[f"autodiff (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "autodiff", u)
+    impls["flax"] = build_flax
+    impls["torch"] = build_torch
+    return impls
+
+
+def time_rounds(calls: dict[str, Callable], reps: int) -> dict[str, list[float]]:
+    """Interleaved rounds; in each, every implementation makes one untimed call
+    and then one timed call, so that no timed call pays for the one before it.
+
+    Without the untimed call, PyTorch's OpenMP workers, which spin after each
+    parallel region, took a core from the JAX call that followed: the same
+    compiled program timed 10.2 ms after torch and 6.2 ms after a JAX call.
+    """
+    times = {k: [] for k in calls}
+    for _ in range(reps):
+        for key, call in calls.items():
+            call()
+            t0 = time.perf_counter()
+            call()
+            times[key].append(time.perf_counter() - t0)
+    return times
+
+
+def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int = 2):
+    """All implementations at one config and cell: one row per (implementation, kind)."""
+    runners, rows = {}, []
+    for name, build in implementations(unrolls).items():
+        try:
+            runners[name] = build(cell, cfg)
+        except Missing as e:
+            rows.append({"config": label, "cell": cell, **cfg._asdict(), "impl": name,
+                         "missing": str(e)})
+            print(f"  {name}: missing ({e})", flush=True)
+    for kind in ("train", "forward"):
+        calls, first, peak = {}, {}, {}
+        for name, r in runners.items():
+            call = getattr(r, kind)
+            r.reset_peak()
+            t0 = time.perf_counter()
+            call()
+            first[name] = time.perf_counter() - t0
+            for _ in range(warmup):
+                call()
+            calls[name] = call
+        times = time_rounds(calls, reps)
+        for name, r in runners.items():
+            peak[name] = r.peak_bytes()
+            rows.append({"config": label, "cell": cell, **cfg._asdict(), "impl": name,
+                         "kind": kind, "median_ms": 1e3 * statistics.median(times[name]),
+                         "min_ms": 1e3 * min(times[name]), "first_s": first[name],
+                         "temp_bytes": r.temp_bytes(kind), "peak_bytes": peak[name],
+                         "reps": reps})
+            print(f"  {label} {cell:5s} {kind:7s} {name:20s} "
+                  f"{rows[-1]['median_ms']:10.2f} ms  (first call {first[name]:.2f} s)",
+                  flush=True)
+    return rows
+
+
+# -- reporting ---------------------------------------------------------------------------
+
+def _fmt_bytes(n):
+    return "n/a" if n is None else f"{n / 2**20:.1f}"
+
+
+def tables(rows, unrolls) -> str:
+    """Per cell and kind: time of each implementation and its ratio to jrnn's."""
+    out = []
+    base = f"jrnn (unroll {unrolls[0]})"
+    for kind in ("train", "forward"):
+        for cell in CELLS:
+            sel = [r for r in rows if r["cell"] == cell and r.get("kind", kind) == kind]
+            labels = list(dict.fromkeys(r["config"] for r in sel))
+            if not labels:
+                continue
+            impls = list(dict.fromkeys(r["impl"] for r in sel))
+            what = "training step (loss and all gradients)" if kind == "train" else "forward (loss)"
+            out.append(f"\n### {cell}: {what}, ms (× = time / {base}'s)\n")
+            out.append("| config (B, T, D, H, C) | " + " | ".join(impls) + " |")
+            out.append("|---|" + "---|" * len(impls))
+            for label in labels:
+                by = {r["impl"]: r for r in sel if r["config"] == label}
+                ref = by.get(base, {}).get("median_ms")
+                cells = []
+                for impl in impls:
+                    r = by.get(impl, {})
+                    if "missing" in r:
+                        cells.append("missing")
+                    elif "median_ms" in r:
+                        ratio = f" ({r['median_ms'] / ref:.2f}×)" if ref and impl != base else ""
+                        cells.append(f"{r['median_ms']:.2f}{ratio}")
+                    else:
+                        cells.append("")
+                cfg = by[next(iter(by))]
+                out.append(f"| {label} ({cfg['B']}, {cfg['T']}, {cfg['D']}, {cfg['H']}, "
+                           f"{cfg['C']}) | " + " | ".join(cells) + " |")
+    # Memory and compile time of the training step.
+    out.append(f"\n### Training step: XLA temporary memory (MiB) and first call (s)\n")
+    out.append("| config | cell | " + " | ".join(
+        f"{i} temp / first" for i in implementations(unrolls) if i != "torch") + " |")
+    out.append("|---|---|" + "---|" * (len(implementations(unrolls)) - 1))
+    for r0 in rows:
+        if r0.get("kind") != "train" or r0["impl"] != base:
+            continue
+        by = {r["impl"]: r for r in rows if r.get("kind") == "train" and
+              r["config"] == r0["config"] and r["cell"] == r0["cell"]}
+        cells = [f"{_fmt_bytes(by[i].get('temp_bytes'))} / {by[i]['first_s']:.2f}"
+                 if i in by else "missing" for i in implementations(unrolls) if i != "torch"]
+        out.append(f"| {r0['config']} | {r0['cell']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def plot_sweep(rows, path: str, title: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot", flush=True)
+        return False
+    cells = [c for c in CELLS if any(r["cell"] == c for r in rows)]
+    fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        sel = [r for r in rows if r["cell"] == cell and r.get("kind") == "train"]
+        for impl in dict.fromkeys(r["impl"] for r in sel):
+            pts = sorted((r["T"], r["median_ms"]) for r in sel if r["impl"] == impl)
+            ax.plot(*zip(*pts), marker="o", label=impl)
+        ax.set(xscale="log", yscale="log", xlabel="T (sequence length)",
+               ylabel="training step, ms", title=f"{cell}: {title}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", nargs="*", default=["S", "M", "X"], choices=CONFIGS)
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    parser.add_argument("--sweeps", nargs="*", default=["T"], choices=SWEEPS)
+    parser.add_argument("--sweep-cells", nargs="+", default=["elman"], choices=CELLS)
+    parser.add_argument("--unroll", nargs="+", type=int, default=[jrnn.default_unroll()])
+    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
+                        help="folder for the JSON, markdown and PNG results")
+    args = parser.parse_args(argv)
+    if args.reps < 20:
+        print(f"note: --reps {args.reps}: fewer than the 20 rounds the results table assumes")
+    backend, device = jax.default_backend(), jax.devices()[0]
+    env = {"backend": backend, "device": getattr(device, "device_kind", str(device)),
+           "cpu_count": os.cpu_count(), "jax": jax.__version__,
+           "python": platform.python_version(), "machine": platform.machine(),
+           "date": time.strftime("%Y-%m-%d"), "unrolls": args.unroll, "reps": args.reps}
+    for name in ("flax", "torch"):
+        try:
+            env[name] = __import__(name).__version__
+        except ImportError:
+            env[name] = None
+    print(env, flush=True)
+    rows = []
+    for label in args.configs:
+        for cell in args.cells:
+            rows += measure(label, cell, CONFIGS[label], args.unroll, args.reps)
+    sweep_rows = {}
+    for sweep in args.sweeps:
+        sweep_rows[sweep] = []
+        for cfg in SWEEPS[sweep]:
+            for cell in args.sweep_cells:
+                sweep_rows[sweep] += measure(f"{sweep}={getattr(cfg, sweep)}", cell, cfg,
+                                             args.unroll, args.reps)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"{backend}_suite")
+    with open(stem + ".json", "w") as f:
+        json.dump({"env": env, "configs": rows, "sweeps": sweep_rows}, f, indent=1)
+    text = [f"# Benchmark suite: {env['device']} ({env['cpu_count']} cores), jax {env['jax']}, "
+            f"flax {env['flax']}, torch {env['torch']}, {env['date']}\n",
+            f"`python benchmarks/suite.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
+            f"\n\nMedian of {args.reps} interleaved rounds; float32. Ratios are time divided "
+            f"by jrnn's, so > 1 means jrnn is faster.", tables(rows, args.unroll)]
+    for sweep, srows in sweep_rows.items():
+        text.append(f"\n## Sweep over {sweep}\n" + tables(srows, args.unroll))
+        if sweep == "T" and plot_sweep(srows, stem + "_sweep_T.png",
+                                       "B 8, D 64, H 256, C 64"):
+            text.append(f"\n![time against T]({os.path.basename(stem)}_sweep_T.png)\n")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(text) + "\n")
+    print("\n".join(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

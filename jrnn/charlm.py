@@ -1,0 +1,354 @@
+"""The character-level language model run: training with checkpoints, exact resume, sampling.
+
+The min-char-rnn recipe (seed 003's reference) at a useful scale. A recurrent
+network (any cell, any depth) reads one-hot characters and predicts the next
+one; a long text is cut into ``batch`` parallel streams and trained by
+truncated BPTT in chunks of ``seq`` characters, the state carried from chunk
+to chunk (:func:`jrnn.train.make_tbptt_step`). With no ``text`` the corpus is
+the Python standard library's own source, so nothing is downloaded.
+
+Everything a run needs to continue is checkpointed (:mod:`jrnn.checkpoint`):
+parameters, optimizer state, the carried state, the sampling key, the step,
+the position in the text, the loss history and the configuration. Training
+is deterministic, so a run killed at any moment and resumed from its last
+checkpoint ends with the same parameters, bit for bit on a CPU, as one never
+interrupted. A step whose loss or gradients are not finite changes nothing;
+training stops there with the step named, and the checkpoints already written
+stay as they were.
+
+``scripts/char_lm.py`` and ``jrnn train`` / ``jrnn sample`` are front ends to
+this module.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn import cells, checkpoint, diagnostics, layers, parallel, train as training
+from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
+from jrnn.models import tagger
+
+__all__ = ["Config", "Result", "NonFiniteError", "run", "load", "generate", "corpus"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A char-LM run. Defaults: the README's demo (about 2-3 minutes on 2 CPU cores)."""
+
+    text: Optional[str] = None       # a UTF-8 file; None: the stdlib source
+    max_chars: int = 2_000_000       # characters of the default corpus
+    cell: str = "elman"
+    hidden: int = 512
+    layers: int = 1
+    seq: int = 64                    # truncated-BPTT chunk length
+    batch: int = 32                  # parallel streams
+    steps: int = 6000                # training chunks
+    lr: float = 2e-3                 # peak Adam learning rate (cosine decay to a tenth)
+    clip: float = 5.0                # global-norm gradient clip
+    seed: int = 0
+    backward: str = "manual"         # or "autodiff"
+    devices: int = 1                 # data-parallel over this many devices
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every: int = 500
+    keep: int = 3                    # checkpoints kept
+
+    def __post_init__(self):
+        if self.cell not in cells.names():
+            raise ValueError(f"cell: expected one of {cells.names()}, got {self.cell!r}")
+        if self.backward not in ("manual", "autodiff"):
+            raise ValueError(f"backward: expected 'manual' or 'autodiff', got {self.backward!r}")
+        for name in ("hidden", "layers", "seq", "batch", "steps", "checkpoint_every", "keep",
+                     "devices", "max_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.clip > 0:
+            raise ValueError(f"lr, clip: expected positive numbers, got {self.lr}, {self.clip}")
+
+    # What must match for a checkpoint to be resumed by this configuration.
+    MODEL_FIELDS = ("text", "max_chars", "cell", "hidden", "layers", "seq", "batch", "steps",
+                    "lr", "clip", "seed", "backward")
+
+
+class Result(NamedTuple):
+    params: object
+    vocab: CharVocab
+    losses: list            # training loss (nats/char) of every chunk so far
+    val_loss: float         # nats/char on the held-out 5%
+    baseline: float         # unigram entropy of the training text, nats/char
+    seconds: float          # training time of this process
+    key: object             # the run's sampling key (checkpointed with it)
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a NaN or Inf; the message names the step."""
+
+
+def corpus(config: Config) -> tuple[str, str]:
+    """(text, description) of the run's corpus."""
+    if config.text:
+        with open(config.text, encoding="utf-8") as f:
+            return f.read(), config.text
+    return stdlib_source(config.max_chars), "Python standard library source"
+
+
+def _optimizer(config: Config):
+    import optax
+    schedule = optax.cosine_decay_schedule(config.lr, config.steps, alpha=0.1)
+    return training.adam(schedule, config.clip)
+
+
+def _initial(config: Config, vocab_size: int):
+    """The state at step 0: {"params", "opt_state", "h", "key"}."""
+    key_init, key_sample = jax.random.split(jax.random.key(config.seed))
+    params = tagger.init(key_init, config.cell, vocab_size, config.hidden, vocab_size,
+                         num_layers=config.layers)
+    return {"params": params, "opt_state": _optimizer(config).init(params),
+            "h": layers.zero_states(params.rnn, (config.batch,)), "key": key_sample}
+
+
+def _loss_and_state(backward: str, vocab_size: int):
+    def loss_and_state(p, xs, ys, h0):
+        one_hot = jax.nn.one_hot(xs, vocab_size, dtype=p.head.V.dtype)
+        return tagger.loss_and_state(p, one_hot, ys, h0, reduction="mean", backward=backward)
+    return loss_and_state
+
+
+def _check_resumable(path: str, saved: dict, config: Config, vocab: CharVocab) -> None:
+    for name in Config.MODEL_FIELDS:
+        if saved["config"].get(name) != getattr(config, name):
+            raise checkpoint.CheckpointError(
+                f"{path}: saved with {name}={saved['config'].get(name)!r}, this run has "
+                f"{name}={getattr(config, name)!r}; resume with the same settings or start a "
+                f"new checkpoint directory")
+    if saved["vocab"] != vocab.chars:
+        raise checkpoint.CheckpointError(f"{path}: its vocabulary differs from this corpus's")
+
+
+def run(config: Config, *, resume: bool = False, progress: bool = True,
+        log: Callable[[str], None] = print,
+        on_chunk: Optional[Callable[[int, dict], None]] = None) -> Result:
+    """Trains (or resumes) a char-LM run; returns the trained parameters and figures.
+
+    Args:
+      config: the run.
+      resume: continue from the newest good checkpoint in
+        ``config.checkpoint_dir`` (a fresh start if there is none).
+      progress: show a tqdm bar.
+      log: where to print.
+      on_chunk: called as ``on_chunk(step, state)`` after every chunk (used by
+        tests and diagnostics; ``state`` holds params, opt_state, h, key).
+
+    Raises:
+      NonFiniteError: a step's loss or gradients were not finite. Its update
+        was skipped and nothing was saved after it.
+      CheckpointError: ``resume`` met a checkpoint of another configuration.
+    """
+    text, source = corpus(config)
+    vocab = CharVocab.from_text(text)
+    ids = vocab.encode(text)
+    split = int(0.95 * len(ids))
+    train_ids, valid_ids = streams(ids[:split], config.batch), streams(ids[split:], config.batch)
+    V, T = vocab.size, config.seq
+    if len(train_ids) < T + 1:
+        raise ValueError(f"text: {len(ids)} characters is too short for batch={config.batch} "
+                         f"streams of seq={T}")
+    baseline = unigram_entropy(ids[:split], V)
+    log(f"corpus: {source}, {len(ids):,} characters, vocabulary {V}; "
+        f"{len(ids) - split:,} held out")
+    log(f"model: {config.cell}, {config.layers} layer(s), H={config.hidden}, {config.batch} "
+        f"streams x {T} steps per chunk, backward={config.backward}, "
+        f"devices={config.devices} x {jax.devices()[0].platform}")
+
+    state = _initial(config, V)
+    step, position, losses = 0, 0, []
+    if resume and config.checkpoint_dir:
+        found = _newest_readable(config.checkpoint_dir)
+        if found is not None:
+            path, meta = found
+            _check_resumable(path, meta, config, vocab)  # before anything is restored
+            state, meta = checkpoint.restore(path, state)
+            step, position, losses = meta["step"], meta["position"], meta["losses"]
+            log(f"resumed from {path} (step {step})")
+        else:
+            log(f"no checkpoint in {config.checkpoint_dir}: starting at step 0")
+
+    mesh = None
+    if config.devices > 1:
+        if len(jax.devices()) < config.devices:
+            raise ValueError(f"devices: asked for {config.devices}, this process sees "
+                             f"{len(jax.devices())}")
+        mesh = parallel.batch_mesh(jax.devices()[:config.devices])
+        state = {**parallel.replicate({k: v for k, v in state.items() if k != "h"}, mesh),
+                 "h": parallel.shard_batch(state["h"], mesh, axis=0)}
+
+    train_step = training.make_tbptt_step(_loss_and_state(config.backward, V),
+                                          _optimizer(config))
+    zeros = layers.zero_states(state["params"].rnn, (config.batch,))
+    if mesh is not None:
+        zeros = parallel.shard_batch(zeros, mesh, axis=0)
+
+    def save():
+        if config.checkpoint_dir:
+            checkpoint.save(config.checkpoint_dir, step, state,
+                            {"config": dataclasses.asdict(config), "vocab": vocab.chars,
+                             "position": position, "losses": losses},
+                            keep=config.keep)
+
+    flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]  # a fixed window, 4 chunks long
+    flow_start = _flow(state["params"], flow_ids, V) if step == 0 else None
+
+    from tqdm import tqdm
+    bar = tqdm(total=config.steps, initial=step, desc="training", unit="chunk",
+               file=sys.stdout, mininterval=1.0, disable=not progress)
+    t0, smooth = time.perf_counter(), None
+    while step < config.steps:
+        if position + T + 1 > len(train_ids):  # end of the text: the streams start again
+            position, state["h"] = 0, zeros
+        xs = train_ids[position:position + T]
+        ys = train_ids[position + 1:position + T + 1]
+        if mesh is not None:
+            xs, ys = parallel.shard_batch((xs, ys), mesh, axis=1)
+        params, opt_state, h, metrics = train_step(state["params"], state["opt_state"],
+                                                   state["h"], xs, ys)
+        loss = float(metrics.loss)
+        if not bool(metrics.finite):
+            bar.close()
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {step + 1} (loss {loss}); the update was "
+                f"skipped and training stopped"
+                + (f"; the last checkpoint, step {checkpoint.list_steps(config.checkpoint_dir)[-1]}"
+                   f", is intact" if config.checkpoint_dir and
+                   checkpoint.list_steps(config.checkpoint_dir) else "")
+                + ". Try a lower lr or clip.")
+        state = {**state, "params": params, "opt_state": opt_state, "h": h}
+        step, position = step + 1, position + T
+        losses.append(loss)
+        if on_chunk is not None:
+            on_chunk(step, state)
+        smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.3f}", refresh=False)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            save()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    if config.checkpoint_dir:
+        _write_loss_plot(config.checkpoint_dir, losses, baseline, log)
+        _write_flow_plot(config.checkpoint_dir, flow_start, _flow(state["params"], flow_ids, V),
+                         step, log)
+
+    val_loss = evaluate(state["params"], valid_ids, V)
+    return Result(jax.device_get(state["params"]), vocab, losses, val_loss, baseline, seconds,
+                  state["key"])
+
+
+def _newest_readable(directory: str):
+    """(path, metadata) of the newest checkpoint that reads, warning about damaged ones."""
+    import warnings
+    for step in reversed(checkpoint.list_steps(directory)):
+        path = checkpoint.path_for(directory, step)
+        try:
+            return path, checkpoint.metadata(path)
+        except checkpoint.CorruptCheckpoint as e:
+            warnings.warn(f"skipping checkpoint: {e}", RuntimeWarning, stacklevel=3)
+    return None
+
+
+def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512) -> float:
+    """Mean NLL (nats/char) over time-major streams ``valid_ids`` (N, B), state carried."""
+    score = _evaluator()
+    total, h = 0.0, layers.zero_states(params.rnn, (valid_ids.shape[1],))
+    for xs, ys in training.chunks(valid_ids[:-1], valid_ids[1:], chunk):
+        J, h = score(params, jax.nn.one_hot(xs, vocab_size, dtype=params.head.V.dtype), ys, h)
+        total += float(J)
+    return total / ((len(valid_ids) - 1) * valid_ids.shape[1])
+
+
+@functools.lru_cache(maxsize=None)
+def _evaluator():
+    return jax.jit(functools.partial(tagger.loss_and_state, reduction="sum"))
+
+
+def _write_loss_plot(directory: str, losses, baseline: float, log) -> None:
+    try:
+        from jrnn import plots
+        path = plots.loss_curve(losses, os.path.join(directory, "loss.png"), baseline=baseline)
+        log(f"loss curve: {path}")
+    except ImportError:
+        log("loss curve not drawn: matplotlib is not installed (pip install 'jrnn[examples]')")
+
+
+def _flow(params, ids, vocab_size: int):
+    """Gradient flow of the loss on one window of the text, from a zero state."""
+    params = jax.device_get(params)
+    xs, ys = ids[:-1], ids[1:]
+    h0 = layers.zero_states(params.rnn, (ids.shape[1],))
+    loss = lambda p: _loss_and_state("manual", vocab_size)(p, xs, ys, h0)[0]
+    return diagnostics.gradient_flow(loss, params)[1]
+
+
+def _write_flow_plot(directory: str, start, end, step: int, log) -> None:
+    flows, labels = [], []
+    for when, fs in (("step 0", start), (f"step {step}", end)):
+        for f in fs or []:
+            flows.append(f)
+            labels.append(f"{when}, {f.label}")
+    d_first, d_last = end[0].dh_norm[0], end[0].dh_norm[-1]
+    log(f"gradient flow at step {step}, layer 0: |dJ/dh_1| / |dJ/dh_T| = {d_first / d_last:.2e} "
+        f"over T = {len(end[0].dh_norm)}")
+    try:
+        from jrnn import plots
+        path = plots.gradient_flow(flows, os.path.join(directory, "gradient_flow.png"),
+                                   title="gradient flow over one window of the text "
+                                         "(mean loss per character)", labels=labels)
+        log(f"gradient flow: {path}")
+    except ImportError:
+        log("gradient flow not drawn: matplotlib is not installed (pip install 'jrnn[examples]')")
+
+
+def load(checkpoint_dir: str) -> tuple[object, CharVocab, dict]:
+    """Parameters, vocabulary and metadata of the newest good checkpoint of a run."""
+    if not checkpoint.list_steps(checkpoint_dir):
+        raise checkpoint.CheckpointError(f"{checkpoint_dir}: no checkpoints (step_*.npz) here")
+    found = _newest_readable(checkpoint_dir)
+    if found is None:
+        raise checkpoint.CheckpointError(f"{checkpoint_dir}: no readable checkpoint")
+    path, meta = found
+    # The configuration lies in the file: it builds the template to fill.
+    fields = {f.name for f in dataclasses.fields(Config)}
+    config = Config(**{k: v for k, v in meta["config"].items() if k in fields})
+    state, meta = checkpoint.restore(path, _initial(config, len(meta["vocab"])))
+    return state["params"], CharVocab(meta["vocab"]), meta
+
+
+def generate(params, vocab: CharVocab, key, prompt: str, length: int,
+             temperature: float = 0.7) -> str:
+    """``length`` characters sampled after ``prompt`` (which must use the vocabulary)."""
+    if not prompt:
+        raise ValueError("prompt: expected at least one character")
+    tokens = tagger.sample(params, key, jnp.asarray(vocab.encode(prompt)), length,
+                           temperature=temperature)
+    return vocab.decode(tokens)
+
+
+def summary(result: Result, config: Config) -> str:
+    b, v = result.baseline, result.val_loss
+    return (f"trained to step {len(result.losses)} ({len(result.losses) * config.seq * config.batch:,}"
+            f" characters); this process {result.seconds:.0f} s\n"
+            f"unigram baseline : {b:.3f} nats/char ({b / math.log(2):.2f} bits)\n"
+            f"validation loss  : {v:.3f} nats/char ({v / math.log(2):.2f} bits), "
+            f"{v / b:.0%} of the baseline")
+
+
+def config_json(config: Config) -> str:
+    return json.dumps(dataclasses.asdict(config), indent=2)

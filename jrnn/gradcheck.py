@@ -1,0 +1,307 @@
+"""Check the hand-written gradients against autodiff on your own sizes: every architecture × option × cell.
+
+The descriptor table (the Haiku lesson, DESIGN.md §4): each entry builds
+random parameters and a batch for a cell at given :class:`Sizes` and defines
+``loss(params, batch, backward)``. :func:`check` differentiates it twice, by
+jrnn's hand-written BPTT (``backward="manual"``) and by JAX autodiff of the
+same forward (``backward="autodiff"``), and returns the relative error
+‖g_manual − g_autodiff‖ / ‖g_autodiff‖ of every gradient leaf. The test suite
+runs every entry with every cell, so an architecture, an option or a cell is
+tested the moment it is registered here or in :mod:`jrnn.cells`; ``jrnn
+gradcheck`` runs one at the sizes a user asks for.
+
+    >>> errors = jrnn.gradcheck.check("deep-bidirectional", "lstm", Sizes(T=50, B=4, D=8, H=16, C=5))
+    >>> max(errors.values())   # ~1e-15 in float64
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jrnn import heads, layers, remat, train
+from jrnn.models import classifier, generator, seq2seq, tagger
+
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "check", "split"]
+
+
+class Sizes(NamedTuple):
+    """Sequence length T, batch B, input D, hidden H, classes C."""
+
+    T: int = 5
+    B: int = 3
+    D: int = 3
+    H: int = 4
+    C: int = 3
+
+    @property
+    def lengths(self):
+        """Ragged valid lengths, from T down to 1 (row 0 full, the last row one step)."""
+        step = max(1, (self.T - 1) // max(self.B - 1, 1))
+        return jnp.array([max(1, self.T - j * step) for j in range(self.B)])
+
+    @property
+    def y_lengths(self):
+        """Ragged target lengths for the encoder-decoder, whose T_y = T + 2 differs from T."""
+        T_y = self.T + 2
+        return jnp.array([T_y - (3 * j) % T_y for j in range(self.B)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable  # (key, cell, dtype, sizes) -> (params, batch dict)
+    loss: Callable   # (params, batch, backward) -> scalar
+
+
+def _normal(key, shape, dtype, scale=1.0):
+    return scale * jax.random.normal(key, shape, dtype)
+
+
+def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
+            mask=False, reset=False, reduction="sum"):
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 6)
+        p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, bidirectional=bidirectional,
+                        learn_h0=learn_h0, dtype=dtype)
+        if learn_h0:  # nonzero learned states, so that their gradient paths are exercised
+            p = p._replace(h0=jax.tree.map(lambda a: _normal(k[5], a.shape, dtype, 0.5), p.h0))
+        batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                 "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)}
+        if given_h0:
+            batch["h0"] = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
+                                       layers.zero_states(p.rnn, (s.B,)))
+        if lengths:
+            batch["lengths"] = s.lengths
+        if mask:
+            batch["mask"] = jax.random.bernoulli(k[3], 0.7, (s.T, s.B))
+        if reset:
+            batch["reset"] = jax.random.bernoulli(k[4], 0.3, (s.T, s.B))
+        return p, batch
+
+    def loss(p, batch, backward):
+        b = dict(batch)
+        return tagger.loss(p, b.pop("xs"), b.pop("ys"), b.pop("h0", None), reduction=reduction,
+                           backward=backward, **b)
+    return build, loss
+
+
+def _classifier(num_layers=1, bidirectional=False, learn_h0=False):
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 4)
+        p = classifier.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
+                            bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype)
+        if learn_h0:
+            p = p._replace(h0=jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5), p.h0))
+        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                   "ys": jax.random.randint(k[2], (s.B,), 0, s.C), "lengths": s.lengths}
+
+    def loss(p, batch, backward):
+        return classifier.loss(p, batch["xs"], batch["ys"], lengths=batch["lengths"],
+                               backward=backward)
+    return build, loss
+
+
+def _regressor():
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 3)
+        p = classifier.init(k[0], cell, s.D, s.H, 2, dtype=dtype)
+        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "lengths": s.lengths,
+                   "targets": _normal(k[2], (s.B, 2), dtype)}
+
+    def loss(p, batch, backward):
+        return classifier.regression_loss(p, batch["xs"], batch["targets"],
+                                          lengths=batch["lengths"], reduction="mean",
+                                          backward=backward)
+    return build, loss
+
+
+def _generator(num_layers=1):
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 3)
+        p = generator.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, dtype=dtype)
+        return p, {"context": _normal(k[1], (s.B, s.D), dtype),
+                   "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C), "lengths": s.lengths}
+
+    def loss(p, batch, backward):
+        return generator.loss(p, batch["context"], batch["ys"], lengths=batch["lengths"],
+                              reduction="mean", backward=backward)
+    return build, loss
+
+
+def _seq2seq(num_layers=1, bidirectional_encoder=False):
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 3)
+        p = seq2seq.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
+                         bidirectional_encoder=bidirectional_encoder, dtype=dtype)
+        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "x_lengths": s.lengths,
+                   "ys": jax.random.randint(k[2], (s.T + 2, s.B), 0, s.C),   # T_y ≠ T_x
+                   "y_lengths": s.y_lengths}
+
+    def loss(p, batch, backward):
+        return seq2seq.loss(p, batch["xs"], batch["ys"], x_lengths=batch["x_lengths"],
+                            y_lengths=batch["y_lengths"], backward=backward)
+    return build, loss
+
+
+def _single_layer(reverse=False, **options):
+    """One layer through jrnn.layers.run_layer, with a loss on outputs and final state."""
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 4)
+        layer = layers.init_layer(k[0], cell, s.D, s.H, recurrent_bias=True, dtype=dtype)
+        h0 = jax.tree.map(lambda a: _normal(k[2], a.shape, dtype, 0.5),
+                          layers.zero_states(((layer,),), (s.B,))[0][0])
+        batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "h0": h0}
+        if options.get("lengths"):
+            batch["lengths"] = s.lengths
+        if options.get("reset"):
+            batch["reset"] = jax.random.bernoulli(k[3], 0.3, (s.T, s.B))
+        return layer, batch
+
+    def loss(layer, batch, backward):
+        b = dict(batch)
+        hs, final = layers.run_layer(layer, b.pop("xs"), b.pop("h0"), reverse=reverse,
+                                     backward=backward, **b)
+        weights = jnp.arange(1, hs.shape[-1] + 1, dtype=hs.dtype).reshape(1, 1, -1)
+        return jnp.sum(jnp.sin(hs) * weights) + sum(jnp.sum(s ** 3) for s in
+                                                     jax.tree.leaves(final))
+    return build, loss
+
+
+def _tbptt(chunk=2):
+    """Truncated BPTT: chunk gradients accumulated, no gradient across boundaries."""
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 3)
+        p = tagger.init(k[0], cell, s.D, s.H, s.C, dtype=dtype)
+        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                   "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)}
+
+    def loss(p, batch, backward):
+        def loss_and_state(p, xs, ys, h0):
+            outputs, finals = tagger.hidden(p, xs, ((h0,),), backward=backward)
+            J = heads.softmax_nll(p.head.V, p.head.c, outputs, ys, backward=backward)
+            return J, finals[0][0]
+        h0 = layers.zero_states(p.rnn, batch["xs"].shape[1:2])[0][0]
+        # Differentiable through params: the helper's value is a sum of chunk
+        # losses, and its gradient is checked against jax.grad of that sum.
+        return train.tbptt_value_and_grad(loss_and_state, p, batch["xs"], batch["ys"],
+                                               h0, chunk)
+    return build, loss
+
+
+def _remat_segments(segment=2):
+    """Memory-bounded BPTT: the manual side recomputes segments of 2 steps (with a
+    shorter last one where T is odd); the reference is autodiff of the whole sequence."""
+    def build(key, cell, dtype, s):
+        k = jax.random.split(key, 4)
+        p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=2, dtype=dtype)
+        h0 = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
+                          layers.zero_states(p.rnn, (s.B,)))
+        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                   "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C), "h0": h0}
+
+    def loss(p, batch, backward):
+        fn = functools.partial(tagger.loss_and_state, backward=backward)
+        if backward == "manual":
+            fn = remat.segmented(fn, segment)
+        J, finals = fn(p, batch["xs"], batch["ys"], batch["h0"])
+        return J + sum(jnp.sum(jnp.sin(s)) for s in jax.tree.leaves(finals))
+    return build, loss
+
+
+ARCHITECTURES = {a.name: a for a in [
+    Arch("layer", *_single_layer()),
+    Arch("layer-reverse", *_single_layer(reverse=True)),
+    Arch("layer-lengths", *_single_layer(lengths=True)),
+    Arch("layer-reverse-lengths-reset", *_single_layer(reverse=True, lengths=True, reset=True)),
+    Arch("tagger", *_tagger()),
+    Arch("tagger-lengths-mean", *_tagger(lengths=True, reduction="mean")),
+    Arch("tagger-mask", *_tagger(mask=True)),
+    Arch("tagger-reset", *_tagger(reset=True)),
+    Arch("tagger-learned-h0", *_tagger(learn_h0=True)),
+    Arch("tagger-given-h0", *_tagger(given_h0=True)),
+    Arch("deep", *_tagger(num_layers=3, lengths=True)),
+    Arch("bidirectional", *_tagger(bidirectional=True, lengths=True)),
+    Arch("deep-bidirectional", *_tagger(num_layers=2, bidirectional=True, lengths=True,
+                                        learn_h0=True, reset=True)),
+    Arch("many-to-one", *_classifier()),
+    Arch("many-to-one-deep-bidirectional", *_classifier(num_layers=2, bidirectional=True,
+                                                        learn_h0=True)),
+    Arch("many-to-one-regression", *_regressor()),
+    Arch("one-to-many", *_generator()),
+    Arch("one-to-many-deep", *_generator(num_layers=2)),
+    Arch("encoder-decoder", *_seq2seq()),
+    Arch("encoder-decoder-deep-bidirectional", *_seq2seq(num_layers=2,
+                                                         bidirectional_encoder=True)),
+    Arch("memory-bounded-bptt", *_remat_segments()),
+]}
+TRUNCATED_BPTT = Arch("truncated-bptt", *_tbptt())
+
+
+def split(batch):
+    """Floating entries are differentiated; the rest (labels, lengths, flags) are not."""
+    is_float = lambda v: all(jnp.issubdtype(l.dtype, jnp.floating) for l in jax.tree.leaves(v))
+    return ({k: v for k, v in batch.items() if is_float(v)},
+            {k: v for k, v in batch.items() if not is_float(v)})
+
+
+def _arch(name: str) -> Arch:
+    if name == TRUNCATED_BPTT.name:
+        return TRUNCATED_BPTT
+    if name not in ARCHITECTURES:
+        raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name]}"
+                         f", got {name!r}")
+    return ARCHITECTURES[name]
+
+
+@functools.lru_cache(maxsize=None)
+def both_value_and_grads(name: str):
+    """One jitted program computing (value, gradients) by both backwards."""
+    loss = _arch(name).loss
+
+    def both(p, floats, others):
+        return tuple(jax.value_and_grad(lambda p, f: loss(p, {**f, **others}, backward),
+                                        argnums=(0, 1))(p, floats)
+                     for backward in ("manual", "autodiff"))
+    return jax.jit(both)
+
+
+def relative_error(actual, expected) -> float:
+    """‖actual − expected‖ / ‖expected‖ in float64 (0 when both are zero)."""
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-300))
+
+
+def check(arch: str, cell: str, sizes: Sizes = Sizes(), dtype=jnp.float64,
+          seed: int = 0) -> dict[str, float]:
+    """Relative errors of the hand-written value and gradients against autodiff's.
+
+    Returns ``{"loss": e, "params.rnn[0][0].W": e, ..., "batch['xs']": e}``:
+    one entry for the loss and one per differentiated leaf (parameters and
+    floating inputs). float64 needs ``jax_enable_x64``.
+    """
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype: float64 needs jax.config.update('jax_enable_x64', True)")
+    params, batch = _arch(arch).build(jax.random.key(seed), cell, dtype, sizes)
+    if arch == TRUNCATED_BPTT.name:  # its loss is already (Σ loss, Σ gradients, final state)
+        run = jax.jit(TRUNCATED_BPTT.loss, static_argnums=2)
+        (J_m, g_m, h_m), (J_a, g_a, h_a) = run(params, batch, "manual"), run(params, batch,
+                                                                              "autodiff")
+        errors = {"loss": relative_error(J_m, J_a), "final state": relative_error(h_m, h_a)}
+        for (path, leaf_m), leaf_a in zip(jax.tree_util.tree_leaves_with_path(g_m),
+                                          jax.tree.leaves(g_a), strict=True):
+            errors["params" + jax.tree_util.keystr(path)] = relative_error(leaf_m, leaf_a)
+        return errors
+    floats, others = split(batch)
+    (J_m, g_m), (J_a, g_a) = both_value_and_grads(arch)(params, floats, others)
+    errors = {"loss": relative_error(J_m, J_a)}
+    names = ("params", "batch")
+    for i, (gm, ga) in enumerate(zip(g_m, g_a)):
+        for (path, leaf_m), leaf_a in zip(jax.tree_util.tree_leaves_with_path(gm),
+                                          jax.tree.leaves(ga), strict=True):
+            errors[names[i] + jax.tree_util.keystr(path)] = relative_error(leaf_m, leaf_a)
+    return errors

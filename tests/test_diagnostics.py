@@ -1,0 +1,115 @@
+"""Gradient flow: the norms read from the hand-written backward equal an autodiff oracle."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn import cells, layers, recurrence
+from jrnn.models import classifier, seq2seq
+
+T, B, D, H = 9, 3, 2, 4
+
+
+def oracle(layer, xs, h0, reverse):
+    """‖dJ/dh_t‖ and ‖∇_W^(t) J‖ by autodiff of a probed forward: h_t + ε_t, and a
+    separate copy W_t of W at every step (∇_{W_t} J is step t's contribution)."""
+    cell = cells.get(layer.cell)
+    G = cell.gates
+
+    def loss_of(eps, W_steps):
+        A = jnp.einsum("tbd,gd->tbg", xs, layer.U) + layer.b[None, None, :]
+        carry = cell.to_carry(h0)
+        order = range(T - 1, -1, -1) if reverse else range(T)
+        hs = [None] * T
+        for t in order:
+            R = jnp.einsum("bh,gh->bg", carry[0], W_steps[t])
+            R = R if layer.b_r is None else R + layer.b_r[None, :]
+            carry, _ = cell.step(recurrence.gate_blocks(A[t], G), recurrence.gate_blocks(R, G),
+                                 carry)
+            carry = (carry[0] + eps[t],) + tuple(carry[1:])
+            hs[t] = carry[0]
+        return readout(jnp.stack(hs), cell.from_carry(carry))
+
+    eps = jnp.zeros((T, B, H), xs.dtype)
+    W_steps = jnp.broadcast_to(layer.W, (T,) + layer.W.shape)
+    d_eps, d_W = jax.grad(loss_of, argnums=(0, 1))(eps, W_steps)
+    return (np.linalg.norm(np.asarray(d_eps).reshape(T, -1), axis=1),
+            np.linalg.norm(np.asarray(d_W).reshape(T, -1), axis=1))
+
+
+def readout(hs, final):
+    """A loss on every output and on the final state, with weights that differ per unit."""
+    w = jnp.arange(1, H + 1, dtype=hs.dtype).reshape(1, 1, H)
+    return jnp.sum(jnp.sin(hs) * w) + sum(jnp.sum(s ** 2) for s in jax.tree.leaves(final))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell", jrnn.cells.names())
+def test_flow_equals_autodiff_oracle(cell, reverse):
+    k = jax.random.split(jax.random.key(3), 3)
+    layer = layers.init_layer(k[0], cell, D, H, dtype=jnp.float64)
+    layer = dataclasses.replace(layer, W=2.0 * layer.W)  # gradients reach far back
+    xs = jax.random.normal(k[1], (T, B, D), jnp.float64)
+    h0 = jax.tree.map(lambda a: 0.5 * jax.random.normal(k[2], a.shape, jnp.float64),
+                      layers.zero_states(((layer,),), (B,))[0][0])
+
+    def loss(layer, xs, h0):
+        hs, final = layers.run_layer(layer, xs, h0, reverse=reverse)
+        return readout(hs, final)
+
+    grads, flows = jrnn.diagnostics.gradient_flow(loss, layer, xs, h0)
+    assert len(flows) == 1 and flows[0].cell == cell and flows[0].reverse == reverse
+    dh, dW = oracle(layer, xs, h0, reverse)
+    np.testing.assert_allclose(flows[0].dh_norm, dh, rtol=1e-10)
+    np.testing.assert_allclose(flows[0].dW_norm, dW, rtol=1e-10)
+    # The gradients returned are the ordinary ones.
+    expected = jax.grad(loss)(layer, xs, h0)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_every_layer_of_an_architecture_reports():
+    k = jax.random.split(jax.random.key(0), 4)
+    p = seq2seq.init(k[0], "gru", D, H, 3, num_layers=2, bidirectional_encoder=True,
+                     dtype=jnp.float64)
+    xs = jax.random.normal(k[1], (T, B, D), jnp.float64)
+    ys = jax.random.randint(k[2], (T + 1, B), 0, 3)
+    _, flows = jrnn.diagnostics.gradient_flow(seq2seq.loss, p, xs, ys)
+    assert len(flows) == 2 * 2 + 2  # encoder: 2 layers x 2 directions; decoder: 2 layers
+    assert {len(f.dh_norm) for f in flows} == {T, T + 1}
+    for f in flows:
+        assert np.all(np.isfinite(f.dh_norm)) and np.all(f.dh_norm > 0)
+
+
+def test_vanishing_gradient_is_visible_for_a_small_tanh_rnn():
+    """Loss at the last step only and small recurrent weights: ‖dJ/dh_t‖ decays
+    geometrically going back in time (the picture the plots are for)."""
+    k = jax.random.split(jax.random.key(1), 3)
+    p = classifier.init(k[0], "elman", D, H, 2, dtype=jnp.float64)
+    p = p._replace(rnn=((dataclasses.replace(p.rnn[0][0], W=0.3 * p.rnn[0][0].W),),))
+    xs = jax.random.normal(k[1], (40, B, D), jnp.float64)
+    ys = jax.random.randint(k[2], (B,), 0, 2)
+    _, (flow,) = jrnn.diagnostics.gradient_flow(classifier.loss, p, xs, ys)
+    assert flow.dh_norm[0] < 1e-6 * flow.dh_norm[-1]
+    assert np.all(np.diff(np.log(flow.dh_norm)) > 0)  # rising towards the loss
+
+
+def test_a_loss_without_manual_layers_is_refused():
+    k = jax.random.split(jax.random.key(0), 2)
+    p = classifier.init(k[0], "elman", D, H, 2, dtype=jnp.float64)
+    xs = jax.random.normal(k[1], (T, B, D), jnp.float64)
+    ys = jnp.zeros((B,), jnp.int32)
+    with pytest.raises(ValueError, match="backward='manual'"):
+        jrnn.diagnostics.gradient_flow(
+            lambda p: classifier.loss(p, xs, ys, backward="autodiff"), p)
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    flows = [jrnn.diagnostics.LayerFlow(0, "elman", False, np.geomspace(1e-6, 1, 20),
+                                        np.geomspace(1e-7, 1e-1, 20))]
+    path = jrnn.plots.gradient_flow(flows, str(tmp_path / "flow.png"), title="t")
+    assert (tmp_path / "flow.png").stat().st_size > 1000 and path.endswith("flow.png")
