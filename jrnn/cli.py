@@ -100,11 +100,15 @@ def parser() -> argparse.ArgumentParser:
         description="Sample text from the newest good checkpoint of a `jrnn train` run."))
     bench = sub.add_parser(
         "bench", help="run the benchmark suite (jrnn, autodiff, Flax, PyTorch)",
-        description="Runs jrnn.bench.suite (or, with --remat, jrnn.bench.remat_curve); "
+        description="Runs jrnn.bench.suite (or jrnn.bench.remat_curve with --remat, "
+                    "jrnn.bench.precision with --precision); "
                     "every other argument goes to it: `jrnn bench -- --help` lists them.",
         add_help=True)
-    bench.add_argument("--remat", action="store_true",
+    which = bench.add_mutually_exclusive_group()
+    which.add_argument("--remat", action="store_true",
                        help="the memory/time curve of memory-bounded BPTT instead")
+    which.add_argument("--precision", action="store_true",
+                       help="float32 against bfloat16: speed and gradient error instead")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     _gradcheck_arguments(sub.add_parser(
         "gradcheck", formatter_class=fmt,
@@ -156,6 +160,9 @@ def _bench(args) -> int:
     if args.remat:
         from jrnn.bench import remat_curve
         return remat_curve.main(rest)
+    if args.precision:
+        from jrnn.bench import precision
+        return precision.main(rest)
     from jrnn.bench import suite
     return suite.main(rest)
 

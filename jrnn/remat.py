@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jrnn import _diagnostics
+
 __all__ = ["segmented", "default_segment"]
 
 
@@ -165,6 +167,11 @@ def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
         k = default_segment(T) if segment is None else int(segment)
         if k < 1:
             raise ValueError(f"segment: expected >= 1, got {segment}")
+        if _diagnostics.recording():
+            raise ValueError("jrnn.diagnostics.gradient_flow: memory-bounded BPTT recomputes "
+                             "each segment in its backward pass, so there is no single "
+                             "backward scan to read; run gradient_flow on the same loss "
+                             "without jrnn.remat.segmented")
         return _segmented(loss_and_state, min(k, T), params, (xs, ys), h0)
 
     return wrapped

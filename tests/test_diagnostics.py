@@ -113,3 +113,15 @@ def test_plot_is_written(tmp_path):
                                         np.geomspace(1e-7, 1e-1, 20))]
     path = jrnn.plots.gradient_flow(flows, str(tmp_path / "flow.png"), title="t")
     assert (tmp_path / "flow.png").stat().st_size > 1000 and path.endswith("flow.png")
+
+
+def test_memory_bounded_bptt_is_refused_with_the_reason():
+    import functools
+    k = jax.random.split(jax.random.key(0), 2)
+    p = jrnn.models.tagger.init(k[0], "elman", D, H, 3, dtype=jnp.float64)
+    xs = jax.random.normal(k[1], (T, B, D), jnp.float64)
+    ys = jnp.zeros((T, B), jnp.int32)
+    h0 = layers.zero_states(p.rnn, (B,))
+    fn = jrnn.remat.segmented(jrnn.models.tagger.loss_and_state, 3)
+    with pytest.raises(ValueError, match="without jrnn.remat.segmented"):
+        jrnn.diagnostics.gradient_flow(lambda p: fn(p, xs, ys, h0)[0], p)
