@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import warnings
 
 import jax
 import jax.numpy as jnp

@@ -116,7 +116,6 @@ def test_plot_is_written(tmp_path):
 
 
 def test_memory_bounded_bptt_is_refused_with_the_reason():
-    import functools
     k = jax.random.split(jax.random.key(0), 2)
     p = jrnn.models.tagger.init(k[0], "elman", D, H, 3, dtype=jnp.float64)
     xs = jax.random.normal(k[1], (T, B, D), jnp.float64)

@@ -1,7 +1,6 @@
 """The hand-written backward really runs: its rules are called, autodiff's are not."""
 import jax
 import jax.extend
-import jax.numpy as jnp
 import pytest
 
 import jrnn

@@ -13,7 +13,6 @@ torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed: it is an optional test extra "
                     "(pip install torch==2.13.0, as .ci/run does) for the parity tests")
 
-import jrnn  # noqa: E402
 from jrnn import layers  # noqa: E402
 from jrnn.pytorch import from_torch, from_torch_named, states_from_torch, to_torch  # noqa: E402
 from helpers import TOL, rel_error  # noqa: E402

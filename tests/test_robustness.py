@@ -70,6 +70,22 @@ def test_lengths_of_another_batch_size_are_named(entry):
         jax.jit(lambda n: fn(lengths=n)).lower(jnp.ones((B + 1,), jnp.int32))
 
 
+def test_generator_names_its_context():
+    with pytest.raises(TypeError, match="context: expected dtype float64.*got float32"):
+        generator.loss(GENERATOR, jnp.zeros((B, D), jnp.float32), YS)
+    with pytest.raises(ValueError, match=rf"context: expected shape \(B, {D}\), got \(3, 2, 1\)"):
+        generator.loss(GENERATOR, jnp.zeros((B, D, 1), F64), YS)
+
+
+@pytest.mark.parametrize("call", ["loss", "decode"])
+def test_seq2seq_names_x_lengths(call):
+    bad = jnp.ones((B + 1,), jnp.int32)
+    run = {"loss": lambda: seq2seq.loss(SEQ2SEQ, XS, YS, x_lengths=bad),
+           "decode": lambda: seq2seq.decode(SEQ2SEQ, XS, 5, x_lengths=bad)}[call]
+    with pytest.raises(ValueError, match=rf"x_lengths: expected shape \({B},\).*\({B + 1},\)"):
+        run()
+
+
 # ---- extreme values and edge cases: finite, and equal to autodiff ----
 
 def both(loss, *args):

@@ -284,7 +284,7 @@ def tables(rows, unrolls) -> str:
                 out.append(f"| {label} ({cfg['B']}, {cfg['T']}, {cfg['D']}, {cfg['H']}, "
                            f"{cfg['C']}) | " + " | ".join(cells) + " |")
     # Memory and compile time of the training step.
-    out.append(f"\n### Training step: XLA temporary memory (MiB) and first call (s)\n")
+    out.append("\n### Training step: XLA temporary memory (MiB) and first call (s)\n")
     out.append("| config | cell | " + " | ".join(
         f"{i} temp / first" for i in implementations(unrolls) if i != "torch") + " |")
     out.append("|---|---|" + "---|" * (len(implementations(unrolls)) - 1))

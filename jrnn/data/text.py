@@ -7,7 +7,6 @@ same text.
 """
 from __future__ import annotations
 
-import math
 import os
 import sysconfig
 from typing import NamedTuple

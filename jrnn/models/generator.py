@@ -57,6 +57,7 @@ def _check_context(params: Params, context):
     context_size, _ = _sizes(params)
     _checks.rank("context", context, (2,), f"(B, {context_size})")
     _checks.shape("context", context, context.shape[:1] + (context_size,), f"(B, {context_size})")
+    _checks.same_dtype("context", context, params.head.V.dtype, "the parameters")
 
 
 def teacher_inputs(context, ys, vocab_size: int):

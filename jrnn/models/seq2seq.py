@@ -28,7 +28,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jrnn import _checks, heads, layers
+from jrnn import _checks, heads, layers, recurrence
 from jrnn.models import _common
 
 __all__ = ["Params", "init", "encode", "decoder_inputs", "loss", "decode"]
@@ -59,6 +59,9 @@ def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
     if len(params.encoder) != len(params.decoder):
         raise ValueError(f"params: encoder and decoder need the same number of layers, got "
                          f"{len(params.encoder)} and {len(params.decoder)}")
+    _checks.rank("xs", xs, (3,), "(T_x, B, D)")
+    if lengths is not None:  # named as the caller knows it
+        recurrence.check_lengths(lengths, xs.shape[0], xs.shape[1:2], "x_lengths")
     _, finals = layers.run_stack(params.encoder, xs, lengths=lengths, unroll=unroll,
                                  matmul_dtype=matmul_dtype, backward=backward)
     summed = [jax.tree.map(lambda *parts: sum(parts), *directions) for directions in finals]
