@@ -204,8 +204,10 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
                              "position": position, "losses": losses},
                             keep=config.keep)
 
-    flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]  # a fixed window, 4 chunks long
-    flow_start = _flow(state["params"], flow_ids, V) if step == 0 else None
+    # Gradient flow over a fixed window of 4 chunks, drawn beside the checkpoints.
+    flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]
+    plots_wanted = config.checkpoint_dir is not None
+    flow_start = _flow(state["params"], flow_ids, V) if plots_wanted and step == 0 else None
 
     from tqdm import tqdm
     bar = tqdm(total=config.steps, initial=step, desc="training", unit="chunk",
@@ -223,13 +225,11 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
         loss = float(metrics.loss)
         if not bool(metrics.finite):
             bar.close()
-            raise NonFiniteError(
-                f"non-finite loss or gradient at step {step + 1} (loss {loss}); the update was "
-                f"skipped and training stopped"
-                + (f"; the last checkpoint, step {checkpoint.list_steps(config.checkpoint_dir)[-1]}"
-                   f", is intact" if config.checkpoint_dir and
-                   checkpoint.list_steps(config.checkpoint_dir) else "")
-                + ". Try a lower lr or clip.")
+            kept = checkpoint.list_steps(config.checkpoint_dir) if config.checkpoint_dir else []
+            intact = f"; the last checkpoint, step {kept[-1]}, is intact" if kept else ""
+            raise NonFiniteError(f"non-finite loss or gradient at step {step + 1} (loss {loss}); "
+                                 f"the update was skipped and training stopped{intact}. "
+                                 f"Try a lower lr or clip.")
         state = {**state, "params": params, "opt_state": opt_state, "h": h}
         step, position = step + 1, position + T
         losses.append(loss)
@@ -242,7 +242,7 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
             save()
     bar.close()
     seconds = time.perf_counter() - t0
-    if config.checkpoint_dir:
+    if plots_wanted:
         _write_loss_plot(config.checkpoint_dir, losses, baseline, log)
         _write_flow_plot(config.checkpoint_dir, flow_start, _flow(state["params"], flow_ids, V),
                          step, log)
