@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
@@ -172,7 +171,7 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
     state = _initial(config, V)
     step, position, losses = 0, 0, []
     if resume and config.checkpoint_dir:
-        found = _newest_readable(config.checkpoint_dir)
+        found = checkpoint.latest(config.checkpoint_dir)
         if found is not None:
             path, meta = found
             _check_resumable(path, meta, config, vocab)  # before anything is restored
@@ -252,18 +251,6 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
                   state["key"])
 
 
-def _newest_readable(directory: str):
-    """(path, metadata) of the newest checkpoint that reads, warning about damaged ones."""
-    import warnings
-    for step in reversed(checkpoint.list_steps(directory)):
-        path = checkpoint.path_for(directory, step)
-        try:
-            return path, checkpoint.metadata(path)
-        except checkpoint.CorruptCheckpoint as e:
-            warnings.warn(f"skipping checkpoint: {e}", RuntimeWarning, stacklevel=3)
-    return None
-
-
 def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512) -> float:
     """Mean NLL (nats/char) over time-major streams ``valid_ids`` (N, B), state carried."""
     score = _evaluator()
@@ -320,7 +307,7 @@ def load(checkpoint_dir: str) -> tuple[object, CharVocab, dict]:
     """Parameters, vocabulary and metadata of the newest good checkpoint of a run."""
     if not checkpoint.list_steps(checkpoint_dir):
         raise checkpoint.CheckpointError(f"{checkpoint_dir}: no checkpoints (step_*.npz) here")
-    found = _newest_readable(checkpoint_dir)
+    found = checkpoint.latest(checkpoint_dir)
     if found is None:
         raise checkpoint.CheckpointError(f"{checkpoint_dir}: no readable checkpoint")
     path, meta = found
@@ -348,7 +335,3 @@ def summary(result: Result, config: Config) -> str:
             f"unigram baseline : {b:.3f} nats/char ({b / math.log(2):.2f} bits)\n"
             f"validation loss  : {v:.3f} nats/char ({v / math.log(2):.2f} bits), "
             f"{v / b:.0%} of the baseline")
-
-
-def config_json(config: Config) -> str:
-    return json.dumps(dataclasses.asdict(config), indent=2)

@@ -35,8 +35,8 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-__all__ = ["CheckpointError", "CorruptCheckpoint", "save", "restore", "restore_latest", "metadata", "list_steps",
-           "path_for"]
+__all__ = ["CheckpointError", "CorruptCheckpoint", "save", "restore", "restore_latest", "latest",
+           "metadata", "list_steps", "path_for"]
 
 FORMAT = "jrnn-checkpoint"
 VERSION = 1
@@ -225,18 +225,29 @@ def restore(path: str, like) -> tuple[Any, dict]:
     return state, {"step": meta["step"], **meta["metadata"]}
 
 
-def restore_latest(directory: str, like) -> tuple[Optional[Any], Optional[dict]]:
-    """The newest checkpoint in ``directory`` that reads and fits, or ``(None, None)``.
+def latest(directory: str) -> Optional[tuple[str, dict]]:
+    """``(path, metadata)`` of the newest checkpoint in ``directory`` that reads, or None.
 
     A damaged newer file is reported with a warning naming it and skipped (and
-    left in place for inspection); the previous good checkpoint is used. A
-    readable checkpoint that does not fit ``like`` (another model) is an error,
-    not skipped: falling back past it would resume from an older run.
+    left in place for inspection). Reading checks every array's SHA-256, so
+    the path returned restores.
     """
     for step in reversed(list_steps(directory)):
         path = path_for(directory, step)
         try:
-            return restore(path, like)
+            return path, metadata(path)
         except CorruptCheckpoint as e:
             warnings.warn(f"skipping checkpoint: {e}", RuntimeWarning, stacklevel=2)
-    return None, None
+    return None
+
+
+def restore_latest(directory: str, like) -> tuple[Optional[Any], Optional[dict]]:
+    """The newest checkpoint in ``directory`` that reads, restored into ``like``;
+    ``(None, None)`` if there is none.
+
+    Damaged newer files are skipped as in :func:`latest`. A readable checkpoint
+    that does not fit ``like`` (another model) is an error, not skipped:
+    falling back past it would resume from an older run.
+    """
+    found = latest(directory)
+    return (None, None) if found is None else restore(found[0], like)
