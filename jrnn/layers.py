@@ -177,7 +177,8 @@ def reverse_resets(reset):
 
 
 def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
-              unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
+              unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
+              kernel: str = "auto"):
     """Runs a (deep, possibly bidirectional) stack over xs (T, B, D).
 
     ``h0`` is None (zeros) or nested like the stack: ``h0[l][d]`` is the
@@ -193,7 +194,7 @@ def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
         raise ValueError(f"h0: expected one initial state per layer and direction, nested "
                          f"({len(stack)}, {directions}), got {jax.tree.structure(h0)}")
     options = dict(mask=mask, lengths=lengths, unroll=unroll, matmul_dtype=matmul_dtype,
-                   backward=backward)
+                   backward=backward, kernel=kernel)
     x, finals = xs, []
     for l, layer in enumerate(stack):
         outputs, layer_finals = [], []

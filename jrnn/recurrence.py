@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _checks, _diagnostics, _matmul
+from jrnn import _checks, _diagnostics, _matmul, persistent
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -81,6 +81,7 @@ class _Static:
     unroll: int
     matmul_dtype: Any = None  # None or a jnp.dtype (see jrnn/_matmul.py)
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
+    kernel: str = "scan"  # "scan" (lax.scan) or "persistent" (jrnn/persistent.py)
 
 
 def gate_blocks(a, G: int, axis: int = -1) -> tuple:
@@ -141,6 +142,11 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, keep_residuals=True)
     G = cell.gates
     XU = _project(xs, U, G, md)
     b_g = None if b is None else gate_blocks(b, G, axis=0)
+    if static.kernel == "persistent":
+        A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
+        carries, extras, final = persistent.forward(cell, A, W, b_r, carry0,
+                                                    reverse=static.reverse, matmul_dtype=md)
+        return carries[0], final, carries, extras
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
@@ -219,11 +225,19 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         dh_t = None if static.record is None else d_new[0]
         return (d_in, dcarry0), (dA, dR_own, carry_in[0], dh_t)
 
-    acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0))
-    (d_first, dcarry0), (dA, dR_own, h_in, dh) = lax.scan(
-        step, acc0, (d_hs, carries, extras, mask, reset, jnp.arange(T)),
-        reverse=not static.reverse, unroll=static.unroll)
-    d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
+    if static.kernel == "persistent":
+        dA, dR_own, d_carry0 = persistent.backward(
+            cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
+            matmul_dtype=md)
+        h = carries[0]
+        h_in = (jnp.concatenate([h[1:], carry0[0][None]]) if static.reverse else
+                jnp.concatenate([carry0[0][None], h[:-1]]))
+    else:
+        acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0))
+        (d_first, dcarry0), (dA, dR_own, h_in, dh) = lax.scan(
+            step, acc0, (d_hs, carries, extras, mask, reset, jnp.arange(T)),
+            reverse=not static.reverse, unroll=static.unroll)
+        d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
 
     # After the scan, one matmul per gate block over all T·B rows.
     dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
@@ -293,6 +307,32 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
             _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
 
 
+KERNELS = ("auto", "scan", "persistent")
+
+
+def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None,
+                  record=None) -> str:
+    """``"scan"`` or ``"persistent"``: the loop implementation for one layer."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+    if backward == "autodiff":
+        if kernel == "persistent":
+            raise ValueError("kernel='persistent' has a hand-written backward only: "
+                             "backward='autodiff' differentiates the scan (use kernel='scan')")
+        return "scan"
+    reason = persistent.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
+                                    reset=reset, record=record)
+    if kernel == "persistent":
+        if reason is not None:
+            raise ValueError(f"kernel='persistent' cannot run this layer: {reason}; "
+                             "use kernel='scan' or 'auto'")
+        return "persistent"
+    if kernel == "auto" and reason is None and persistent.preferred(
+            cell, W.shape[1], W.dtype, matmul_dtype):
+        return "persistent"
+    return "scan"
+
+
 def lengths_to_mask(lengths, num_steps: int):
     """(B,) valid lengths -> (T, B) bool mask, True at steps t < length.
 
@@ -317,7 +357,7 @@ def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "leng
 
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
         reverse: bool = False, unroll: Optional[int] = None, matmul_dtype=None,
-        backward: str = "manual") -> tuple[jax.Array, Any]:
+        backward: str = "manual", kernel: str = "auto") -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
 
     Args:
@@ -339,6 +379,10 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         gradients keep the parameters' dtype.
       backward: ``"manual"`` (hand-written BPTT) or ``"autodiff"`` (JAX autodiff
         of the same forward: the reference, and the path for forward mode).
+      kernel: how the manual path runs its two loops: ``"scan"`` (``lax.scan``),
+        ``"persistent"`` (one GPU kernel per loop, :mod:`jrnn.persistent`; an error
+        names the reason where it cannot), or ``"auto"``: the persistent kernel on
+        a GPU where it supports the layer and was measured faster, else the scan.
 
     Returns:
       ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),
@@ -367,8 +411,10 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
+    md = _matmul.check(matmul_dtype)
+    loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
-                     _matmul.check(matmul_dtype), record)
+                     md, record, loop)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset)

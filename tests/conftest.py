@@ -1,8 +1,17 @@
-"""Test configuration: float64 on, and silent promotion turned into errors.
+"""Test configuration: float64 on, silent promotion turned into errors, and
+full-precision float32 products on every backend.
 
 Strict dtype promotion and rank promotion set to raise (the Equinox lesson in
-DESIGN.md §4): a hand-written gradient that broadcasts or promotes silently
+the design notes): a hand-written gradient that broadcasts or promotes silently
 fails loudly here instead of passing with the wrong shape or precision.
+
+The suite runs on whichever backend JAX picks (``JAX_PLATFORMS=cpu`` or
+``JAX_PLATFORMS=cuda`` to choose). Its float32 tolerances (1e-5 relative
+against autodiff) are for IEEE float32 products. NVIDIA GPUs run float32
+matmuls as TF32 by default (10-bit mantissa), so the suite sets the default
+matmul precision to "highest", which is float32 on every backend and changes
+nothing on a CPU. The TF32 default itself is tested on its own, with its own
+documented bound (tests/test_dtypes.py, docs/precision.md).
 """
 import os
 
@@ -12,9 +21,18 @@ import os
 # a quarter faster. Benchmarks run at the default level.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=0").strip()
+# Several test processes share one GPU: allocate on demand, not 75% each.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_report_header(config):
+    device = jax.devices()[0]
+    return (f"jax {jax.__version__} on {jax.default_backend()} "
+            f"({getattr(device, 'device_kind', device)}), matmul precision 'highest'")

@@ -1,4 +1,5 @@
 """The `jrnn` command: help, train → sample, gradcheck, bench, and its errors."""
+import jax
 import pytest
 
 from jrnn import checkpoint, cli
@@ -76,4 +77,4 @@ def test_gradcheck_fails_above_the_tolerance(capsys):
 def test_bench_passes_its_arguments_on(tmp_path):
     assert cli.main(["bench", "--remat", "--", "--T", "32", "--B", "2", "--D", "3", "--H", "4",
                      "--C", "3", "--segments", "8", "--reps", "1", "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "cpu_remat.json").exists()
+    assert (tmp_path / f"{jax.default_backend()}_remat.json").exists()

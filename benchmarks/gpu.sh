@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The GPU work in one script, for a machine with an NVIDIA GPU and JAX with CUDA,
+# Flax and PyTorch already installed (no network needed): each stage writes its
+# log and results to $OUT (default benchmarks/results) and stops at its time limit.
+#
+#   bash benchmarks/gpu.sh tests kernel unroll      # stages, in order
+#   bash benchmarks/gpu.sh suite
+#
+# Stages: env, tests (the suite on the GPU), kernel (jrnn/bench/persistent.py),
+# unroll (jrnn/bench/unroll.py), suite (jrnn/bench/suite.py at S M L X with the
+# T and B sweeps), remat, precision.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+start=$(date +%s)
+left() { echo $(( ${BUDGET:-590} - ($(date +%s) - start) )); }
+run() {  # run NAME LIMIT_S COMMAND...: a stage with its own log and time limit
+  local name=$1 limit=$2; shift 2
+  (( limit > $(left) )) && limit=$(left)
+  if (( limit < 20 )); then echo "== $name: skipped, no time left"; return; fi
+  echo "== $name (limit ${limit}s, $(left)s left)"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  echo "== $name: exit $? after $(( $(date +%s) - start ))s"
+  tail -n "${TAIL:-25}" "$OUT/$name.log"
+}
+for stage in "$@"; do
+  case $stage in
+    env) nvidia-smi -L; $PY -c "import jax, flax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'torch', torch.__version__, torch.cuda.is_available())" ;;
+    tests) run tests "${TESTS_LIMIT:-300}" $PY -m pytest -q -n "${WORKERS:-8}" -p no:cacheprovider --durations=10 ;;
+    kernel) run kernel "${KERNEL_LIMIT:-200}" $PY benchmarks/persistent.py --out "$OUT" ${KERNEL_ARGS:-} ;;
+    unroll) run unroll "${UNROLL_LIMIT:-200}" $PY benchmarks/unroll.py --out "$OUT" ${UNROLL_ARGS:-} ;;
+    suite) run suite "${SUITE_LIMIT:-560}" $PY benchmarks/suite.py --out "$OUT" ${SUITE_ARGS:---configs S M L X --sweeps T B} ;;
+    remat) run remat "${REMAT_LIMIT:-120}" $PY benchmarks/remat_curve.py --out "$OUT" ${REMAT_ARGS:-} ;;
+    precision) run precision "${PRECISION_LIMIT:-120}" $PY benchmarks/precision.py --out "$OUT" ${PRECISION_ARGS:-} ;;
+    *) echo "unknown stage: $stage" >&2; exit 2 ;;
+  esac
+done
