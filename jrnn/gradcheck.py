@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import dropout as _dropout
 from jrnn import heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
@@ -62,8 +63,13 @@ def _normal(key, shape, dtype, scale=1.0):
     return scale * jax.random.normal(key, shape, dtype)
 
 
+# Every kind of noise at once, at rates high enough that each mask matters.
+ALL_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, zoneout=0.3,
+                             zoneout_cell=0.2, between=0.3)
+
+
 def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
-            mask=False, reset=False, reduction="sum"):
+            mask=False, reset=False, reduction="sum", dropout=None, training=True):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 6)
         p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, bidirectional=bidirectional,
@@ -81,12 +87,15 @@ def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, l
             batch["mask"] = jax.random.bernoulli(k[3], 0.7, (s.T, s.B))
         if reset:
             batch["reset"] = jax.random.bernoulli(k[4], 0.3, (s.T, s.B))
+        if dropout is not None and training:
+            batch["key"] = k[5]  # the same masks for both backwards
         return p, batch
 
     def loss(p, batch, backward):
         b = dict(batch)
+        regularise = {} if dropout is None else dict(dropout=dropout, training=training)
         return tagger.loss(p, b.pop("xs"), b.pop("ys"), b.pop("h0", None), reduction=reduction,
-                           backward=backward, **b)
+                           backward=backward, **regularise, **b)
     return build, loss
 
 
@@ -160,6 +169,11 @@ def _single_layer(reverse=False, **options):
             batch["lengths"] = s.lengths
         if options.get("reset"):
             batch["reset"] = jax.random.bernoulli(k[3], 0.3, (s.T, s.B))
+        if options.get("noise"):  # fixed masks, differentiated like any input
+            batch["recurrent_mask"] = jax.random.bernoulli(k[3], 0.6, (s.B, s.H)).astype(
+                dtype) / 0.6
+            batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, s.H)).astype(dtype)
+                                     for kz in jax.random.split(k[2], len(jax.tree.leaves(h0))))
         return layer, batch
 
     def loss(layer, batch, backward):
@@ -238,6 +252,14 @@ ARCHITECTURES = {a.name: a for a in [
     Arch("encoder-decoder-deep-bidirectional", *_seq2seq(num_layers=2,
                                                          bidirectional_encoder=True)),
     Arch("memory-bounded-bptt", *_remat_segments()),
+    Arch("layer-recurrent-dropout-zoneout", *_single_layer(lengths=True, noise=True)),
+    Arch("layer-reverse-recurrent-dropout-zoneout-reset",
+         *_single_layer(reverse=True, lengths=True, reset=True, noise=True)),
+    Arch("tagger-dropout", *_tagger(lengths=True, dropout=ALL_NOISE)),
+    Arch("deep-bidirectional-dropout", *_tagger(num_layers=2, bidirectional=True, lengths=True,
+                                                dropout=ALL_NOISE)),
+    Arch("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
+                                             training=False)),
 ]}
 TRUNCATED_BPTT = Arch("truncated-bptt", *_tbptt())
 

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jrnn import _checks, cells, recurrence
+from jrnn import dropout as _dropout
 
 __all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack",
            "run_stack",
@@ -178,12 +179,18 @@ def reverse_resets(reset):
 
 def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
               unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
-              kernel: str = "auto"):
+              kernel: str = "auto", dropout: Optional[_dropout.Dropout] = None, key=None,
+              training: bool = False):
     """Runs a (deep, possibly bidirectional) stack over xs (T, B, D).
 
     ``h0`` is None (zeros) or nested like the stack: ``h0[l][d]`` is the
     initial state of direction d of layer l. Restart flags apply to both
     directions, moved one step for the backward one (:func:`reverse_resets`).
+
+    ``dropout`` (a :class:`jrnn.dropout.Dropout`) regularises every layer and
+    direction with masks drawn from ``key`` when ``training`` is True (each
+    layer and direction from its own fold of the key); in evaluation only
+    zoneout acts, as its expectation.
 
     Returns ``(outputs, finals)``: the top layer's outputs (T, B, directions·H)
     and ``finals[l][d]``, the final state of each layer and direction (for
@@ -193,6 +200,8 @@ def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
     if h0 is not None and (len(h0) != len(stack) or any(len(s) != directions for s in h0)):
         raise ValueError(f"h0: expected one initial state per layer and direction, nested "
                          f"({len(stack)}, {directions}), got {jax.tree.structure(h0)}")
+    if dropout is not None:
+        _dropout.check(dropout, key, training)
     options = dict(mask=mask, lengths=lengths, unroll=unroll, matmul_dtype=matmul_dtype,
                    backward=backward, kernel=kernel)
     x, finals = xs, []
@@ -200,13 +209,40 @@ def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
         outputs, layer_finals = [], []
         for d, part in enumerate(layer):
             flags = reset if reset is None or d == 0 else reverse_resets(reset)
-            hs, final = run_layer(part, x, None if h0 is None else h0[l][d],
-                                  reset=flags, reverse=d == 1, **options)
+            noise = {}
+            if dropout is not None:
+                part, x_in, noise = _regularised(part, x, dropout, key, training, l, d)
+            else:
+                x_in = x
+            hs, final = run_layer(part, x_in, None if h0 is None else h0[l][d],
+                                  reset=flags, reverse=d == 1, **options, **noise)
             outputs.append(hs)
             layer_finals.append(final)
         x = outputs[0] if directions == 1 else jnp.concatenate(outputs, axis=-1)
+        if dropout is not None and l < len(stack) - 1:
+            x = _dropout.between_layers(dropout, None if key is None else _fold(key, l, 2),
+                                        training, x)
         finals.append(tuple(layer_finals))
     return x, tuple(finals)
+
+
+def _fold(key, *indices):
+    for i in indices:
+        key = jax.random.fold_in(key, i)
+    return key
+
+
+def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
+    """The layer with DropConnect applied, its input, and jrnn.rnn's noise arguments."""
+    noise = _dropout.layer_noise(
+        dropout, None if key is None else _fold(key, l, d), training,
+        cell=cells.get(part.cell), num_steps=x.shape[0], batch_shape=x.shape[1:-1],
+        input_size=x.shape[-1], W=part.W)
+    if noise.weight_mask is not None:
+        part = dataclasses.replace(part, W=part.W * noise.weight_mask)
+    if noise.input_mask is not None:
+        x = x * noise.input_mask[None]
+    return part, x, dict(recurrent_mask=noise.recurrent_mask, zoneout=noise.zoneout)
 
 
 def zero_states(stack: Stack, batch_shape: Sequence[int] = ()) -> tuple:

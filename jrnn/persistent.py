@@ -73,9 +73,11 @@ def _precision(wdt):
 
 
 def unsupported(cell, H: int, dtype, matmul_dtype=None, *, mask=None, reset=None,
-                record=None) -> Optional[str]:
+                record=None, noise=False) -> Optional[str]:
     """Why the persistent kernel cannot run this layer, or None if it can."""
     cell = _cells.get(cell)
+    if noise:
+        return "recurrent dropout and zoneout run on the scan path only"
     if mask is not None or reset is not None:
         return "masks, lengths and resets run on the scan path only"
     if record is not None:

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,21 @@ class _Static:
     matmul_dtype: Any = None  # None or a jnp.dtype (see jrnn/_matmul.py)
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
     kernel: str = "scan"  # "scan" (lax.scan) or "persistent" (jrnn/persistent.py)
+    zoneout_p: Optional[tuple] = None  # evaluation-mode zoneout: one probability per carry
+
+
+class Noise(NamedTuple):
+    """Regularisation masks the driver applies inside the loop (drawn outside it).
+
+    ``recurrent`` (B, H): multiplies h_{t−1} where it feeds the recurrent product,
+    the same at every step (variational dropout, Gal & Ghahramani 2016), already
+    scaled by 1/(1 − p). ``zoneout``: one (T, B, H) array per carry entry (h, and
+    c for the LSTM), 1 where a unit keeps its previous value at that step
+    (Krueger et al. 2017). None where unused.
+    """
+
+    recurrent: Optional[jax.Array] = None
+    zoneout: Optional[tuple] = None
 
 
 def gate_blocks(a, G: int, axis: int = -1) -> tuple:
@@ -131,12 +146,24 @@ def _add(a, b):
     return jax.tree.map(jnp.add, a, b)
 
 
-def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, keep_residuals=True):
+def _zoneout_keep(static, noise, z_t):
+    """Per carry entry, the share of the previous value kept at this step, or None."""
+    if static.zoneout_p is not None:
+        return static.zoneout_p
+    return None if noise.zoneout is None else z_t
+
+
+def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(),
+             keep_residuals=True):
     """The forward pass shared by both backwards: outputs, and residuals if asked.
 
     Without ``keep_residuals`` the scan stacks only the outputs: a custom_vjp's
     primal (a call that is not differentiated) must not build residuals that
     nothing reads, since neither JAX nor XLA prunes them from inside it.
+
+    With zoneout, a step's carry is k ⊙ carry_{t−1} + (1 − k) ⊙ carry_raw, where
+    carry_raw is the cell's own output; the residuals then hold carry_raw too,
+    since the cell's backward reads its own outputs (tanh' = 1 − h², say).
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
@@ -153,37 +180,43 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, keep_residuals=True)
     W_t = (W if md is None else W.astype(md)).T
 
     def step(carry, inputs):
-        XU_t, m_t, rho_t = inputs
+        XU_t, m_t, rho_t, z_t = inputs
         A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
-        R_t = _matmul.einsum("bh,hg->bg", carry_in[0], W_t, md)
+        h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
+        R_t = _matmul.einsum("bh,hg->bg", h_feed, W_t, md)
         R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
         new, extra = cell.step(A_t, R_t, carry_in)
+        keep = _zoneout_keep(static, noise, z_t)
+        if keep is not None:
+            extra = (extra, new)
+            new = tuple(k * c + (1 - k) * n for k, c, n in zip(keep, carry_in, new))
         if m_t is not None:
             new = _select(m_t, new, carry)
         return new, ((new, extra) if keep_residuals else ((new[0],), None))
 
     final, (carries, extras) = lax.scan(
-        step, carry0, (XU, mask, reset), reverse=static.reverse, unroll=static.unroll)
+        step, carry0, (XU, mask, reset, noise.zoneout), reverse=static.reverse,
+        unroll=static.unroll)
     hs = carries[0] if mask is None else jnp.where(mask[..., None], carries[0], 0)
     return hs, final, carries, extras
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset):
-    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset,
+def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise):
+    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                keep_residuals=False)
     return hs, final
 
 
-def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset):
-    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset)
-    residuals = (U, W, b, b_r, xs, carry0, mask, reset, carries, extras)
+def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise):
+    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise)
+    residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, carries, extras)
     return (hs, final), residuals
 
 
 def _rnn_manual_bwd(static, residuals, cotangents):
-    U, W, b, b_r, xs, carry0, mask, reset, carries, extras = residuals
+    U, W, b, b_r, xs, carry0, mask, reset, noise, carries, extras = residuals
     d_hs, d_final = cotangents
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
@@ -200,19 +233,31 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         return jax.tree.map(lambda x, x0: jnp.where(inside, x, x0), c, carry0)
 
     def step(acc, inputs):
-        dcarry, dcarry0 = acc
-        g_t, carry_t, extra_t, m_t, rho_t, t = inputs
+        dcarry, dcarry0, d_rec = acc
+        g_t, carry_t, extra_t, m_t, rho_t, z_t, t = inputs
         carry_in = carry_before(t)
         if rho_t is not None:
             carry_in = _select(rho_t, carry0, carry_in)
         dcarry = (dcarry[0] + g_t,) + tuple(dcarry[1:])  # dcarry[0] is now dJ/dh_t
         zeros = jax.tree.map(jnp.zeros_like, dcarry)
         d_new = dcarry if m_t is None else _select(m_t, dcarry, zeros)
+        keep, d_keep = _zoneout_keep(static, noise, z_t), None
+        if keep is not None:  # carry = k ⊙ carry_in + (1 − k) ⊙ raw
+            extra_t, carry_t = extra_t
+            if noise.zoneout is not None:
+                d_keep = tuple(d * (c - n) for d, c, n in zip(d_new, carry_in, carry_t))
+            d_kept = tuple(d * k for d, k in zip(d_new, keep))
+            d_new = tuple(d * (1 - k) for d, k in zip(d_new, keep))
         dA, dR, d_in = cell.step_vjp(carry_in, carry_t, extra_t, d_new)
         dR = dA if dR is None else dR
         dR_all = dR[0] if G == 1 else jnp.concatenate(dR, axis=-1)
         dh_prev = _matmul.einsum("bg,gh->bh", dR_all, W_mm, md)
+        if noise.recurrent is not None:  # R_t read h_{t−1} ⊙ m
+            d_rec = d_rec + dh_prev * carry_in[0]
+            dh_prev = dh_prev * noise.recurrent
         d_in = (d_in[0] + dh_prev,) + tuple(d_in[1:])
+        if keep is not None:
+            d_in = _add(d_in, d_kept)
         if rho_t is not None:  # a restarted step read carry0, not carry_{t-1}
             dcarry0 = _add(dcarry0, _select(rho_t, d_in, zeros))
             d_in = _select(rho_t, zeros, d_in)
@@ -223,8 +268,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         # so that XLA gets aligned operands without a shifted copy of h.
         dR_own = tuple(None if r is a else r for r, a in zip(dR, dA))
         dh_t = None if static.record is None else d_new[0]
-        return (d_in, dcarry0), (dA, dR_own, carry_in[0], dh_t)
+        return (d_in, dcarry0, d_rec), (dA, dR_own, carry_in[0], dh_t, d_keep)
 
+    d_noise = Noise()
     if static.kernel == "persistent":
         dA, dR_own, d_carry0 = persistent.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
@@ -233,11 +279,15 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         h_in = (jnp.concatenate([h[1:], carry0[0][None]]) if static.reverse else
                 jnp.concatenate([carry0[0][None], h[:-1]]))
     else:
-        acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0))
-        (d_first, dcarry0), (dA, dR_own, h_in, dh) = lax.scan(
-            step, acc0, (d_hs, carries, extras, mask, reset, jnp.arange(T)),
+        acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0),
+                None if noise.recurrent is None else jnp.zeros_like(noise.recurrent))
+        (d_first, dcarry0, d_rec), (dA, dR_own, h_in, dh, d_keep) = lax.scan(
+            step, acc0, (d_hs, carries, extras, mask, reset, noise.zoneout, jnp.arange(T)),
             reverse=not static.reverse, unroll=static.unroll)
         d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
+        d_noise = Noise(d_rec, d_keep)
+    if noise.recurrent is not None:  # dW pairs dR_t with the state R_t read: h_{t−1} ⊙ m
+        h_in = h_in * noise.recurrent[None]
 
     # After the scan, one matmul per gate block over all T·B rows.
     dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
@@ -250,7 +300,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
               for a, U_g in zip(dA, gate_blocks(U, G, axis=0)))
     if static.record is not None:
         _report_flow(static.record, dh, dR, h_in)
-    return dU, dW, db, db_r, dxs, d_carry0, None, None
+    return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise
 
 
 def _report_flow(index: int, dh, dR, h_in) -> None:
@@ -310,8 +360,45 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
 KERNELS = ("auto", "scan", "persistent")
 
 
+def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched):
+    """Validates the regularisation masks; returns (Noise, evaluation zoneout or None)."""
+    T, B, H = xs.shape[0], xs.shape[1], W.shape[1]
+    batch = () if unbatched else (B,)
+    if recurrent_mask is not None:
+        _checks.floating("recurrent_mask", recurrent_mask)
+        _checks.shape("recurrent_mask", recurrent_mask, batch + (H,),
+                      f"{batch + (H,)}: one mask per sequence over the hidden units")
+        _checks.same_dtype("recurrent_mask", recurrent_mask, W.dtype, "the parameters")
+        if unbatched:
+            recurrent_mask = recurrent_mask[None]
+    if zoneout is None:
+        return Noise(recurrent_mask), None
+    n = cell.carry_size
+    entries = zoneout if isinstance(zoneout, (tuple, list)) else (zoneout,) * n
+    if len(entries) != n:
+        raise ValueError(f"zoneout: expected one entry per carry entry of cell {cell.name!r} "
+                         f"({n}), got {len(entries)}")
+    if all(isinstance(p, (int, float)) for p in entries):  # evaluation: the expectation
+        for p in entries:
+            if not 0 <= p < 1:
+                raise ValueError(f"zoneout: expected probabilities in [0, 1), got {p}")
+        return Noise(recurrent_mask), tuple(float(p) for p in entries)
+    masks = []
+    for i, k in enumerate(entries):
+        name = "zoneout" if n == 1 else f"zoneout[{i}]"
+        if isinstance(k, (int, float)):
+            raise TypeError(f"{name}: expected arrays for every carry entry (training) or "
+                            f"floats for every one (evaluation), got a mix")
+        _checks.floating(name, k)
+        _checks.shape(name, k, (T,) + batch + (H,), f"{(T,) + batch + (H,)}: one keep-mask "
+                      "per step, sequence and unit")
+        _checks.same_dtype(name, k, W.dtype, "the parameters")
+        masks.append(k[:, None] if unbatched else k)
+    return Noise(recurrent_mask, tuple(masks)), None
+
+
 def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None,
-                  record=None) -> str:
+                  record=None, noise=False) -> str:
     """``"scan"`` or ``"persistent"``: the loop implementation for one layer."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
@@ -321,7 +408,7 @@ def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None
                              "backward='autodiff' differentiates the scan (use kernel='scan')")
         return "scan"
     reason = persistent.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
-                                    reset=reset, record=record)
+                                    reset=reset, record=record, noise=noise)
     if kernel == "persistent":
         if reason is not None:
             raise ValueError(f"kernel='persistent' cannot run this layer: {reason}; "
@@ -357,7 +444,8 @@ def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "leng
 
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
         reverse: bool = False, unroll: Optional[int] = None, matmul_dtype=None,
-        backward: str = "manual", kernel: str = "auto") -> tuple[jax.Array, Any]:
+        backward: str = "manual", kernel: str = "auto", recurrent_mask=None,
+        zoneout=None) -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
 
     Args:
@@ -383,6 +471,15 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         ``"persistent"`` (one GPU kernel per loop, :mod:`jrnn.persistent`; an error
         names the reason where it cannot), or ``"auto"``: the persistent kernel on
         a GPU where it supports the layer and was measured faster, else the scan.
+      recurrent_mask: optional (B, H) multiplier of h_{t−1} where it feeds the
+        recurrent product, the same at every step: variational recurrent dropout
+        (Gal & Ghahramani 2016) with the mask already scaled by 1/(1 − p).
+        :mod:`jrnn.dropout` draws it.
+      zoneout: zoneout on every carry (Krueger et al. 2017): carry_t =
+        k ⊙ carry_{t−1} + (1 − k) ⊙ cell(...). In training, a tuple with one
+        (T, B, H) array k per carry entry (h; for the LSTM h and c), 1 where a
+        unit keeps its value; in evaluation, the probabilities themselves, a
+        float or one per carry entry, used as the expectation k = p.
 
     Returns:
       ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),
@@ -411,15 +508,17 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
+    noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched)
     md = _matmul.check(matmul_dtype)
-    loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record)
+    loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record,
+                         noise=noise != Noise() or zoneout_p is not None)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
-                     md, record, loop)
+                     md, record, loop, zoneout_p)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
-        hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset)
+        hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise)
     else:
-        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset,
+        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                    keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)

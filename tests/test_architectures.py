@@ -53,7 +53,8 @@ def test_gradients_match_autodiff_float64(arch, cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("arch", ["deep-bidirectional", "many-to-one", "encoder-decoder"])
+@pytest.mark.parametrize("arch", ["deep-bidirectional", "many-to-one", "encoder-decoder",
+                                  "deep-bidirectional-dropout"])
 def test_gradients_match_autodiff_float32(arch, cell):
     check(arch, cell, jnp.float32)
 

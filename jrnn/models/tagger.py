@@ -52,12 +52,15 @@ def init(key, cell: str, input_size: int, hidden_size: int, output_size: int, *,
 
 def hidden(params: Params, xs, h0=None, *, mask=None, lengths=None, reset=None,
            unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
-           kernel: str = "auto"):
-    """Top-layer outputs (T, B, directions·H) and every final state (see run_stack)."""
+           kernel: str = "auto", dropout=None, key=None, training: bool = False):
+    """Top-layer outputs (T, B, directions·H) and every final state (see run_stack).
+
+    ``dropout``, ``key``, ``training``: regularisation, see :mod:`jrnn.dropout`.
+    """
     h0 = _common.initial_states(params.rnn, params.h0, h0, xs.shape[1:-1])
     return layers.run_stack(params.rnn, xs, h0, mask=mask, lengths=lengths, reset=reset,
                             unroll=unroll, matmul_dtype=matmul_dtype, backward=backward,
-                            kernel=kernel)
+                            kernel=kernel, dropout=dropout, key=key, training=training)
 
 
 def logits(params: Params, xs, h0=None, **options):
@@ -67,7 +70,8 @@ def logits(params: Params, xs, h0=None, **options):
 
 def loss_and_state(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reset=None,
                    reduction: str = "sum", unroll: Optional[int] = None, matmul_dtype=None,
-                   backward: str = "manual", kernel: str = "auto"):
+                   backward: str = "manual", kernel: str = "auto", dropout=None, key=None,
+                   training: bool = False):
     """``(J, finals)``: the loss and every final state, nested like ``params.rnn``.
 
     ``finals`` has the structure of ``h0``, so it can start the next chunk of
@@ -79,7 +83,8 @@ def loss_and_state(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, 
     _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]")
     valid = _common.valid_steps(xs.shape[:-1], mask, lengths)
     outputs, finals = hidden(params, xs, h0, mask=valid, reset=reset, unroll=unroll,
-                             matmul_dtype=matmul_dtype, backward=backward, kernel=kernel)
+                             matmul_dtype=matmul_dtype, backward=backward, kernel=kernel,
+                             dropout=dropout, key=key, training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
                           matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction), finals

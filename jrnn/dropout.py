@@ -1,0 +1,129 @@
+r"""Regularisation of recurrent stacks: dropout in its recurrent forms, DropConnect, zoneout.
+
+A :class:`Dropout` names a probability for each kind of noise; :func:`layer_noise`
+draws, for one direction of one layer, every mask from an explicit PRNG key,
+outside the hand-written backward, so that the backward replays exactly the
+forward's masks (and a test can pass fixed ones). ``training=False`` applies no
+noise at all, except zoneout, which uses its expectation. With inverted dropout
+every kept unit is scaled by 1/(1 − p) in training, so evaluation needs no
+rescaling.
+
+=================  ============================================  ===================  ==========
+option             what is dropped                               mask                 memory
+=================  ============================================  ===================  ==========
+``input``          a layer's input features (Gal & Ghahramani    (B, D) per sequence  B·D
+                   2016, "variational" dropout)
+``recurrent``      h_{t−1} where it feeds W (Gal & Ghahramani    (B, H) per sequence  B·H
+                   2016)
+``weight``         entries of W (DropConnect: Wan et al. 2013;   (G·H, H) per call    G·H·H
+                   AWD-LSTM: Merity et al. 2017)
+``zoneout``        the update of each unit of h (and of c for    (T, B, H) per step   T·B·H per
+                   the LSTM, ``zoneout_cell``): the unit keeps                        carry
+                   its previous value (Krueger et al. 2017)
+``between``        the outputs of every layer but the last,      (T, B, H) per step   T·B·H
+                   fresh per step and unit, as PyTorch's
+                   ``dropout=`` of ``nn.RNN/LSTM/GRU``
+=================  ============================================  ===================  ==========
+
+The recurrent mask and zoneout act inside the recurrence, so the driver
+(:func:`jrnn.rnn`, arguments ``recurrent_mask`` and ``zoneout``) applies them and
+differentiates through them by hand:
+
+.. math::
+
+    R_t = (h_{t-1} \odot m)\,W^\top, \qquad
+    \frac{\partial J}{\partial h_{t-1}} \mathrel{+}= (dR_t\, W) \odot m, \qquad
+    dW = \sum_t dR_t^\top (h_{t-1} \odot m)
+
+    \text{carry}_t = k_t \odot \text{carry}_{t-1} + (1 - k_t) \odot \tilde c_t, \qquad
+    d\tilde c_t = (1 - k_t) \odot \delta_t, \qquad
+    \frac{\partial J}{\partial \text{carry}_{t-1}} \mathrel{+}= k_t \odot \delta_t
+
+where :math:`\tilde c_t` is the cell's own output. Input, weight and
+between-layer dropout multiply arrays outside the recurrence (x ⊙ m, W ⊙ M,
+y ⊙ m), where the product rule is all the backward needs.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Dropout", "check", "layer_noise", "between_layers"]
+
+
+class Dropout(NamedTuple):
+    """Probabilities of each kind of noise, each in [0, 1); 0 turns it off."""
+
+    input: float = 0.0
+    recurrent: float = 0.0
+    weight: float = 0.0
+    zoneout: float = 0.0
+    zoneout_cell: Optional[float] = None  # the LSTM's c; None: the same as ``zoneout``
+    between: float = 0.0
+
+
+def check(dropout: Dropout, key, training: bool) -> None:
+    """Probabilities in [0, 1), and a key whenever training draws a mask."""
+    if not isinstance(dropout, Dropout):
+        raise TypeError(f"dropout: expected jrnn.dropout.Dropout, got {type(dropout).__name__}")
+    for name, p in dropout._asdict().items():
+        if p is None and name == "zoneout_cell":
+            continue
+        if not isinstance(p, (int, float)) or not 0 <= p < 1:
+            raise ValueError(f"dropout.{name}: expected a probability in [0, 1), got {p!r}")
+    if not isinstance(training, bool):
+        raise TypeError(f"training: expected True or False, got {training!r}")
+    active = any(p for p in dropout._asdict().values())
+    if training and active and key is None:
+        raise ValueError("key: training with dropout draws random masks and needs a PRNG key "
+                         "(jax.random.key(...)); pass training=False to evaluate")
+
+
+def _keep(key, p: float, shape, dtype):
+    """Inverted-dropout mask: 1/(1 − p) with probability 1 − p, else 0."""
+    return jax.random.bernoulli(key, 1.0 - p, shape).astype(dtype) / jnp.asarray(1.0 - p, dtype)
+
+
+class LayerNoise(NamedTuple):
+    """What one direction of one layer gets: see :func:`layer_noise`."""
+
+    input_mask: Optional[jax.Array]      # (B, D)
+    weight_mask: Optional[jax.Array]     # (G·H, H)
+    recurrent_mask: Optional[jax.Array]  # (B, H)
+    zoneout: Optional[object]            # jrnn.rnn's ``zoneout`` argument
+
+
+def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
+                batch_shape: tuple, input_size: int, W) -> LayerNoise:
+    """Every mask for one direction of one layer, drawn from ``key``.
+
+    In evaluation nothing is drawn: zoneout becomes its expectation
+    (probabilities passed to :func:`jrnn.rnn`) and the rest is off.
+    """
+    H, dtype = W.shape[1], W.dtype
+    z = (dropout.zoneout, dropout.zoneout if dropout.zoneout_cell is None else
+         dropout.zoneout_cell)[:cell.carry_size]
+    if not training:
+        return LayerNoise(None, None, None, z if any(z) else None)
+    k_in, k_w, k_r, k_z = jax.random.split(key, 4)
+    batch = tuple(batch_shape)
+    input_mask = _keep(k_in, dropout.input, batch + (input_size,), dtype) if dropout.input \
+        else None
+    weight_mask = _keep(k_w, dropout.weight, W.shape, dtype) if dropout.weight else None
+    recurrent_mask = _keep(k_r, dropout.recurrent, batch + (H,), dtype) if dropout.recurrent \
+        else None
+    zoneout = None
+    if any(z):
+        shape = (num_steps,) + batch + (H,)
+        zoneout = tuple(jax.random.bernoulli(k, p, shape).astype(dtype)
+                        for k, p in zip(jax.random.split(k_z, len(z)), z))
+    return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)
+
+
+def between_layers(dropout: Dropout, key, training: bool, outputs):
+    """PyTorch's ``dropout=``: outputs (T, B, F) of a layer below the top one."""
+    if not training or not dropout.between:
+        return outputs
+    return outputs * _keep(key, dropout.between, outputs.shape, outputs.dtype)

@@ -1,0 +1,135 @@
+"""Regularisation (jrnn.dropout): what each kind of noise does to the forward pass.
+
+The gradients through every kind, in every architecture, are checked against
+autodiff by the descriptor table (jrnn/gradcheck.py: the *-dropout* and
+*-zoneout* rows, run by tests/test_architectures.py).
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jrnn
+from jrnn import dropout as jd
+from jrnn import layers
+from helpers import rel_error
+
+T, B, D, H = 6, 3, 4, 5
+
+
+def _stack(cell, num_layers=1, bidirectional=False):
+    return layers.init_stack(jax.random.key(0), cell, D, H, num_layers=num_layers,
+                             bidirectional=bidirectional, dtype=jnp.float64)
+
+
+XS = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
+KEY = jax.random.key(2)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_evaluation_without_zoneout_is_the_plain_stack(cell):
+    stack = _stack(cell, num_layers=2)
+    plain, _ = layers.run_stack(stack, XS)
+    noisy = jd.Dropout(input=0.5, recurrent=0.5, weight=0.5, between=0.5)
+    evaluated, _ = layers.run_stack(stack, XS, dropout=noisy, training=False)
+    trained, _ = layers.run_stack(stack, XS, dropout=noisy, key=KEY, training=True)
+    assert rel_error(evaluated, plain) == 0
+    assert rel_error(trained, plain) > 1e-2  # training does draw masks
+
+
+def test_zero_rates_in_training_are_the_plain_stack():
+    stack = _stack("lstm", num_layers=2, bidirectional=True)
+    plain, _ = layers.run_stack(stack, XS)
+    trained, _ = layers.run_stack(stack, XS, dropout=jd.Dropout(), key=KEY, training=True)
+    assert rel_error(trained, plain) == 0
+
+
+def test_stack_draws_the_masks_that_the_driver_applies():
+    """run_stack's recurrent dropout is jrnn.rnn with the mask layer_noise draws."""
+    (layer,), = _stack("gru")
+    cfg = jd.Dropout(recurrent=0.4, input=0.3, weight=0.2)
+    out, _ = layers.run_stack(((layer,),), XS, dropout=cfg, key=KEY, training=True)
+    noise = jd.layer_noise(cfg, jax.random.fold_in(jax.random.fold_in(KEY, 0), 0), True,
+                           cell=jrnn.cells.get("gru"), num_steps=T, batch_shape=(B,),
+                           input_size=D, W=layer.W)
+    expected, _ = jrnn.rnn("gru", layer.U, layer.W * noise.weight_mask, layer.b,
+                           XS * noise.input_mask[None], b_r=layer.b_r,
+                           recurrent_mask=noise.recurrent_mask)
+    assert rel_error(out, expected) == 0
+    # One mask per sequence, scaled: entries are 0 or 1/(1 - p).
+    values = np.unique(np.asarray(noise.recurrent_mask))
+    assert set(np.round(values, 12)) <= {0.0, round(1 / 0.6, 12)} and len(values) == 2
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_zoneout_keeping_every_unit_freezes_the_state(cell):
+    (layer,), = _stack(cell)
+    h0 = jax.tree.map(lambda a: a + 0.5, layers.zero_states(((layer,),), (B,))[0][0])
+    ones = tuple(jnp.ones((T, B, H), jnp.float64) for _ in jax.tree.leaves(h0))
+    hs, final = layers.run_layer(layer, XS, h0, zoneout=ones)
+    assert rel_error(final, h0) == 0
+    assert rel_error(hs, jnp.broadcast_to(jrnn.layers.hidden_of(cell, h0), hs.shape)) == 0
+    zeros = tuple(jnp.zeros_like(z) for z in ones)
+    assert rel_error(layers.run_layer(layer, XS, h0, zoneout=zeros)[0],
+                     layers.run_layer(layer, XS, h0)[0]) == 0
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_zoneout_in_evaluation_is_its_expectation(cell):
+    """carry_t = p carry_{t−1} + (1 − p) cell(...), step by step with the cells' own step."""
+    (layer,), = _stack(cell)
+    spec = jrnn.cells.get(cell)
+    p = (0.3, 0.2)[:spec.carry_size]
+    hs, _ = layers.run_layer(layer, XS, zoneout=p)
+    carry = (jnp.zeros((B, H), jnp.float64),) * spec.carry_size
+    for t in range(T):
+        A = jrnn.recurrence.gate_blocks(jrnn.recurrence.affine(XS[t], layer.U, layer.b),
+                                        spec.gates)
+        R = jrnn.recurrence.gate_blocks(jrnn.recurrence.affine(carry[0], layer.W, layer.b_r),
+                                        spec.gates)
+        new, _ = spec.step(A, R, carry)
+        carry = tuple(q * c + (1 - q) * n for q, c, n in zip(p, carry, new))
+        assert rel_error(hs[t], carry[0]) < 1e-14
+
+
+def test_no_dropout_between_after_the_top_layer():
+    stack = _stack("elman")
+    plain, _ = layers.run_stack(stack, XS)
+    between, _ = layers.run_stack(stack, XS, dropout=jd.Dropout(between=0.9), key=KEY,
+                                  training=True)
+    assert rel_error(between, plain) == 0
+    deep = _stack("elman", num_layers=2)
+    assert rel_error(layers.run_stack(deep, XS, dropout=jd.Dropout(between=0.9), key=KEY,
+                                      training=True)[0], layers.run_stack(deep, XS)[0]) > 1e-2
+
+
+def test_a_legacy_uint32_key_draws_masks_too():
+    stack = _stack("lstm", num_layers=2)
+    cfg = jd.Dropout(recurrent=0.3, zoneout=0.2, between=0.2)
+    out, _ = layers.run_stack(stack, XS, dropout=cfg, key=jax.random.PRNGKey(0), training=True)
+    assert out.shape == (T, B, H) and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(dropout=jd.Dropout(recurrent=1.0), key=KEY, training=True), r"dropout.recurrent: .*\[0, 1\)"),
+    (dict(dropout=jd.Dropout(zoneout=-0.1), key=KEY, training=True), r"dropout.zoneout"),
+    (dict(dropout=jd.Dropout(input=0.2), training=True), r"key: training with dropout"),
+    (dict(dropout=jd.Dropout(input=0.2), key=KEY, training=1), r"training: expected True"),
+    (dict(dropout={"input": 0.2}, key=KEY, training=True), r"dropout: expected jrnn.dropout"),
+])
+def test_bad_regularisation_is_named(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        layers.run_stack(_stack("elman"), XS, **kwargs)
+
+
+def test_bad_masks_are_named():
+    (layer,), = _stack("lstm")
+    with pytest.raises(ValueError, match=r"recurrent_mask: expected shape \(3, 5\)"):
+        layers.run_layer(layer, XS, recurrent_mask=jnp.ones((B, H + 1), jnp.float64))
+    with pytest.raises(ValueError, match=r"zoneout: expected one entry per carry entry"):
+        layers.run_layer(layer, XS, zoneout=(jnp.ones((T, B, H), jnp.float64),))
+    with pytest.raises(ValueError, match=r"zoneout\[1\]: expected shape \(6, 3, 5\)"):
+        layers.run_layer(layer, XS, zoneout=(jnp.ones((T, B, H), jnp.float64),
+                                             jnp.ones((T, B), jnp.float64)))
+    with pytest.raises(ValueError, match=r"zoneout: expected probabilities in \[0, 1\)"):
+        layers.run_layer(layer, XS, zoneout=1.5)
