@@ -227,41 +227,64 @@ def _remat_segments(segment=2):
     return build, loss
 
 
+def _random_cell_params(build):
+    """The cells' own parameters (LayerNorm gains and biases) drawn at random instead of
+    their initial 1 and 0, so that a backward that dropped a gain would show."""
+    def randomise(key, x):
+        if not (isinstance(x, layers.Layer) and x.cell_params is not None):
+            return x
+        leaves, tree = jax.tree.flatten(x.cell_params)
+        keys = jax.random.split(jax.random.fold_in(key, x.W.size), len(leaves))
+        leaves = [l + _normal(k, l.shape, l.dtype, 0.3) for k, l in zip(keys, leaves)]
+        return dataclasses.replace(x, cell_params=jax.tree.unflatten(tree, leaves))
+
+    def wrapped(key, cell, dtype, s):
+        params, batch = build(key, cell, dtype, s)
+        k = jax.random.fold_in(key, 7)
+        return jax.tree.map(lambda x: randomise(k, x), params,
+                            is_leaf=lambda x: isinstance(x, layers.Layer)), batch
+    return wrapped
+
+
+def _arch_entry(name, build, loss) -> Arch:
+    return Arch(name, _random_cell_params(build), loss)
+
+
 ARCHITECTURES = {a.name: a for a in [
-    Arch("layer", *_single_layer()),
-    Arch("layer-reverse", *_single_layer(reverse=True)),
-    Arch("layer-lengths", *_single_layer(lengths=True)),
-    Arch("layer-reverse-lengths-reset", *_single_layer(reverse=True, lengths=True, reset=True)),
-    Arch("tagger", *_tagger()),
-    Arch("tagger-lengths-mean", *_tagger(lengths=True, reduction="mean")),
-    Arch("tagger-mask", *_tagger(mask=True)),
-    Arch("tagger-reset", *_tagger(reset=True)),
-    Arch("tagger-learned-h0", *_tagger(learn_h0=True)),
-    Arch("tagger-given-h0", *_tagger(given_h0=True)),
-    Arch("deep", *_tagger(num_layers=3, lengths=True)),
-    Arch("bidirectional", *_tagger(bidirectional=True, lengths=True)),
-    Arch("deep-bidirectional", *_tagger(num_layers=2, bidirectional=True, lengths=True,
+    _arch_entry("layer", *_single_layer()),
+    _arch_entry("layer-reverse", *_single_layer(reverse=True)),
+    _arch_entry("layer-lengths", *_single_layer(lengths=True)),
+    _arch_entry("layer-reverse-lengths-reset", *_single_layer(reverse=True, lengths=True, reset=True)),
+    _arch_entry("tagger", *_tagger()),
+    _arch_entry("tagger-lengths-mean", *_tagger(lengths=True, reduction="mean")),
+    _arch_entry("tagger-mask", *_tagger(mask=True)),
+    _arch_entry("tagger-reset", *_tagger(reset=True)),
+    _arch_entry("tagger-learned-h0", *_tagger(learn_h0=True)),
+    _arch_entry("tagger-given-h0", *_tagger(given_h0=True)),
+    _arch_entry("deep", *_tagger(num_layers=3, lengths=True)),
+    _arch_entry("bidirectional", *_tagger(bidirectional=True, lengths=True)),
+    _arch_entry("deep-bidirectional", *_tagger(num_layers=2, bidirectional=True, lengths=True,
                                         learn_h0=True, reset=True)),
-    Arch("many-to-one", *_classifier()),
-    Arch("many-to-one-deep-bidirectional", *_classifier(num_layers=2, bidirectional=True,
+    _arch_entry("many-to-one", *_classifier()),
+    _arch_entry("many-to-one-deep-bidirectional", *_classifier(num_layers=2, bidirectional=True,
                                                         learn_h0=True)),
-    Arch("many-to-one-regression", *_regressor()),
-    Arch("one-to-many", *_generator()),
-    Arch("one-to-many-deep", *_generator(num_layers=2)),
-    Arch("encoder-decoder", *_seq2seq()),
-    Arch("encoder-decoder-deep-bidirectional", *_seq2seq(num_layers=2,
+    _arch_entry("many-to-one-regression", *_regressor()),
+    _arch_entry("one-to-many", *_generator()),
+    _arch_entry("one-to-many-deep", *_generator(num_layers=2)),
+    _arch_entry("encoder-decoder", *_seq2seq()),
+    _arch_entry("encoder-decoder-deep-bidirectional", *_seq2seq(num_layers=2,
                                                          bidirectional_encoder=True)),
-    Arch("memory-bounded-bptt", *_remat_segments()),
-    Arch("layer-recurrent-dropout-zoneout", *_single_layer(lengths=True, noise=True)),
-    Arch("layer-reverse-recurrent-dropout-zoneout-reset",
+    _arch_entry("memory-bounded-bptt", *_remat_segments()),
+    _arch_entry("layer-recurrent-dropout-zoneout", *_single_layer(lengths=True, noise=True)),
+    _arch_entry("layer-reverse-recurrent-dropout-zoneout-reset",
          *_single_layer(reverse=True, lengths=True, reset=True, noise=True)),
-    Arch("tagger-dropout", *_tagger(lengths=True, dropout=ALL_NOISE)),
-    Arch("deep-bidirectional-dropout", *_tagger(num_layers=2, bidirectional=True, lengths=True,
+    _arch_entry("tagger-dropout", *_tagger(lengths=True, dropout=ALL_NOISE)),
+    _arch_entry("deep-bidirectional-dropout", *_tagger(num_layers=2, bidirectional=True, lengths=True,
                                                 dropout=ALL_NOISE)),
-    Arch("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
+    _arch_entry("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
                                              training=False)),
 ]}
-TRUNCATED_BPTT = Arch("truncated-bptt", *_tbptt())
+TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
 
 
 def split(batch):

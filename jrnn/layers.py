@@ -25,7 +25,7 @@ the cotangent of its input.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +50,7 @@ class Layer:
     b: Optional[jax.Array]            # (G·H,), PyTorch's bias_ih; None: no bias
     b_r: Optional[jax.Array] = None   # (G·H,), PyTorch's bias_hh
     cell: str = "elman"               # static: a registered cell name
+    cell_params: Any = None           # the cell's own parameters (layer-normalised cells)
 
     @property
     def hidden_size(self) -> int:
@@ -60,7 +61,8 @@ class Layer:
         return self.U.shape[1]
 
 
-jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r"], meta_fields=["cell"])
+jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r", "cell_params"],
+                                 meta_fields=["cell"])
 
 Stack = tuple  # tuple[tuple[Layer, ...], ...]: layers, then directions
 
@@ -68,13 +70,15 @@ Stack = tuple  # tuple[tuple[Layer, ...], ...]: layers, then directions
 RECURRENT_INITS = ("uniform", "orthogonal")
 
 
-def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: bool = True,
+def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optional[bool] = None,
                recurrent_bias: Optional[bool] = None, recurrent_init: str = "uniform",
                forget_bias: Optional[float] = None, dtype=jnp.float32) -> Layer:
     """PyTorch's initialisation by default: every entry uniform in ±1/√H.
 
     Args:
-      bias: False gives a layer without biases (PyTorch's ``bias=False``).
+      bias: False gives a layer without biases (PyTorch's ``bias=False``); by
+        default a cell gets them unless its own parameters hold biases (the
+        layer-normalised cells: their normalisations' biases replace b and b_r).
       recurrent_bias: add ``b_r``; by default a cell gets it when its equations
         need it apart from ``b`` (the GRU's candidate gate).
       recurrent_init: ``"orthogonal"`` makes each gate's (H, H) block of W a
@@ -90,6 +94,8 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: bool 
                          f"got {recurrent_init!r}")
     if forget_bias is not None and spec.name != "lstm":
         raise ValueError(f"forget_bias: only the LSTM has a forget gate, got cell {spec.name!r}")
+    if bias is None:
+        bias = spec.default_bias
     if recurrent_bias is None:
         recurrent_bias = spec.needs_recurrent_bias
     G, H = spec.gates, hidden_size
@@ -109,7 +115,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: bool 
             raise ValueError("forget_bias: needs bias=True")
         b = b.at[H:2 * H].set(forget_bias)  # the gate order is i, f, g, o
         b_r = None if b_r is None else b_r.at[H:2 * H].set(0)
-    return Layer(U=uniform(kU, (G * H, input_size)), W=W, b=b, b_r=b_r, cell=spec.name)
+    cell_params = None if spec.init_params is None else spec.init_params(kr, H, dtype)
+    return Layer(U=uniform(kU, (G * H, input_size)), W=W, b=b, b_r=b_r, cell=spec.name,
+                 cell_params=cell_params)
 
 
 def run_layer(layer: Layer, xs, h0=None, **options):
@@ -117,7 +125,7 @@ def run_layer(layer: Layer, xs, h0=None, **options):
     if not isinstance(layer, Layer):
         raise TypeError(f"layer: expected jrnn.layers.Layer, got {type(layer).__name__}")
     return recurrence.rnn(layer.cell, layer.U, layer.W, layer.b, xs, h0, b_r=layer.b_r,
-                          **options)
+                          cell_params=layer.cell_params, **options)
 
 
 def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
@@ -275,7 +283,7 @@ def step_stack(stack: Stack, states, x):
         carry = tuple(spec.to_carry(state))
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
         R = recurrence.gate_blocks(recurrence.affine(carry[0], part.W, part.b_r), spec.gates)
-        carry, _ = spec.step(A, R, carry)
+        carry, _ = spec.step(A, R, carry, part.cell_params)
         new_states.append(spec.from_carry(carry))
         x = carry[0]
     return tuple(new_states), x

@@ -78,6 +78,8 @@ def unsupported(cell, H: int, dtype, matmul_dtype=None, *, mask=None, reset=None
     cell = _cells.get(cell)
     if noise:
         return "recurrent dropout and zoneout run on the scan path only"
+    if cell.init_params is not None:
+        return f"cell {cell.name!r} has parameters of its own: the scan path only"
     if mask is not None or reset is not None:
         return "masks, lengths and resets run on the scan path only"
     if record is not None:
@@ -132,7 +134,7 @@ def _own_dR(cell) -> tuple:
     """Which blocks of the cell's dR_t are arrays of their own (not dA_t's block)."""
     z = jnp.zeros((1, 1))
     n_extra = len(cell.step((z,) * cell.gates, (z,) * cell.gates, (z,) * cell.carry_size)[1])
-    dA, dR, _ = cell.step_vjp((z,) * cell.carry_size, (z,) * cell.carry_size,
+    dA, dR, _, _ = cell.step_vjp((z,) * cell.carry_size, (z,) * cell.carry_size,
                               (z,) * n_extra, (z,) * cell.carry_size)
     if dR is None:
         return (False,) * cell.gates
@@ -248,7 +250,7 @@ def backward(cell, W, carries, extras, carry0, d_hs, d_final, *, reverse: bool,
             carry_t = tuple(c[t] for c in c_refs)
             extra_t = tuple(e[t] for e in e_refs)
             dcarry = (dcarry[0] + g_ref[t],) + tuple(dcarry[1:])
-            dA, dR, d_in = cell.step_vjp(carry_in, carry_t, extra_t, dcarry)
+            dA, dR, d_in, _ = cell.step_vjp(carry_in, carry_t, extra_t, dcarry)
             dR = dA if dR is None else dR
             k = 0
             for g in range(G):

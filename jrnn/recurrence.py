@@ -153,7 +153,7 @@ def _zoneout_keep(static, noise, z_t):
     return None if noise.zoneout is None else z_t
 
 
-def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(),
+def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_params=None,
              keep_residuals=True):
     """The forward pass shared by both backwards: outputs, and residuals if asked.
 
@@ -186,7 +186,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(),
         h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
         R_t = _matmul.einsum("bh,hg->bg", h_feed, W_t, md)
         R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
-        new, extra = cell.step(A_t, R_t, carry_in)
+        new, extra = cell.step(A_t, R_t, carry_in, cell_params)
         keep = _zoneout_keep(static, noise, z_t)
         if keep is not None:
             extra = (extra, new)
@@ -203,20 +203,21 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(),
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise):
+def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params):
     hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                               keep_residuals=False)
+                               cell_params, keep_residuals=False)
     return hs, final
 
 
-def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise):
-    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise)
-    residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, carries, extras)
+def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params):
+    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                          cell_params)
+    residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, carries, extras)
     return (hs, final), residuals
 
 
 def _rnn_manual_bwd(static, residuals, cotangents):
-    U, W, b, b_r, xs, carry0, mask, reset, noise, carries, extras = residuals
+    U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, carries, extras = residuals
     d_hs, d_final = cotangents
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
@@ -233,7 +234,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         return jax.tree.map(lambda x, x0: jnp.where(inside, x, x0), c, carry0)
 
     def step(acc, inputs):
-        dcarry, dcarry0, d_rec = acc
+        dcarry, dcarry0, d_rec, d_params = acc
         g_t, carry_t, extra_t, m_t, rho_t, z_t, t = inputs
         carry_in = carry_before(t)
         if rho_t is not None:
@@ -248,7 +249,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
                 d_keep = tuple(d * (c - n) for d, c, n in zip(d_new, carry_in, carry_t))
             d_kept = tuple(d * k for d, k in zip(d_new, keep))
             d_new = tuple(d * (1 - k) for d, k in zip(d_new, keep))
-        dA, dR, d_in = cell.step_vjp(carry_in, carry_t, extra_t, d_new)
+        dA, dR, d_in, d_params_t = cell.step_vjp(carry_in, carry_t, extra_t, d_new, cell_params)
+        if d_params is not None:
+            d_params = _add(d_params, d_params_t)
         dR = dA if dR is None else dR
         dR_all = dR[0] if G == 1 else jnp.concatenate(dR, axis=-1)
         dh_prev = _matmul.einsum("bg,gh->bh", dR_all, W_mm, md)
@@ -268,9 +271,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         # so that XLA gets aligned operands without a shifted copy of h.
         dR_own = tuple(None if r is a else r for r, a in zip(dR, dA))
         dh_t = None if static.record is None else d_new[0]
-        return (d_in, dcarry0, d_rec), (dA, dR_own, carry_in[0], dh_t, d_keep)
+        return (d_in, dcarry0, d_rec, d_params), (dA, dR_own, carry_in[0], dh_t, d_keep)
 
-    d_noise = Noise()
+    d_noise, d_params = Noise(), None
     if static.kernel == "persistent":
         dA, dR_own, d_carry0 = persistent.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
@@ -280,8 +283,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
                 jnp.concatenate([carry0[0][None], h[:-1]]))
     else:
         acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0),
-                None if noise.recurrent is None else jnp.zeros_like(noise.recurrent))
-        (d_first, dcarry0, d_rec), (dA, dR_own, h_in, dh, d_keep) = lax.scan(
+                None if noise.recurrent is None else jnp.zeros_like(noise.recurrent),
+                jax.tree.map(jnp.zeros_like, cell_params))
+        (d_first, dcarry0, d_rec, d_params), (dA, dR_own, h_in, dh, d_keep) = lax.scan(
             step, acc0, (d_hs, carries, extras, mask, reset, noise.zoneout, jnp.arange(T)),
             reverse=not static.reverse, unroll=static.unroll)
         d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
@@ -300,7 +304,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
               for a, U_g in zip(dA, gate_blocks(U, G, axis=0)))
     if static.record is not None:
         _report_flow(static.record, dh, dR, h_in)
-    return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise
+    return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise, d_params
 
 
 def _report_flow(index: int, dh, dR, h_in) -> None:
@@ -358,6 +362,28 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
 
 
 KERNELS = ("auto", "scan", "persistent")
+
+
+def _check_cell_params(cell, W, cell_params):
+    """A cell with parameters of its own gets them, shaped as its init_params makes them."""
+    if cell.init_params is None:
+        if cell_params is not None:
+            raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
+                             f"got {type(cell_params).__name__}")
+        return
+    expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), W.shape[1], W.dtype))
+    if cell_params is None:
+        raise ValueError(f"cell_params: cell {cell.name!r} needs its own parameters "
+                         f"(jrnn.cells.get({cell.name!r}).init_params(key, H, dtype)), got None")
+    if jax.tree.structure(cell_params) != jax.tree.structure(expected):
+        raise ValueError(f"cell_params: expected the structure {jax.tree.structure(expected)}, "
+                         f"got {jax.tree.structure(cell_params)}")
+    for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(cell_params),
+                                 jax.tree.leaves(expected)):
+        name = "cell_params" + jax.tree_util.keystr(path)
+        _checks.floating(name, leaf)
+        _checks.shape(name, leaf, ref.shape)
+        _checks.same_dtype(name, leaf, W.dtype, "W")
 
 
 def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched):
@@ -445,7 +471,7 @@ def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "leng
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
         reverse: bool = False, unroll: Optional[int] = None, matmul_dtype=None,
         backward: str = "manual", kernel: str = "auto", recurrent_mask=None,
-        zoneout=None) -> tuple[jax.Array, Any]:
+        zoneout=None, cell_params=None) -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
 
     Args:
@@ -480,6 +506,9 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         (T, B, H) array k per carry entry (h; for the LSTM h and c), 1 where a
         unit keeps its value; in evaluation, the probabilities themselves, a
         float or one per carry entry, used as the expectation k = p.
+      cell_params: the cell's own parameters (``cell.init_params``), for a cell
+        that has them (the layer-normalised cells); their gradient comes from
+        the hand-written backward like every other.
 
     Returns:
       ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),
@@ -510,16 +539,18 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
     noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched)
     md = _matmul.check(matmul_dtype)
+    _check_cell_params(cell, W, cell_params)
     loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record,
                          noise=noise != Noise() or zoneout_p is not None)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
                      md, record, loop, zoneout_p)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
-        hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise)
+        hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                cell_params)
     else:
         hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                   keep_residuals=False)
+                                   cell_params, keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
     return hs, cell.from_carry(tuple(final))

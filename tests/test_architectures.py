@@ -56,7 +56,26 @@ def test_gradients_match_autodiff_float64(arch, cell):
 @pytest.mark.parametrize("arch", ["deep-bidirectional", "many-to-one", "encoder-decoder",
                                   "deep-bidirectional-dropout"])
 def test_gradients_match_autodiff_float32(arch, cell):
-    check(arch, cell, jnp.float32)
+    """float32: the hand-written gradients are as accurate as autodiff's.
+
+    Both are measured against the float64 gradient of the same (upcast) inputs:
+    the hand-written one must be within 1e-5 of it, or within twice autodiff's
+    own float32 error where the problem itself is worse conditioned than that
+    (a layer normalisation over the tests' 4 units amplifies float32 rounding
+    to about 5e-5 in both: two float32 roundings of it can then differ by more
+    than 1e-5 without either being wrong).
+    """
+    params, batch = ARCHS[arch].build(jax.random.key(0), cell, jnp.float32)
+    floats, others = split(batch)
+    (J_m, g_m), (J_a, g_a) = both_value_and_grads(arch)(params, floats, others)
+    up = lambda tree: jax.tree.map(lambda a: a.astype(jnp.float64), tree)
+    J_t, g_t = both_value_and_grads(arch)(up(params), up(floats), others)[1]
+    assert rel_error(up(J_m), J_t) <= max(TOL[jnp.float32], 2 * rel_error(up(J_a), J_t))
+    for (path, gm), ga, gt in zip(jax.tree_util.tree_leaves_with_path(g_m),
+                                  jax.tree.leaves(g_a), jax.tree.leaves(g_t), strict=True):
+        err_m, err_a = rel_error(up(gm), gt), rel_error(up(ga), gt)
+        assert err_m <= max(TOL[jnp.float32], 2 * err_a), (jax.tree_util.keystr(path), err_m,
+                                                           err_a)
 
 
 @pytest.mark.parametrize("cell", CELLS)

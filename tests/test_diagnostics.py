@@ -20,7 +20,8 @@ def oracle(layer, xs, h0, reverse):
     G = cell.gates
 
     def loss_of(eps, W_steps):
-        A = jnp.einsum("tbd,gd->tbg", xs, layer.U) + layer.b[None, None, :]
+        A = jnp.einsum("tbd,gd->tbg", xs, layer.U)
+        A = A if layer.b is None else A + layer.b[None, None, :]
         carry = cell.to_carry(h0)
         order = range(T - 1, -1, -1) if reverse else range(T)
         hs = [None] * T
@@ -28,7 +29,7 @@ def oracle(layer, xs, h0, reverse):
             R = jnp.einsum("bh,gh->bg", carry[0], W_steps[t])
             R = R if layer.b_r is None else R + layer.b_r[None, :]
             carry, _ = cell.step(recurrence.gate_blocks(A[t], G), recurrence.gate_blocks(R, G),
-                                 carry)
+                                 carry, layer.cell_params)
             carry = (carry[0] + eps[t],) + tuple(carry[1:])
             hs[t] = carry[0]
         return readout(jnp.stack(hs), cell.from_carry(carry))

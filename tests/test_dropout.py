@@ -74,7 +74,7 @@ def test_zoneout_keeping_every_unit_freezes_the_state(cell):
                      layers.run_layer(layer, XS, h0)[0]) == 0
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "layernorm_lstm"])
 def test_zoneout_in_evaluation_is_its_expectation(cell):
     """carry_t = p carry_{t−1} + (1 − p) cell(...), step by step with the cells' own step."""
     (layer,), = _stack(cell)
@@ -87,7 +87,7 @@ def test_zoneout_in_evaluation_is_its_expectation(cell):
                                         spec.gates)
         R = jrnn.recurrence.gate_blocks(jrnn.recurrence.affine(carry[0], layer.W, layer.b_r),
                                         spec.gates)
-        new, _ = spec.step(A, R, carry)
+        new, _ = spec.step(A, R, carry, layer.cell_params)
         carry = tuple(q * c + (1 - q) * n for q, c, n in zip(p, carry, new))
         assert rel_error(hs[t], carry[0]) < 1e-14
 

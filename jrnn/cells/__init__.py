@@ -8,7 +8,7 @@ hidden size H, the driver computes
 
 and the cell does everything else, pointwise:
 
-    carry_t, extra_t = step(A_t, R_t, carry_{t-1})
+    carry_t, extra_t = step(A_t, R_t, carry_{t-1}, params)
 
 A_t and R_t arrive as tuples of G arrays (B, H), one per gate, in the cell's
 gate order (the driver computes each gate's block of the hoisted projection
@@ -20,11 +20,18 @@ that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``).
 ``extra_t`` is whatever the hand-written backward needs beyond the carries,
 which the driver stores for every step. The backward is the mirror image:
 
-    dA_t, dR_t, dcarry_in = step_vjp(carry_in, carry_t, extra_t, dcarry_t)
+    dA_t, dR_t, dcarry_in, dparams_t = step_vjp(carry_in, carry_t, extra_t, dcarry_t, params)
 
 where ``dcarry_t`` is the total cotangent of ``carry_t`` and ``dcarry_in`` the
 part of the cotangent of ``carry_{t-1}`` that flows through the cell's
 pointwise path (the path through ``R_t`` is the driver's: ``dR_t W``).
+
+``params`` are the cell's own parameters (the gains and biases of a layer
+normalisation, say), a pytree made by ``init_params`` and None for a cell that
+has none. Row-wise operations across the hidden units, like a normalisation,
+are still "pointwise" in time, so they belong to the cell. ``dparams_t`` is
+this step's share of their gradient (None without parameters); the driver sums
+it over the steps in the reverse scan's carry.
 dA_t and dR_t are tuples of G blocks. A cell returns ``dR_t = None`` when it
 equals ``dA_t`` (A and R enter only as a sum); a block of dR_t that *is* the
 same array as dA_t's (GRU's r and z) is stored once.
@@ -34,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["Cell", "LSTMState", "get", "names", "register"]
+__all__ = ["Cell", "LSTMState", "LayerNormParams", "get", "names", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +52,18 @@ class Cell:
       name: registry name, e.g. ``"elman"``.
       gates: G, the number of H-sized blocks in A_t and R_t.
       carry_size: number of (B, H) arrays in the carry (h first).
-      step: ``(A_t, R_t, carry_in) -> (carry_t, extra_t)``, pointwise; A_t and
-        R_t are tuples of G (B, H) blocks.
-      step_vjp: ``(carry_in, carry_t, extra_t, dcarry_t) -> (dA_t, dR_t, dcarry_in)``.
+      step: ``(A_t, R_t, carry_in, params) -> (carry_t, extra_t)``, pointwise; A_t
+        and R_t are tuples of G (B, H) blocks.
+      step_vjp: ``(carry_in, carry_t, extra_t, dcarry_t, params) ->
+        (dA_t, dR_t, dcarry_in, dparams_t)``.
       to_carry: public initial state (an array or a NamedTuple) -> carry tuple.
       from_carry: carry tuple -> public state.
       needs_recurrent_bias: the equations use ``b_r`` apart from ``b`` (GRU), so
         layers of this cell get one by default.
+      init_params: ``(key, hidden_size, dtype) -> params`` for a cell with
+        parameters of its own; None for a cell without (then ``params`` is None).
+      default_bias: whether layers of this cell get the biases b (and b_r) by
+        default; a normalised cell's own biases replace them.
     """
 
     name: str
@@ -62,6 +74,8 @@ class Cell:
     to_carry: Callable[[Any], tuple]
     from_carry: Callable[[tuple], Any]
     needs_recurrent_bias: bool = False
+    init_params: Any = None
+    default_bias: bool = True
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"
@@ -93,5 +107,6 @@ def names() -> list[str]:
 
 
 # Each module registers its cell on import.
-from jrnn.cells import elman, gru, lstm  # noqa: E402,F401
+from jrnn.cells import elman, gru, layernorm, lstm  # noqa: E402,F401
+from jrnn.cells.layernorm import LayerNormParams  # noqa: E402
 from jrnn.cells.lstm import LSTMState  # noqa: E402

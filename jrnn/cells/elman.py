@@ -22,18 +22,18 @@ import jax.numpy as jnp
 from jrnn.cells import Cell, register
 
 
-def step(A, R, carry):
+def step(A, R, carry, params=None):
     """``h_t = tanh(A_t + R_t)``; the carry is ``(h,)``; one gate block."""
     h = jnp.tanh(A[0] + R[0])
     return (h,), ()
 
 
-def step_vjp(carry_in, carry, extra, dcarry):
+def step_vjp(carry_in, carry, extra, dcarry, params=None):
     """``dJ/da_t = dJ/dh_t ⊙ (1 − h_t²)``; h_{t-1} reaches h_t only through R_t."""
     (h,) = carry
     (dh,) = dcarry
     da = dh * ((1 - h) * (1 + h))  # 1 - h² without cancellation near ±1
-    return (da,), None, (jnp.zeros_like(dh),)
+    return (da,), None, (jnp.zeros_like(dh),), None
 
 
 CELL = register(Cell(

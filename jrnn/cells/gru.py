@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jrnn.cells import Cell, register
 
 
-def step(A, R, carry):
+def step(A, R, carry, params=None):
     (h_prev,) = carry
     (A_r, A_z, A_n), (R_r, R_z, R_n) = A, R
     r = jax.nn.sigmoid(A_r + R_r)
@@ -42,7 +42,7 @@ def step(A, R, carry):
     return (h,), (r, z, n, R_n)
 
 
-def step_vjp(carry_in, carry, saved, dcarry):
+def step_vjp(carry_in, carry, saved, dcarry, params=None):
     (h_prev,) = carry_in
     r, z, n, R_n = saved
     (dh,) = dcarry
@@ -50,7 +50,7 @@ def step_vjp(carry_in, carry, saved, dcarry):
     dz_r = da_n * R_n * r * (1 - r)
     dz_z = dh * (h_prev - n) * z * (1 - z)
     # dR shares its r and z blocks with dA (the driver stores them once).
-    return (dz_r, dz_z, da_n), (dz_r, dz_z, da_n * r), (dh * z,)
+    return (dz_r, dz_z, da_n), (dz_r, dz_z, da_n * r), (dh * z,), None
 
 
 CELL = register(Cell(

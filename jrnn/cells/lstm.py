@@ -45,7 +45,7 @@ class LSTMState(NamedTuple):
     c: jax.Array
 
 
-def step(A, R, carry):
+def step(A, R, carry, params=None):
     _, c_prev = carry
     z_i, z_f, z_g, z_o = (a + r for a, r in zip(A, R))
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
@@ -54,7 +54,7 @@ def step(A, R, carry):
     return (h, c), (i, f, g, o)
 
 
-def step_vjp(carry_in, carry, gates, dcarry):
+def step_vjp(carry_in, carry, gates, dcarry, params=None):
     _, c_prev = carry_in
     _, c = carry
     i, f, g, o = gates
@@ -65,7 +65,7 @@ def step_vjp(carry_in, carry, gates, dcarry):
     dz_f = dc * c_prev * f * (1 - f)
     dz_g = dc * i * ((1 - g) * (1 + g))
     dz_o = dh * tanh_c * o * (1 - o)
-    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(dh), dc * f)
+    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(dh), dc * f), None
 
 
 CELL = register(Cell(
