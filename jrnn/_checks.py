@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,6 +131,13 @@ def labels_in_range(name: str, ys: Any, num_classes: int, mask: Any = None) -> N
     NaN for an out-of-range label, which training's NaN check reports.
     """
     if isinstance(ys, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+        if jnp.size(ys):
+            inside = (ys >= 0) & (ys < num_classes)
+            if mask is not None:
+                inside = inside | ~mask
+            low, high = jnp.min(ys), jnp.max(ys)
+            traced_values(jnp.all(inside), f"{name}: expected class indices in "
+                          f"[0, {num_classes}), got values in [{{}}, {{}}]", low, high)
         return
     values = np.asarray(ys)
     if mask is not None:
@@ -147,6 +156,34 @@ def traced_values(ok: Any, message: str, *values: Any) -> None:
     ``message.format(*values)`` when the program runs.
     """
     checkify.debug_check(ok, message, *values)
+
+
+def checked(fn: Any) -> Any:
+    """``fn`` with jrnn's checks on traced values switched on.
+
+    Under ``jax.jit`` the values of ``lengths`` and of labels are unknown
+    while jrnn checks its arguments, so they cannot raise there: without this
+    wrapper a length above T acts as T, one below 0 as 0, and an out-of-range
+    label gives a NaN loss. ``checked(fn)`` runs ``fn`` (jitted or not, its
+    gradient too) through ``jax.experimental.checkify`` and raises
+    ``ValueError`` with jrnn's message when a check fails::
+
+        grad = jrnn.checked(jax.jit(jax.grad(loss)))
+        grad(params, xs, ys, lengths=lengths)   # ValueError: lengths: expected ...
+
+    The checks cost a reduction over the checked arrays per call; the plain
+    ``fn`` pays nothing for them.
+    """
+    checkified = checkify.checkify(fn, errors=checkify.user_checks)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        error, out = checkified(*args, **kwargs)
+        message = error.get()
+        if message is not None:
+            raise ValueError(message.split(" (`check` failed)")[0].split(" (check failed at")[0])
+        return out
+    return run
 
 
 def _forward_mode_tracer(leaf: Any) -> bool:
