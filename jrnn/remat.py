@@ -222,6 +222,9 @@ def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
                              "each segment in its backward pass, so there is no single "
                              "backward scan to read; run gradient_flow on the same loss "
                              "without jrnn.remat.segmented")
+        # The loss's own checks on the whole sequence (an abstract trace, no
+        # computation), so that an error names the shapes the caller passed.
+        jax.eval_shape(fn, params, xs, ys, h0)
         k, count = min(k, T), jax.tree.leaves(ys)[0].size
         if h0 is None:  # the first segment starts from fn's own default state
             J, h_T = fn(params, *jax.tree.map(lambda a: a[:k], (xs, ys)), None)
