@@ -155,7 +155,6 @@ def states_from_torch(stack: layers.Stack, h_n, c_n=None) -> tuple:
 
 def states_to_torch(states) -> tuple:
     """Nested jrnn states -> ``(h_n,)``, or ``(h_n, c_n)`` for the LSTM, as torch tensors."""
-    import torch
     flat = [s for layer in states for s in layer]
     stacked = lambda arrays: _to_tensor(jnp.stack(arrays))
     if isinstance(flat[0], cells.LSTMState):
