@@ -3,6 +3,7 @@
 The public API, re-exported explicitly:
 
 * :func:`rnn`: one recurrent layer of any cell, with hand-written BPTT.
+* :func:`checked`: raise on bad values under ``jit`` (lengths, labels), via checkify.
 * :mod:`elman`: the seeds' tanh RNN with softmax/NLL output (init, loss, ...).
 * :mod:`heads`: the softmax/NLL output head with its hand-written VJP.
 * :mod:`cells`: the pointwise cells and their registry.
@@ -23,9 +24,10 @@ The public API, re-exported explicitly:
 from jrnn import (cells, checkpoint, diagnostics, elman, heads, layers, models, parallel,
                   plots, pytorch, recurrence, remat, train)
 from jrnn import gradcheck  # after models, which it imports
+from jrnn._checks import checked
 from jrnn.recurrence import default_unroll, lengths_to_mask, rnn
 
-__all__ = ["cells", "checkpoint", "default_unroll", "diagnostics", "elman", "gradcheck", "heads", "layers",
+__all__ = ["checked", "cells", "checkpoint", "default_unroll", "diagnostics", "elman", "gradcheck", "heads", "layers",
            "lengths_to_mask", "models", "parallel", "plots", "pytorch", "recurrence", "remat", "rnn",
            "train"]
 __version__ = "0.1.0"

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 BACKWARDS = ("manual", "autodiff")
 
@@ -27,11 +30,65 @@ def floating(name: str, x: Any) -> None:
         raise TypeError(f"{name}: expected a floating dtype, got {dtype}")
 
 
-def integer(name: str, x: Any) -> None:
+def integer(name: str, x: Any, what: str = "class indices") -> None:
+    """Raises TypeError unless ``x`` has an integer dtype; ``what`` says what the
+    integers are, for the message (class indices, lengths, ...)."""
     dtype = jnp.result_type(x)
     if not jnp.issubdtype(dtype, jnp.integer):
-        raise TypeError(
-            f"{name}: expected an integer dtype (class indices), got {dtype}")
+        raise TypeError(f"{name}: expected an integer dtype ({what}), got {dtype}")
+
+
+def array(name: str, x: Any) -> Any:
+    """``x`` as a JAX array: JAX arrays and tracers pass unchanged; numpy arrays,
+    Python lists, tuples and scalars are converted (``jnp.asarray``, so their
+    dtype follows JAX's defaults). Anything else (a torch tensor, a string) is
+    a TypeError naming the argument, rather than an error deep inside JAX."""
+    if x is None or isinstance(x, (jax.Array, jax.core.Tracer)):
+        return x
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, bool, int, float)):
+        try:
+            return jnp.asarray(x)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name}: expected an array or a (nested) list of numbers, got "
+                            f"a {type(x).__name__} that is not one ({e})") from None
+    hint = "; convert it with .numpy() (torch: .detach().cpu().numpy())" \
+        if hasattr(x, "numpy") else ""
+    raise TypeError(f"{name}: expected a JAX or numpy array (or a list), got "
+                    f"{type(x).__module__}.{type(x).__name__}{hint}")
+
+
+def arrays(**named: Any) -> tuple:
+    """:func:`array` for each keyword argument, in order: ``xs, ys = arrays(xs=xs, ys=ys)``."""
+    return tuple(array(name, value) for name, value in named.items())
+
+
+def size(name: str, value: Any) -> None:
+    """A layer size: a Python int >= 1 (not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+
+
+def key(name: str, value: Any) -> jax.Array:
+    """A PRNG key of either kind: a typed key (``jax.random.key``) is returned
+    as is; a legacy raw key (``jax.random.PRNGKey``: uint32 of shape (2,)) is
+    wrapped into a typed one, so both draw exactly the same numbers. Anything
+    else is a TypeError that says which kinds are accepted."""
+    if isinstance(value, (jax.Array, jax.core.Tracer)):
+        dtype = value.dtype
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            if value.shape != ():
+                raise ValueError(f"{name}: expected one key (shape ()), got a key array "
+                                 f"of shape {tuple(value.shape)}")
+            return value
+        if dtype == jnp.uint32 and value.shape == (2,):
+            return jax.random.wrap_key_data(value)
+        raise TypeError(f"{name}: expected a PRNG key, jax.random.key(seed) or the legacy "
+                        f"jax.random.PRNGKey(seed) (uint32 of shape (2,)), got an array of "
+                        f"dtype {dtype} and shape {tuple(value.shape)}")
+    raise TypeError(f"{name}: expected a PRNG key, jax.random.key(seed) or the legacy "
+                    f"jax.random.PRNGKey(seed), got {type(value).__name__} {value!r}")
 
 
 def boolean(name: str, x: Any) -> None:
@@ -74,6 +131,13 @@ def labels_in_range(name: str, ys: Any, num_classes: int, mask: Any = None) -> N
     NaN for an out-of-range label, which training's NaN check reports.
     """
     if isinstance(ys, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+        if jnp.size(ys):
+            inside = (ys >= 0) & (ys < num_classes)
+            if mask is not None:
+                inside = inside | ~mask
+            low, high = jnp.min(ys), jnp.max(ys)
+            traced_values(jnp.all(inside), f"{name}: expected class indices in "
+                          f"[0, {num_classes}), got values in [{{}}, {{}}]", low, high)
         return
     values = np.asarray(ys)
     if mask is not None:
@@ -82,6 +146,44 @@ def labels_in_range(name: str, ys: Any, num_classes: int, mask: Any = None) -> N
         raise ValueError(
             f"{name}: expected class indices in [0, {num_classes}), got values in "
             f"[{values.min()}, {values.max()}]")
+
+
+def traced_values(ok: Any, message: str, *values: Any) -> None:
+    """A check on traced values (under ``jit`` they are unknown at trace time).
+
+    Without :func:`jrnn.checked` (``jax.experimental.checkify``) this is a
+    no-op, so a jitted program pays nothing; under it, a failing check raises
+    ``message.format(*values)`` when the program runs.
+    """
+    checkify.debug_check(ok, message, *values)
+
+
+def checked(fn: Any) -> Any:
+    """``fn`` with jrnn's checks on traced values switched on.
+
+    Under ``jax.jit`` the values of ``lengths`` and of labels are unknown
+    while jrnn checks its arguments, so they cannot raise there: without this
+    wrapper a length above T acts as T, one below 0 as 0, and an out-of-range
+    label gives a NaN loss. ``checked(fn)`` runs ``fn`` (jitted or not, its
+    gradient too) through ``jax.experimental.checkify`` and raises
+    ``ValueError`` with jrnn's message when a check fails::
+
+        grad = jrnn.checked(jax.jit(jax.grad(loss)))
+        grad(params, xs, ys, lengths=lengths)   # ValueError: lengths: expected ...
+
+    The checks cost a reduction over the checked arrays per call; the plain
+    ``fn`` pays nothing for them.
+    """
+    checkified = checkify.checkify(fn, errors=checkify.user_checks)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        error, out = checkified(*args, **kwargs)
+        message = error.get()
+        if message is not None:
+            raise ValueError(message.split(" (`check` failed)")[0].split(" (check failed at")[0])
+        return out
+    return run
 
 
 def _forward_mode_tracer(leaf: Any) -> bool:

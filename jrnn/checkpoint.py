@@ -33,6 +33,7 @@ import zipfile
 from typing import Any, Optional
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 __all__ = ["CheckpointError", "CorruptCheckpoint", "save", "restore", "restore_latest", "latest",
@@ -98,7 +99,10 @@ def save(directory: str, step: int, state, metadata: Optional[dict] = None,
       keep: how many of the newest checkpoints to keep (None keeps all); older
         ones are deleted only after the new one is in place.
 
-    Returns the path written.
+    Returns the path written. With several processes (``jax.distributed``)
+    every process calls it with the same replicated state: process 0 writes
+    the file once, and every process returns after it is in place, so each
+    can restore it at once (on a file system they share).
     """
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step: expected a non-negative int, got {step!r}")
@@ -119,22 +123,25 @@ def save(directory: str, step: int, state, metadata: Optional[dict] = None,
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
 
     final = path_for(directory, step)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
-    if keep is not None:
-        for old in list_steps(directory)[:-keep]:
-            if old != step:
-                os.remove(path_for(directory, old))
+    if jax.process_index() == 0:  # several processes hold the same replicated state
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        _fsync_dir(directory)
+        if keep is not None:
+            for old in list_steps(directory)[:-keep]:
+                if old != step:
+                    os.remove(path_for(directory, old))
+    if jax.process_count() > 1:  # the others return once the file is in place
+        multihost_utils.sync_global_devices(f"jrnn.checkpoint.save {final}")
     return final
 
 

@@ -61,6 +61,10 @@ def init(key, input_size: int, hidden_size: int, output_size: int,
     same distribution. The bound keeps ``W h`` of order one at the start:
     each of its H terms has variance 1/(3H).
     """
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("output_size", output_size)):
+        _checks.size(name, value)
+    key = _checks.key("key", key)
     bound = 1.0 / float(hidden_size) ** 0.5
     shapes = {"U": (hidden_size, input_size), "W": (hidden_size, hidden_size),
               "b": (hidden_size,), "V": (output_size, hidden_size), "c": (output_size,)}
@@ -96,6 +100,7 @@ def hidden(p: Params, xs, h0=None, *, mask=None, reset=None, reverse: bool = Fal
     :func:`jrnn.rnn`.
     """
     _check_params(p)
+    xs, mask, reset = _checks.arrays(xs=xs, mask=mask, reset=reset)
     return recurrence.rnn(_CELL, p.U, p.W, p.b, xs, h0, mask=mask, reset=reset,
                           reverse=reverse, unroll=unroll, matmul_dtype=matmul_dtype,
                           backward=backward)
@@ -118,6 +123,7 @@ def loss_and_state(p: Params, xs, ys, h0=None, *, mask=None, reset=None,
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
     _check_params(p)
+    xs, ys, mask = _checks.arrays(xs=xs, ys=ys, mask=mask)
     _checks.integer("ys", ys)
     _checks.rank("xs", xs, (2, 3), f"(T, B, {p.U.shape[1]}) or unbatched (T, {p.U.shape[1]})")
     _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]",
@@ -126,9 +132,9 @@ def loss_and_state(p: Params, xs, ys, h0=None, *, mask=None, reset=None,
                      matmul_dtype=matmul_dtype, backward=backward)
     J = heads.softmax_nll(p.V, p.c, hs, ys, mask,
                           matmul_dtype=matmul_dtype, backward=backward)
-    if reduction == "mean":
+    if reduction == "mean":  # per counted step; 0 when every step is masked
         count = ys.size if mask is None else mask.sum()
-        J = J / jnp.asarray(count).astype(J.dtype)
+        J = J / jnp.maximum(jnp.asarray(count), 1).astype(J.dtype)
     return J, h_T
 
 

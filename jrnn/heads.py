@@ -41,8 +41,10 @@ class Head(NamedTuple):
 
 def init_head(key, input_size: int, output_size: int, dtype=jnp.float32) -> Head:
     """PyTorch's ``nn.Linear`` initialisation: uniform in ±1/√fan_in."""
+    _checks.size("input_size", input_size)
+    _checks.size("output_size", output_size)
     bound = 1.0 / float(input_size) ** 0.5
-    kV, kc = jax.random.split(key)
+    kV, kc = jax.random.split(_checks.key("key", key))
     return Head(jax.random.uniform(kV, (output_size, input_size), dtype, -bound, bound),
                 jax.random.uniform(kc, (output_size,), dtype, -bound, bound))
 
@@ -89,7 +91,7 @@ def _softmax_nll_manual_fwd(md, V, c, hs, ys, mask):
 
 def _softmax_nll_manual_bwd(md, residuals, g):
     d_o, hs, V = residuals
-    d_o = d_o * g.astype(d_o.dtype)
+    d_o = d_o * jnp.asarray(g, d_o.dtype)  # g may be a Python float (vjp_fn(1.0))
     rows = lambda a: a.reshape(-1, a.shape[-1])  # one 2-D matmul over every row
     dV = _matmul.einsum("nc,nh->ch", rows(d_o), rows(hs), md)
     dc = rows(d_o).sum(0)
@@ -117,6 +119,8 @@ def softmax_nll(V, c, hs, ys, mask=None, *, matmul_dtype=None, backward: str = "
       outside [0, C) gives NaN (checked eagerly when ``ys`` is concrete).
     """
     _checks.backward(backward)
+    V, c, hs, ys, mask = (_checks.array(name, a) for name, a in
+                          zip(("V", "c", "hs", "ys", "mask"), (V, c, hs, ys, mask)))
     _check_linear(V, c, hs)
     C = V.shape[0]
     _checks.integer("ys", ys)
@@ -160,7 +164,7 @@ def _squared_error_manual_fwd(md, V, c, hs, targets):
 
 def _squared_error_manual_bwd(md, saved, g):
     residual, hs, V = saved
-    d_o = (2 * g) * residual  # dJ/do = 2 (o − y)
+    d_o = (2 * jnp.asarray(g, residual.dtype)) * residual  # dJ/do = 2 (o − y)
     rows = lambda a: a.reshape(-1, a.shape[-1])
     return (_matmul.einsum("nc,nh->ch", rows(d_o), rows(hs), md), rows(d_o).sum(0),
             _matmul.einsum("...c,ch->...h", d_o, V, md), -d_o)
@@ -178,6 +182,8 @@ def squared_error(V, c, hs, targets, *, matmul_dtype=None, backward: str = "manu
     ``targets`` has shape ``hs.shape[:-1] + (C,)``.
     """
     _checks.backward(backward)
+    V, c, hs, targets = (_checks.array(name, a) for name, a in
+                         zip(("V", "c", "hs", "targets"), (V, c, hs, targets)))
     _check_linear(V, c, hs)
     _checks.same_dtype("targets", targets, V.dtype, "V")
     _checks.shape("targets", targets, hs.shape[:-1] + V.shape[:1])

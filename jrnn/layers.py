@@ -89,6 +89,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
         so that the cell starts out remembering.
     """
     spec = cells.get(cell)
+    key = _checks.key("key", key)
+    _checks.size("input_size", input_size)
+    _checks.size("hidden_size", hidden_size)
     if recurrent_init not in RECURRENT_INITS:
         raise ValueError(f"recurrent_init: expected one of {RECURRENT_INITS}, "
                          f"got {recurrent_init!r}")
@@ -135,8 +138,10 @@ def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers:
     ``layer_options`` go to :func:`init_layer` for every layer: ``bias``,
     ``recurrent_bias``, ``recurrent_init``, ``forget_bias``.
     """
-    if num_layers < 1:
-        raise ValueError(f"num_layers: expected >= 1, got {num_layers}")
+    key = _checks.key("key", key)
+    _checks.size("num_layers", num_layers)
+    _checks.size("input_size", input_size)
+    _checks.size("hidden_size", hidden_size)
     directions = 2 if bidirectional else 1
     keys = jax.random.split(key, num_layers * directions).reshape(num_layers, directions)
     return tuple(
@@ -205,6 +210,7 @@ def run_stack(stack: Stack, xs, h0=None, *, mask=None, lengths=None, reset=None,
     the backward direction: its state after reading the sequence back to t = 0).
     """
     directions = _check_stack(stack)
+    xs, mask, reset = _checks.arrays(xs=xs, mask=mask, reset=reset)
     if h0 is not None and (len(h0) != len(stack) or any(len(s) != directions for s in h0)):
         raise ValueError(f"h0: expected one initial state per layer and direction, nested "
                          f"({len(stack)}, {directions}), got {jax.tree.structure(h0)}")

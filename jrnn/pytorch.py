@@ -57,11 +57,29 @@ def _kind(module) -> str:
                          f"nonlinearity={module.nonlinearity!r}")
     if name == "LSTM" and module.proj_size:
         raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported")
+    if module.dropout and module.num_layers > 1:
+        raise ValueError(f"module: dropout={module.dropout} between layers has no counterpart "
+                         "in a jrnn stack, so the conversion would drop it silently; set "
+                         "module.dropout = 0 to convert the same function without it")
     return _CELL_OF[name]
 
 
 def _to_jax(tensor):
-    return jnp.asarray(tensor.detach().cpu().numpy())
+    """A torch tensor as a JAX array of the same dtype (bfloat16, which numpy lacks,
+    goes through float32: every bfloat16 value is a float32 value, so exactly)."""
+    import torch
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        return jnp.asarray(tensor.float().numpy()).astype(jnp.bfloat16)
+    return jnp.asarray(tensor.numpy())
+
+
+def _to_tensor(array):
+    """A JAX array as a torch tensor of the same dtype (bfloat16 exactly, via float32)."""
+    import torch
+    if array.dtype == jnp.bfloat16:
+        return torch.from_numpy(np.asarray(array, np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(array))
 
 
 def from_torch_named(module, tensors: Callable[[str], Any]) -> layers.Stack:
@@ -107,7 +125,7 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
     kwargs = dict(num_layers=len(stack), bias=has_bias, batch_first=batch_first,
                   bidirectional=directions == 2, dtype=dtype)
     module = getattr(torch.nn, _MODULE_OF[cell])(first.input_size, first.hidden_size, **kwargs)
-    tensor = lambda a: torch.from_numpy(np.array(a))
+    tensor = _to_tensor
     with torch.no_grad():
         for l, layer in enumerate(stack):
             for d, part in enumerate(layer):
@@ -137,9 +155,8 @@ def states_from_torch(stack: layers.Stack, h_n, c_n=None) -> tuple:
 
 def states_to_torch(states) -> tuple:
     """Nested jrnn states -> ``(h_n,)``, or ``(h_n, c_n)`` for the LSTM, as torch tensors."""
-    import torch
     flat = [s for layer in states for s in layer]
+    stacked = lambda arrays: _to_tensor(jnp.stack(arrays))
     if isinstance(flat[0], cells.LSTMState):
-        return (torch.from_numpy(np.stack([np.array(s.h) for s in flat])),
-                torch.from_numpy(np.stack([np.array(s.c) for s in flat])))
-    return (torch.from_numpy(np.stack([np.array(s) for s in flat])),)
+        return stacked([s.h for s in flat]), stacked([s.c for s in flat])
+    return (stacked(flat),)

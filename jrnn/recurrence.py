@@ -35,7 +35,15 @@ carries (for tanh: h_t only) and whatever extra the cell asks for.
 Options, each with its hand-written backward:
 
 * ``mask`` (T, B) bool: a masked step leaves the state unchanged and emits
-  zeros; its cotangent passes straight through to the previous state.
+  zeros; its cotangent passes straight through to the previous state. Its
+  input is replaced by zeros before anything reads it, so a NaN or Inf in a
+  padded step reaches no output and no gradient (the after-scan products
+  dU = Σ dA_tᵀ x_t would otherwise meet 0 · NaN = NaN there); its input
+  cotangent is 0.
+* ``lengths`` (B,) int, 0 ≤ length ≤ T: the mask t < length. A length of 0
+  is allowed and exact: that row's outputs are zeros, its final state is its
+  initial state, and nothing of it reaches the loss (PyTorch's packed
+  sequences and cuDNN reject length 0).
 * ``reset`` (T, B) bool: at a flagged (and unmasked) step the state restarts
   from the initial state before the step runs; the initial state's gradient
   collects every restart.
@@ -347,6 +355,9 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
                            xs.shape)
     if xs.shape[0] == 0:
         _checks.fail_shape("xs", "(T, ...) with T >= 1", xs.shape)
+    if xs.ndim == 3 and xs.shape[1] == 0:
+        _checks.fail_shape("xs", "(T, B, ...) with B >= 1", xs.shape,
+                           "an empty batch has no loss to average")
     _checks.same_dtype("xs", xs, dtype, "the parameters")
     batch = xs.shape[1:-1]
     if h0 is not None:
@@ -456,16 +467,30 @@ def lengths_to_mask(lengths, num_steps: int):
     return steps < lengths[None]
 
 
-def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "lengths") -> None:
-    """Integer lengths of shape ``batch_shape``, and when concrete, in [0, num_steps]."""
-    _checks.integer(name, lengths)
+def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "lengths"):
+    """Integer lengths of shape ``batch_shape`` with values in [0, num_steps]; returns
+    them as a JAX array (a list or numpy array is accepted).
+
+    Concrete values are checked at once. Traced ones (under ``jit``) cannot
+    raise by themselves: without :func:`jrnn.checked` a length above T acts
+    as T and one below 0 as 0 (the mask is ``t < length``); under
+    :func:`jrnn.checked` the same check raises when the program runs.
+    """
+    lengths = _checks.array(name, lengths)
+    _checks.integer(name, lengths, "one length per sequence")
     batch_shape = tuple(batch_shape)
     _checks.shape(name, lengths, batch_shape, f"{batch_shape}: one length per sequence")
-    if not isinstance(lengths, jax.core.Tracer):  # concrete: check the values too
-        values = np.asarray(lengths)
-        if values.size and (values.min() < 0 or values.max() > num_steps):
-            raise ValueError(f"{name}: expected values in [0, {num_steps}] (T = {num_steps} "
-                             f"steps), got values in [{values.min()}, {values.max()}]")
+    message = f"{name}: expected values in [0, {num_steps}] (T = {num_steps} steps), got values in "
+    if isinstance(lengths, jax.core.Tracer):
+        if lengths.size:
+            low, high = jnp.min(lengths), jnp.max(lengths)
+            _checks.traced_values((low >= 0) & (high <= num_steps), message + "[{}, {}]",
+                                  low, high)
+        return lengths
+    values = np.asarray(lengths)
+    if values.size and (values.min() < 0 or values.max() > num_steps):
+        raise ValueError(message + f"[{values.min()}, {values.max()}]")
+    return lengths
 
 
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
@@ -522,11 +547,16 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     """
     cell = _cells.get(cell)
     _checks.backward(backward)
+    U, W, b, b_r, xs, mask, reset = (_checks.array(name, a) for name, a in zip(
+        ("U", "W", "b", "b_r", "xs", "mask", "reset"), (U, W, b, b_r, xs, mask, reset)))
+    h0 = jax.tree.map(lambda a: _checks.array("h0", a), h0)
     _check_args(cell, U, W, b, b_r, xs, h0, mask, reset)
     if lengths is not None:
-        check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
+        lengths = check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
         by_length = lengths_to_mask(lengths, xs.shape[0])
         mask = by_length if mask is None else mask & by_length
+    if mask is not None:  # padded steps never reach an output or a gradient (module doc)
+        xs = jnp.where(mask[..., None], xs, jnp.zeros((), xs.dtype))
     unbatched = xs.ndim == 2
     if unbatched:  # a batch of one: (T, D) -> (T, 1, D), (T,) -> (T, 1), (H,) -> (1, H)
         xs, mask, reset = jax.tree.map(lambda a: a[:, None], (xs, mask, reset))

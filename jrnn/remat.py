@@ -144,6 +144,43 @@ def _segmented_bwd(fn, k, residuals, cotangents):
 _segmented.defvjp(_segmented_fwd, _segmented_bwd)
 
 
+def _unwrap(fn):
+    """The function under any ``functools.partial`` layers, and their keywords merged."""
+    keywords = {}
+    while isinstance(fn, functools.partial):
+        keywords = {**fn.keywords, **keywords}
+        fn = fn.func
+    return fn, keywords
+
+
+# Per-sequence or per-step arguments bound with functools.partial: the same
+# (B,) lengths or (T, B) mask would reach every segment, which is wrong.
+_UNCUTTABLE = ("mask", "lengths", "reset", "x_lengths", "y_lengths")
+
+
+def _check_cuttable(loss_and_state, params) -> bool:
+    """Refuses what segments cannot compute exactly; returns True for ``reduction="mean"``."""
+    from jrnn import layers  # a stack's layers are only recognised here, never imported eagerly
+    _, keywords = _unwrap(loss_and_state)
+    bound = [name for name in _UNCUTTABLE if keywords.get(name) is not None]
+    if bound:
+        raise ValueError(f"loss_and_state: {bound[0]}= is bound with functools.partial, so every "
+                         "segment would read the whole sequence's value; segmented BPTT "
+                         "cuts only xs and ys. Run without it (pad nothing), or use full BPTT")
+    if keywords.get("reverse"):
+        raise ValueError("loss_and_state: reverse=True reads the sequence right to left, but "
+                         "segments run left to right; segmented BPTT cannot run it")
+    is_directions = lambda x: (isinstance(x, tuple) and len(x) > 0
+                               and all(isinstance(d, layers.Layer) for d in x))
+    for node in jax.tree.leaves(params, is_leaf=is_directions):
+        if is_directions(node) and len(node) == 2:
+            raise ValueError("params: a bidirectional stack's backward direction reads every "
+                             "later step, so a segment cannot be computed from its start "
+                             "state alone; segmented BPTT needs a unidirectional model (use "
+                             "full BPTT for bidirectional ones)")
+    return keywords.get("reduction") == "mean"
+
+
 def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
               segment: Optional[int] = None) -> Callable[..., tuple[jax.Array, Any]]:
     """Wraps ``loss_and_state(params, xs, ys, h0) -> (J, h_T)`` for memory-bounded BPTT.
@@ -151,19 +188,32 @@ def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
     The wrapped function has the same signature and values, and gradients equal
     to full BPTT's (for params, every floating leaf of xs and ys, and h0), but
     its backward keeps only one state per ``segment`` steps (default ⌈√T⌉) and
-    recomputes each segment. ``xs`` and ``ys`` are time-major (pytrees of such
+    recomputes each segment. ``xs`` and ys are time-major (pytrees of such
     arrays work too: every leaf is cut along its first axis). Works for any
     jrnn loss of this shape: :func:`jrnn.elman.loss_and_state`,
-    :func:`jrnn.models.tagger.loss_and_state` (use ``functools.partial`` for
-    options such as ``reduction="sum"``; a ``"mean"`` reduction would average
-    per segment).
+    :func:`jrnn.models.tagger.loss_and_state` (``functools.partial`` for
+    options).
+
+    * ``h0=None`` means what it means to ``loss_and_state`` (zeros, or the
+      model's learned initial state): the first segment receives None.
+    * ``reduction="mean"`` (bound with ``functools.partial``) gives the true
+      mean over all T·B steps: the segments are summed and the sum divided by
+      the number of labels, ``ys.size``.
+    * Refused with an error, because a segment cannot compute them from its
+      start state: bidirectional stacks (the backward direction reads the
+      future), ``reverse=True``, and per-sequence or per-step arguments bound
+      with ``functools.partial`` (``mask``, ``lengths``, ``reset``).
     """
     def wrapped(params, xs, ys, h0):
+        mean = _check_cuttable(loss_and_state, params)
+        fn = functools.partial(loss_and_state, reduction="sum") if mean else loss_and_state
         lengths = {a.shape[0] for a in jax.tree.leaves((xs, ys))}
         if len(lengths) != 1:
             raise ValueError(f"xs, ys: expected one time axis length for every leaf, got "
                              f"{sorted(lengths)}")
         (T,) = lengths
+        if T == 0:
+            raise ValueError("xs: expected shape (T, ...) with T >= 1, got T = 0")
         k = default_segment(T) if segment is None else int(segment)
         if k < 1:
             raise ValueError(f"segment: expected >= 1, got {segment}")
@@ -172,6 +222,20 @@ def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
                              "each segment in its backward pass, so there is no single "
                              "backward scan to read; run gradient_flow on the same loss "
                              "without jrnn.remat.segmented")
-        return _segmented(loss_and_state, min(k, T), params, (xs, ys), h0)
+        # The loss's own checks on the whole sequence (an abstract trace, no
+        # computation), so that an error names the shapes the caller passed.
+        jax.eval_shape(fn, params, xs, ys, h0)
+        k, count = min(k, T), jax.tree.leaves(ys)[0].size
+        if h0 is None:  # the first segment starts from fn's own default state
+            J, h_T = fn(params, *jax.tree.map(lambda a: a[:k], (xs, ys)), None)
+            if T > k:
+                J_rest, h_T = _segmented(fn, k, params,
+                                         jax.tree.map(lambda a: a[k:], (xs, ys)), h_T)
+                J = J + J_rest
+        else:
+            J, h_T = _segmented(fn, k, params, (xs, ys), h0)
+        if mean:
+            J = J / jnp.asarray(count, J.dtype)
+        return J, h_T
 
     return wrapped

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed: it is an optional test extra "
-                    "(pip install torch==2.13.0, as .ci/run does) for the parity tests")
+                    "(pip install torch==2.13.0, as the README's test command does) for the parity tests")
 
 from jrnn import layers  # noqa: E402
 from jrnn.pytorch import from_torch, from_torch_named, states_from_torch, to_torch  # noqa: E402

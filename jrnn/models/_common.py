@@ -22,13 +22,21 @@ def reduce(J, count, reduction: str):
     return J / jnp.maximum(jnp.asarray(count), 1).astype(J.dtype)
 
 
+def check_init(key, **sizes):
+    """The key of a model's ``init`` (either kind, :func:`jrnn._checks.key`) and its
+    sizes (ints >= 1), each named as the caller passed it."""
+    for name, value in sizes.items():
+        _checks.size(name, value)
+    return _checks.key("key", key)
+
+
 def valid_steps(steps_shape: tuple, mask=None, lengths=None, name: str = "lengths"):
     """One (T, B) mask from an optional mask and optional lengths (None if neither).
 
     ``steps_shape`` is (T, B): the shape the mask and the lengths index."""
     if lengths is None:
         return mask
-    recurrence.check_lengths(lengths, steps_shape[0], steps_shape[1:], name)
+    lengths = recurrence.check_lengths(lengths, steps_shape[0], steps_shape[1:], name)
     by_length = recurrence.lengths_to_mask(lengths, steps_shape[0])
     return by_length if mask is None else mask & by_length
 
@@ -55,8 +63,7 @@ def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
     stack advances one step, the head gives logits, and a token is drawn
     (``temperature=0``: the most likely). Returns (length, B) int32 tokens.
     """
-    if length < 1:
-        raise ValueError(f"length: expected >= 1, got {length}")
+    _checks.size("length", length)
 
     def step(carry, key):
         states, x = carry
@@ -67,6 +74,6 @@ def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
         token = token.astype(jnp.int32)  # the same dtype whether greedy or sampled
         return (states, embed(token)), token
 
-    keys = jax.random.split(jax.random.key(0) if key is None else key, length)
+    keys = jax.random.split(jax.random.key(0) if key is None else _checks.key("key", key), length)
     _, tokens = jax.lax.scan(step, (states, x0), keys)
     return tokens

@@ -40,6 +40,8 @@ class Params(NamedTuple):
 def init(key, cell: str, input_size: int, hidden_size: int, num_classes: int, *,
          num_layers: int = 1, bidirectional: bool = False, learn_h0: bool = False,
          dtype=jnp.float32, **layer_options) -> Params:
+    key = _common.check_init(key, input_size=input_size, hidden_size=hidden_size,
+                             num_classes=num_classes)
     k_rnn, k_head = jax.random.split(key)
     stack = layers.init_stack(k_rnn, cell, input_size, hidden_size, num_layers=num_layers,
                               bidirectional=bidirectional, dtype=dtype,
@@ -52,6 +54,8 @@ def init(key, cell: str, input_size: int, hidden_size: int, num_classes: int, *,
 def features(params: Params, xs, h0=None, *, mask=None, lengths=None,
              unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """(B, directions·H): the top layer's final hidden state of each direction."""
+    xs, mask = _checks.arrays(xs=xs, mask=mask)
+    _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     h0 = _common.initial_states(params.rnn, params.h0, h0, xs.shape[1:-1])
     _, finals = layers.run_stack(params.rnn, xs, h0, mask=mask, lengths=lengths,
                                  unroll=unroll, matmul_dtype=matmul_dtype, backward=backward)
@@ -67,6 +71,7 @@ def loss(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reduction:
          unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """NLL of one label per sequence, ys (B,), for xs (T, B, D)."""
     _common.check_reduction(reduction)
+    xs, ys = _checks.arrays(xs=xs, ys=ys)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, xs.shape[1:-1], f"{tuple(xs.shape[1:-1])}: one label per sequence")
@@ -91,6 +96,7 @@ def regression_loss(params: Params, xs, targets, h0=None, *, mask=None, lengths=
     (:func:`jrnn.heads.squared_error`); ``"mean"`` divides by B·C.
     """
     _common.check_reduction(reduction)
+    xs, targets = _checks.arrays(xs=xs, targets=targets)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     feats = features(params, xs, h0, mask=mask, lengths=lengths, unroll=unroll,
                      matmul_dtype=matmul_dtype, backward=backward)

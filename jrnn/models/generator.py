@@ -40,6 +40,8 @@ class Params(NamedTuple):
 
 def init(key, cell: str, context_size: int, hidden_size: int, vocab_size: int, *,
          num_layers: int = 1, dtype=jnp.float32, **layer_options) -> Params:
+    key = _common.check_init(key, context_size=context_size, hidden_size=hidden_size,
+                             vocab_size=vocab_size)
     k_rnn, k_head = jax.random.split(key)
     return Params(layers.init_stack(k_rnn, cell, context_size + vocab_size, hidden_size,
                                     num_layers=num_layers, dtype=dtype,
@@ -53,11 +55,13 @@ def _sizes(params: Params):
 
 
 def _check_context(params: Params, context):
+    context = _checks.array("context", context)
     _checks.floating("context", context)
     context_size, _ = _sizes(params)
     _checks.rank("context", context, (2,), f"(B, {context_size})")
     _checks.shape("context", context, context.shape[:1] + (context_size,), f"(B, {context_size})")
     _checks.same_dtype("context", context, params.head.V.dtype, "the parameters")
+    return context
 
 
 def teacher_inputs(context, ys, vocab_size: int):
@@ -73,9 +77,12 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
          unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """Teacher-forced NLL of the sequences ys (T, B) given one context each (B, D)."""
     _common.check_reduction(reduction)
-    _check_context(params, context)
+    context = _check_context(params, context)
     _, vocab = _sizes(params)
+    (ys,) = _checks.arrays(ys=ys)
     _checks.rank("ys", ys, (2,), "(T, B)")
+    if ys.shape[0] == 0:
+        _checks.fail_shape("ys", "(T, B) with T >= 1", ys.shape)
     valid = _common.valid_steps(ys.shape, None, lengths)
     _common.check_tokens("ys", ys, (ys.shape[0], context.shape[0]), vocab, valid)
     xs = teacher_inputs(context, ys, vocab)
@@ -88,7 +95,7 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
 
 def sample(params: Params, key, context, length: int, *, temperature: float = 1.0):
     """Draws (length, B) tokens, feeding each draw back as the next input."""
-    _check_context(params, context)
+    context = _check_context(params, context)
     context_size, vocab = _sizes(params)
     B, dtype = context.shape[0], context.dtype
     x0 = jnp.concatenate([context, jnp.zeros((B, vocab), dtype)], -1)

@@ -43,6 +43,8 @@ class Params(NamedTuple):
 def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
          num_layers: int = 1, bidirectional_encoder: bool = False,
          dtype=jnp.float32, **layer_options) -> Params:
+    key = _common.check_init(key, input_size=input_size, hidden_size=hidden_size,
+                             vocab_size=vocab_size)
     k_enc, k_dec, k_head = jax.random.split(key, 3)
     options = dict(num_layers=num_layers, dtype=dtype, **layer_options)
     return Params(
@@ -59,9 +61,10 @@ def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
     if len(params.encoder) != len(params.decoder):
         raise ValueError(f"params: encoder and decoder need the same number of layers, got "
                          f"{len(params.encoder)} and {len(params.decoder)}")
+    (xs,) = _checks.arrays(xs=xs)
     _checks.rank("xs", xs, (3,), "(T_x, B, D)")
     if lengths is not None:  # named as the caller knows it
-        recurrence.check_lengths(lengths, xs.shape[0], xs.shape[1:2], "x_lengths")
+        lengths = recurrence.check_lengths(lengths, xs.shape[0], xs.shape[1:2], "x_lengths")
     _, finals = layers.run_stack(params.encoder, xs, lengths=lengths, unroll=unroll,
                                  matmul_dtype=matmul_dtype, backward=backward)
     summed = [jax.tree.map(lambda *parts: sum(parts), *directions) for directions in finals]
@@ -79,8 +82,11 @@ def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: s
          unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
     """Teacher-forced NLL of targets ys (T_y, B) given inputs xs (T_x, B, D)."""
     _common.check_reduction(reduction)
+    xs, ys = _checks.arrays(xs=xs, ys=ys)
     _checks.rank("xs", xs, (3,), "(T_x, B, D)")
     _checks.rank("ys", ys, (2,), "(T_y, B)")
+    if ys.shape[0] == 0:
+        _checks.fail_shape("ys", f"(T_y, {xs.shape[1]}) with T_y >= 1", ys.shape)
     vocab = params.head.V.shape[0]
     valid = _common.valid_steps(ys.shape, None, y_lengths, "y_lengths")
     _common.check_tokens("ys", ys, (ys.shape[0], xs.shape[1]), vocab, valid)
@@ -98,6 +104,7 @@ def decode(params: Params, xs, length: int, *, x_lengths=None, key=None,
            temperature: float = 0.0):
     """(length, B) output tokens, each fed back; greedy unless ``temperature`` > 0."""
     vocab = params.head.V.shape[0]
+    (xs,) = _checks.arrays(xs=xs)
     states = encode(params, xs, lengths=x_lengths)
     start = jnp.full(xs.shape[1:2], vocab)
     embed = lambda token: jax.nn.one_hot(token, vocab + 1, dtype=xs.dtype)

@@ -41,6 +41,8 @@ class Params(NamedTuple):
 def init(key, cell: str, input_size: int, hidden_size: int, output_size: int, *,
          num_layers: int = 1, bidirectional: bool = False, learn_h0: bool = False,
          dtype=jnp.float32, **layer_options) -> Params:
+    key = _common.check_init(key, input_size=input_size, hidden_size=hidden_size,
+                             output_size=output_size)
     k_rnn, k_head = jax.random.split(key)
     stack = layers.init_stack(k_rnn, cell, input_size, hidden_size, num_layers=num_layers,
                               bidirectional=bidirectional, dtype=dtype,
@@ -57,6 +59,7 @@ def hidden(params: Params, xs, h0=None, *, mask=None, lengths=None, reset=None,
 
     ``dropout``, ``key``, ``training``: regularisation, see :mod:`jrnn.dropout`.
     """
+    xs, mask, reset = _checks.arrays(xs=xs, mask=mask, reset=reset)
     h0 = _common.initial_states(params.rnn, params.h0, h0, xs.shape[1:-1])
     return layers.run_stack(params.rnn, xs, h0, mask=mask, lengths=lengths, reset=reset,
                             unroll=unroll, matmul_dtype=matmul_dtype, backward=backward,
@@ -78,6 +81,7 @@ def loss_and_state(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, 
     a stream (truncated BPTT, :func:`jrnn.train.make_tbptt_step`).
     """
     _common.check_reduction(reduction)
+    xs, ys, mask, reset = _checks.arrays(xs=xs, ys=ys, mask=mask, reset=reset)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, xs.shape[:-1], f"{tuple(xs.shape[:-1])} = xs.shape[:-1]")
@@ -111,6 +115,7 @@ def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0
     if D != C:
         raise ValueError(f"params: sample feeds outputs back as inputs, so it needs input size "
                          f"== output size, got {D} and {C}")
+    (prompt,) = _checks.arrays(prompt=prompt)
     _checks.integer("prompt", prompt)
     _checks.rank("prompt", prompt, (1,), "(P,) with P >= 1")
     if prompt.shape[0] < 1:
