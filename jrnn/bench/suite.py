@@ -72,6 +72,7 @@ SWEEPS = {
     "B": [Config(B=b, T=512, D=64, H=256, C=64) for b in (1, 4, 16, 64, 256)],
 }
 CELLS = ("elman", "lstm", "gru")
+OUT = os.path.join("benchmarks", "results")  # `jrnn bench` passes runs/bench instead
 
 
 class Missing(Exception):
@@ -323,17 +324,22 @@ def plot_sweep(rows, path: str, title: str) -> bool:
     return True
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    from jrnn.cli import ArgumentParser, integer
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--configs", nargs="*", default=["S", "M", "X"], choices=CONFIGS)
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--sweeps", nargs="*", default=["T"], choices=SWEEPS)
     parser.add_argument("--sweep-cells", nargs="+", default=["elman"], choices=CELLS)
-    parser.add_argument("--unroll", nargs="+", type=int, default=[jrnn.default_unroll()])
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
-                        help="folder for the JSON, markdown and PNG results")
-    args = parser.parse_args(argv)
+    parser.add_argument("--unroll", nargs="+", type=integer(1), default=[jrnn.default_unroll()])
+    parser.add_argument("--reps", type=integer(1), default=20)
+    parser.add_argument("--out", default=out,
+                        help=f"folder for the JSON, markdown and PNG results (default: {out})")
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
     if args.reps < 20:
         print(f"note: --reps {args.reps}: fewer than the 20 rounds the results table assumes")
     backend, device = jax.default_backend(), jax.devices()[0]

@@ -110,6 +110,7 @@ def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0
     _checks.rank("prompt", prompt, (1,), "(P,) with P >= 1")
     if prompt.shape[0] < 1:
         _checks.fail_shape("prompt", "(P,) with P >= 1", prompt.shape)
+    _checks.labels_in_range("prompt", prompt, C)
     dtype = params.head.V.dtype
     embed = lambda token: jax.nn.one_hot(token, D, dtype=dtype)
     states = h0 if h0 is not None else layers.zero_states(params.rnn)
