@@ -40,7 +40,7 @@ from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
 from jrnn.models import tagger
 
 __all__ = ["Config", "Result", "NonFiniteError", "CorpusError", "RunFolderError", "run", "load",
-           "generate", "corpus", "read_text", "check_prompt", "LOG_NAME"]
+           "generate", "corpus", "read_text", "check_prompt", "default_prompt", "LOG_NAME"]
 
 LOG_NAME = "train_log.jsonl"   # one JSON object per step, beside the checkpoints
 VALID_SHARE = 0.05             # the end of the text, held out for the validation loss
@@ -150,6 +150,14 @@ def minimum_chars(batch: int, seq: int) -> int:
 
 def _split(n: int) -> int:
     return int((1 - VALID_SHARE) * n)
+
+
+def default_prompt(vocab: CharVocab) -> str:
+    """What sampling continues when no prompt is given: "def " if the corpus has those
+    characters (the default corpus does), else a newline, else its first character."""
+    if set("def ") <= set(vocab.chars):
+        return "def "
+    return "\n" if "\n" in vocab.chars else vocab.chars[0]
 
 
 def check_prompt(vocab: CharVocab, prompt: str) -> np.ndarray:

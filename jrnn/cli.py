@@ -105,13 +105,15 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                      help="characters to sample (0: none)")
     out.add_argument("--temperature", type=_nonnegative, default=0.7,
                      help="softmax temperature (0: the most likely character)")
-    out.add_argument("--prompt", default="def ", help="text to continue (in the corpus)")
+    out.add_argument("--prompt", help="text to continue, in the corpus's characters (default: "
+                     "'def ' if the corpus has them, else a newline)")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", required=True, help="a `jrnn train` checkpoint folder")
-    p.add_argument("--prompt", default="def ", help="text to continue (in the vocabulary)")
+    p.add_argument("--prompt", help="text to continue, in the model's characters (default: "
+                   "'def ' if it has them, else a newline)")
     p.add_argument("--length", type=_positive, default=600, help="characters to sample")
     p.add_argument("--temperature", type=_nonnegative, default=0.7,
                    help="softmax temperature (lower: more conservative; 0: the most likely)")
@@ -223,7 +225,8 @@ def _train(args) -> int:
         result = charlm.run(config, resume=args.resume, progress=not args.quiet,
                             prompt=args.prompt if args.sample else None)
         if args.sample:
-            text = charlm.generate(result.params, result.vocab, result.key, args.prompt,
+            prompt = charlm.default_prompt(result.vocab) if args.prompt is None else args.prompt
+            text = charlm.generate(result.params, result.vocab, result.key, prompt,
                                    args.sample, args.temperature)
     except (charlm.NonFiniteError, checkpoint.CheckpointError, ValueError, OSError) as e:
         return _fail(e)
@@ -233,7 +236,7 @@ def _train(args) -> int:
         print(f"\ninterrupted{where}", file=sys.stderr)
         return 130
     if args.sample:
-        print(f"\n--- sample (temperature {args.temperature}) ---\n{args.prompt}{text}\n---")
+        print(f"\n--- sample (temperature {args.temperature}) ---\n{prompt}{text}\n---")
     print(charlm.summary(result, config))
     return 0
 
@@ -243,11 +246,12 @@ def _sample(args) -> int:
     from jrnn import charlm, checkpoint
     try:
         params, vocab, meta = charlm.load(args.checkpoint_dir)
-        text = charlm.generate(params, vocab, jax.random.key(args.seed), args.prompt,
+        prompt = charlm.default_prompt(vocab) if args.prompt is None else args.prompt
+        text = charlm.generate(params, vocab, jax.random.key(args.seed), prompt,
                                args.length, args.temperature)
     except (checkpoint.CheckpointError, ValueError, OSError) as e:
         return _fail(e)
-    print(f"{args.prompt}{text}")
+    print(f"{prompt}{text}")
     return 0
 
 
