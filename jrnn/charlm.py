@@ -1,6 +1,6 @@
 """The character-level language model run: training with checkpoints, exact resume, sampling.
 
-The min-char-rnn recipe (seed 003's reference) at a useful scale. A recurrent
+The recipe of Karpathy's min-char-rnn (2015) at a useful scale. A recurrent
 network (any cell, any depth) reads one-hot characters and predicts the next
 one; a long text is cut into ``batch`` parallel streams and trained by
 truncated BPTT in chunks of ``seq`` characters, the state carried from chunk

@@ -60,7 +60,7 @@ class Config(NamedTuple):
     C: int
 
 
-CONFIGS = {  # DESIGN.md §5
+CONFIGS = {  # small, medium, large, and extra long at a small batch
     "S": Config(B=32, T=128, D=64, H=128, C=64),
     "M": Config(B=64, T=512, D=128, H=512, C=128),
     "L": Config(B=256, T=256, D=256, H=1024, C=256),
@@ -126,7 +126,7 @@ def build_flax(cell: str, cfg: Config) -> Runner:
         import flax.linen as nn
         import optax
     except ImportError as e:
-        raise Missing(f"flax not installed ({e.name})") from None
+        raise Missing(f"flax not installed ({e.name}); pip install 'jrnn[bench]'") from None
     cell_cls = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
 
     class Model(nn.Module):
