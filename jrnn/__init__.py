@@ -4,11 +4,11 @@ The public API, re-exported explicitly:
 
 * :func:`rnn`: one recurrent layer of any cell, with hand-written BPTT.
 * :func:`checked`: raise on bad values under ``jit`` (lengths, labels), via checkify.
-* :mod:`elman`: the seeds' tanh RNN with softmax/NLL output (init, loss, ...).
+* :mod:`elman`: the textbook tanh RNN with softmax/NLL output (init, loss, ...).
 * :mod:`heads`: the softmax/NLL output head with its hand-written VJP.
 * :mod:`cells`: the pointwise cells and their registry.
 * :mod:`layers`: layers that know their cell; deep and bidirectional stacks.
-* :mod:`models`: the seeds' architectures: tagger (many-to-many), classifier
+* :mod:`models`: the classic architectures: tagger (many-to-many), classifier
   (many-to-one), generator (one-to-many), seq2seq (encoder-decoder).
 * :mod:`train`: optax training steps, truncated BPTT.
 * :mod:`remat`: memory-bounded BPTT (store every k-th state, recompute).

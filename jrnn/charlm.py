@@ -1,6 +1,6 @@
 """The character-level language model run: training with checkpoints, exact resume, sampling.
 
-The min-char-rnn recipe (seed 003's reference) at a useful scale. A recurrent
+The recipe of Karpathy's min-char-rnn (2015) at a useful scale. A recurrent
 network (any cell, any depth) reads one-hot characters and predicts the next
 one; a long text is cut into ``batch`` parallel streams and trained by
 truncated BPTT in chunks of ``seq`` characters, the state carried from chunk
@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import sys
 import time
+import warnings
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -37,7 +39,13 @@ from jrnn import cells, checkpoint, diagnostics, layers, parallel, train as trai
 from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
 from jrnn.models import tagger
 
-__all__ = ["Config", "Result", "NonFiniteError", "run", "load", "generate", "corpus"]
+__all__ = ["Config", "Result", "NonFiniteError", "CorpusError", "RunFolderError", "run", "load",
+           "generate", "corpus", "read_text", "check_prompt", "default_prompt", "LOG_NAME"]
+
+LOG_NAME = "train_log.jsonl"   # one JSON object per step, beside the checkpoints
+VALID_SHARE = 0.05             # the end of the text, held out for the validation loss
+# What a run writes into its folder besides step_*.npz: a new run refuses a folder holding any.
+RUN_FILES = (LOG_NAME, "loss.png", "gradient_flow.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +100,74 @@ class NonFiniteError(RuntimeError):
     """Training met a NaN or Inf; the message names the step."""
 
 
+class CorpusError(ValueError):
+    """The corpus cannot be read, is not text, or is too short; the message names the file."""
+
+
+class RunFolderError(ValueError):
+    """A new run was pointed at a folder that holds another run's files."""
+
+
+def read_text(path: str) -> str:
+    """The contents of a UTF-8 text file, or :class:`CorpusError` saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CorpusError(f"text: {path}: no such file") from None
+    except IsADirectoryError:
+        raise CorpusError(f"text: {path} is a folder; give a UTF-8 text file") from None
+    except OSError as e:
+        raise CorpusError(f"text: {path} cannot be read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorpusError(f"text: {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at "
+                          f"offset {e.start:,}); give a UTF-8 text file") from None
+    if "\0" in text:
+        raise CorpusError(f"text: {path} looks binary (it holds NUL bytes); give a UTF-8 "
+                          f"text file")
+    if not text:
+        raise CorpusError(f"text: {path} is empty")
+    return text
+
+
 def corpus(config: Config) -> tuple[str, str]:
     """(text, description) of the run's corpus."""
     if config.text:
-        with open(config.text, encoding="utf-8") as f:
-            return f.read(), config.text
+        return read_text(config.text), config.text
     return stdlib_source(config.max_chars), "Python standard library source"
+
+
+def minimum_chars(batch: int, seq: int) -> int:
+    """The shortest text that gives ``batch`` training streams of ``seq + 1`` characters and
+    a validation share of 2 characters per stream."""
+    n = math.ceil(max(batch * (seq + 1) / (1 - VALID_SHARE), 2 * batch / VALID_SHARE)) - 1
+    while _split(n) < batch * (seq + 1) or n - _split(n) < 2 * batch:
+        n += 1
+    return n
+
+
+def _split(n: int) -> int:
+    return int((1 - VALID_SHARE) * n)
+
+
+def default_prompt(vocab: CharVocab) -> str:
+    """What sampling continues when no prompt is given: "def " if the corpus has those
+    characters (the default corpus does), else a newline, else its first character."""
+    if set("def ") <= set(vocab.chars):
+        return "def "
+    return "\n" if "\n" in vocab.chars else vocab.chars[0]
+
+
+def check_prompt(vocab: CharVocab, prompt: str) -> np.ndarray:
+    """The prompt's token ids; ValueError if it is empty or uses characters the corpus lacks."""
+    if not prompt:
+        raise ValueError("prompt: expected at least one character")
+    try:
+        return vocab.encode(prompt, "prompt")
+    except ValueError as e:
+        raise ValueError(f"{e}: the model knows only its corpus's characters") from None
 
 
 def _optimizer(config: Config):
@@ -133,9 +203,73 @@ def _check_resumable(path: str, saved: dict, config: Config, vocab: CharVocab) -
         raise checkpoint.CheckpointError(f"{path}: its vocabulary differs from this corpus's")
 
 
+def _claim_folder(directory: str, resume: bool, config: Config, vocab: CharVocab,
+                  log) -> Optional[tuple[str, dict]]:
+    """Checks the run folder before any work; returns the checkpoint to resume from, if any.
+
+    A new run refuses a folder holding another run's files (never mixes two runs).
+    A resume refuses a folder whose checkpoints are all damaged (never overwrites
+    them); damaged files beside a good one are renamed ``*.damaged`` so that no later
+    save or clean-up can overwrite or delete them.
+    """
+    steps = checkpoint.list_steps(directory)
+    if not resume:
+        present = [n for n in RUN_FILES if os.path.exists(os.path.join(directory, n))]
+        if steps or present:
+            what = (f"checkpoints of steps {', '.join(map(str, steps))}" if steps else
+                    ", ".join(present))
+            raise RunFolderError(f"{directory} already holds a run ({what}): add --resume to "
+                                 f"continue it, or choose another --checkpoint-dir")
+        return None
+    if not steps:
+        log(f"resume: no checkpoint in {directory}: starting at step 0")
+        return None
+    good, damaged = [], []
+    for step in steps:
+        path = checkpoint.path_for(directory, step)
+        try:
+            good.append((path, checkpoint.metadata(path)))
+        except checkpoint.CorruptCheckpoint as e:
+            damaged.append((path, e))
+    if not good:
+        names = ", ".join(os.path.basename(p) for p, _ in damaged)
+        raise checkpoint.CheckpointError(
+            f"resume: no checkpoint in {directory} can be read ({names}: {damaged[-1][1]}"
+            f"{'...' if len(damaged) > 1 else ''}); nothing was changed. Move them away to "
+            f"start again there, or choose another --checkpoint-dir")
+    path, meta = good[-1]
+    _check_resumable(path, meta, config, vocab)  # before anything is restored or moved
+    for bad, error in damaged:
+        os.replace(bad, bad + ".damaged")
+        warnings.warn(f"{error}; kept as {os.path.basename(bad)}.damaged", RuntimeWarning,
+                      stacklevel=3)
+    return path, meta
+
+
+def _restart_log(directory: str, step: int):
+    """Opens the run's JSON-lines log for appending, keeping only the lines of steps <= step
+    (those after the checkpoint resumed from are run again)."""
+    path = os.path.join(directory, LOG_NAME)
+    kept = []
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        kept.append(line.rstrip("\n") + "\n")
+                except (ValueError, KeyError, TypeError):
+                    pass  # a line cut short by a kill
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+    return open(path, "a", encoding="utf-8", buffering=1)
+
+
 def run(config: Config, *, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] = print,
-        on_chunk: Optional[Callable[[int, dict], None]] = None) -> Result:
+        on_chunk: Optional[Callable[[int, dict], None]] = None,
+        prompt: Optional[str] = None) -> Result:
     """Trains (or resumes) a char-LM run; returns the trained parameters and figures.
 
     Args:
@@ -146,21 +280,44 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
       log: where to print.
       on_chunk: called as ``on_chunk(step, state)`` after every chunk (used by
         tests and diagnostics; ``state`` holds params, opt_state, h, key).
+      prompt: text that will be sampled after training; checked against the
+        corpus's vocabulary before the first step, so a bad one wastes no run.
+
+    With ``config.checkpoint_dir``, the folder gets the checkpoints, ``loss.png``,
+    ``gradient_flow.png`` and :data:`LOG_NAME` (one JSON object per step: step,
+    loss, seconds, characters per second). A new run refuses a folder that
+    holds another run's files; ``resume`` continues the run there.
 
     Raises:
       NonFiniteError: a step's loss or gradients were not finite. Its update
         was skipped and nothing was saved after it.
-      CheckpointError: ``resume`` met a checkpoint of another configuration.
+      CorpusError: the text cannot be read or is too short.
+      RunFolderError: a new run was given a folder that holds another run.
+      CheckpointError: ``resume`` met a checkpoint of another configuration, or
+        found checkpoints of which none can be read (they are left untouched).
+      ValueError: ``prompt`` uses characters the corpus lacks; too few devices.
     """
     text, source = corpus(config)
     vocab = CharVocab.from_text(text)
+    if prompt is not None:
+        check_prompt(vocab, prompt)
     ids = vocab.encode(text)
-    split = int(0.95 * len(ids))
-    train_ids, valid_ids = streams(ids[:split], config.batch), streams(ids[split:], config.batch)
     V, T = vocab.size, config.seq
-    if len(train_ids) < T + 1:
-        raise ValueError(f"text: {len(ids)} characters is too short for batch={config.batch} "
-                         f"streams of seq={T}")
+    need = minimum_chars(config.batch, T)
+    if len(ids) < need:
+        raise CorpusError(
+            f"text: {source} has {len(ids):,} characters, too few for --batch {config.batch} "
+            f"streams of --seq {T}: training needs {config.batch * (T + 1):,} and the validation "
+            f"share (the last {VALID_SHARE:.0%}) takes the rest, so at least {need:,}; give a "
+            f"longer text or a smaller --batch or --seq")
+    split = _split(len(ids))
+    train_ids, valid_ids = streams(ids[:split], config.batch), streams(ids[split:], config.batch)
+    if config.devices > 1 and len(jax.devices()) < config.devices:
+        raise ValueError(f"devices: asked for {config.devices}, this process sees "
+                         f"{len(jax.devices())}")
+    found = None
+    if config.checkpoint_dir:
+        found = _claim_folder(config.checkpoint_dir, resume, config, vocab, log)
     baseline = unigram_entropy(ids[:split], V)
     log(f"corpus: {source}, {len(ids):,} characters, vocabulary {V}; "
         f"{len(ids) - split:,} held out")
@@ -169,23 +326,28 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
         f"devices={config.devices} x {jax.devices()[0].platform}")
 
     state = _initial(config, V)
+    # Gradient flow over a fixed window of 4 chunks, drawn beside the checkpoints, at step 0
+    # (the initial parameters, the same whether or not this process resumes) and at the end.
+    flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]
+    plots_wanted = config.checkpoint_dir is not None
+    flow_start = _flow(state["params"], flow_ids, V) if plots_wanted else None
     step, position, losses = 0, 0, []
-    if resume and config.checkpoint_dir:
-        found = checkpoint.latest(config.checkpoint_dir)
-        if found is not None:
-            path, meta = found
-            _check_resumable(path, meta, config, vocab)  # before anything is restored
-            state, meta = checkpoint.restore(path, state)
-            step, position, losses = meta["step"], meta["position"], meta["losses"]
-            log(f"resumed from {path} (step {step})")
-        else:
-            log(f"no checkpoint in {config.checkpoint_dir}: starting at step 0")
+    if found is not None:
+        path, meta = found
+        state, meta = checkpoint.restore(path, state)
+        step, position, losses = meta["step"], meta["position"], meta["losses"]
+        log(f"resumed from {path} (step {step} of {config.steps})")
+    train_log = None
+    if config.checkpoint_dir:
+        os.makedirs(config.checkpoint_dir, exist_ok=True)
+        train_log = _restart_log(config.checkpoint_dir, step)
+        log(f"writing to {config.checkpoint_dir}: a checkpoint every {config.checkpoint_every} "
+            f"steps (the last {config.keep} kept), {LOG_NAME} (every step), plots at the end")
+    else:
+        log("no checkpoint folder: nothing is saved")
 
     mesh = None
     if config.devices > 1:
-        if len(jax.devices()) < config.devices:
-            raise ValueError(f"devices: asked for {config.devices}, this process sees "
-                             f"{len(jax.devices())}")
         mesh = parallel.batch_mesh(jax.devices()[:config.devices])
         state = {**parallel.replicate({k: v for k, v in state.items() if k != "h"}, mesh),
                  "h": parallel.shard_batch(state["h"], mesh, axis=0)}
@@ -203,48 +365,60 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
                              "position": position, "losses": losses},
                             keep=config.keep)
 
-    # Gradient flow over a fixed window of 4 chunks, drawn beside the checkpoints.
-    flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]
-    plots_wanted = config.checkpoint_dir is not None
-    flow_start = _flow(state["params"], flow_ids, V) if plots_wanted and step == 0 else None
-
     from tqdm import tqdm
     bar = tqdm(total=config.steps, initial=step, desc="training", unit="chunk",
                file=sys.stdout, mininterval=1.0, disable=not progress)
     t0, smooth = time.perf_counter(), None
-    while step < config.steps:
-        if position + T + 1 > len(train_ids):  # end of the text: the streams start again
-            position, state["h"] = 0, zeros
-        xs = train_ids[position:position + T]
-        ys = train_ids[position + 1:position + T + 1]
-        if mesh is not None:
-            xs, ys = parallel.shard_batch((xs, ys), mesh, axis=1)
-        params, opt_state, h, metrics = train_step(state["params"], state["opt_state"],
-                                                   state["h"], xs, ys)
-        loss = float(metrics.loss)
-        if not bool(metrics.finite):
-            bar.close()
-            kept = checkpoint.list_steps(config.checkpoint_dir) if config.checkpoint_dir else []
-            intact = f"; the last checkpoint, step {kept[-1]}, is intact" if kept else ""
-            raise NonFiniteError(f"non-finite loss or gradient at step {step + 1} (loss {loss}); "
-                                 f"the update was skipped and training stopped{intact}. "
-                                 f"Try a lower lr or clip.")
-        state = {**state, "params": params, "opt_state": opt_state, "h": h}
-        step, position = step + 1, position + T
-        losses.append(loss)
-        if on_chunk is not None:
-            on_chunk(step, state)
-        smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
-        bar.update(1)
-        bar.set_postfix(loss=f"{smooth:.3f}", refresh=False)
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            save()
+    t_last = t0
+    try:
+        while step < config.steps:
+            if position + T + 1 > len(train_ids):  # end of the text: the streams start again
+                position, state["h"] = 0, zeros
+            xs = train_ids[position:position + T]
+            ys = train_ids[position + 1:position + T + 1]
+            if mesh is not None:
+                xs, ys = parallel.shard_batch((xs, ys), mesh, axis=1)
+            params, opt_state, h, metrics = train_step(state["params"], state["opt_state"],
+                                                       state["h"], xs, ys)
+            loss = float(metrics.loss)
+            if not bool(metrics.finite):
+                bar.close()
+                kept = (checkpoint.list_steps(config.checkpoint_dir) if config.checkpoint_dir
+                        else [])
+                intact = f"; the last checkpoint, step {kept[-1]}, is intact" if kept else ""
+                raise NonFiniteError(f"non-finite loss or gradient at step {step + 1} (loss "
+                                     f"{loss}); the update was skipped and training stopped"
+                                     f"{intact}. Try a lower lr or clip.")
+            state = {**state, "params": params, "opt_state": opt_state, "h": h}
+            step, position = step + 1, position + T
+            losses.append(loss)
+            now = time.perf_counter()
+            if train_log is not None:
+                train_log.write(json.dumps(
+                    {"step": step, "loss": loss, "seconds": round(now - t_last, 6),
+                     "chars_per_second": round(T * config.batch / max(now - t_last, 1e-9), 1),
+                     "elapsed": round(now - t0, 3)}) + "\n")
+            t_last = now
+            if on_chunk is not None:
+                on_chunk(step, state)
+            smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{smooth:.3f}", refresh=False)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save()
+    finally:
+        if train_log is not None:
+            train_log.close()
     bar.close()
     seconds = time.perf_counter() - t0
     if plots_wanted:
         _write_loss_plot(config.checkpoint_dir, losses, baseline, log)
         _write_flow_plot(config.checkpoint_dir, flow_start, _flow(state["params"], flow_ids, V),
                          step, log)
+        kept = checkpoint.list_steps(config.checkpoint_dir)
+        log(f"checkpoints: {checkpoint.path_for(config.checkpoint_dir, kept[-1])} (steps "
+            f"{', '.join(map(str, kept))} kept); training log: "
+            f"{os.path.join(config.checkpoint_dir, LOG_NAME)}")
 
     val_loss = evaluate(state["params"], valid_ids, V)
     return Result(jax.device_get(state["params"]), vocab, losses, val_loss, baseline, seconds,
@@ -305,12 +479,19 @@ def _write_flow_plot(directory: str, start, end, step: int, log) -> None:
 
 def load(checkpoint_dir: str) -> tuple[object, CharVocab, dict]:
     """Parameters, vocabulary and metadata of the newest good checkpoint of a run."""
-    if not checkpoint.list_steps(checkpoint_dir):
+    if not os.path.isdir(checkpoint_dir):
+        raise checkpoint.CheckpointError(f"{checkpoint_dir}: no such folder")
+    steps = checkpoint.list_steps(checkpoint_dir)
+    if not steps:
         raise checkpoint.CheckpointError(f"{checkpoint_dir}: no checkpoints (step_*.npz) here")
     found = checkpoint.latest(checkpoint_dir)
     if found is None:
-        raise checkpoint.CheckpointError(f"{checkpoint_dir}: no readable checkpoint")
+        names = ", ".join(os.path.basename(checkpoint.path_for(checkpoint_dir, s)) for s in steps)
+        raise checkpoint.CheckpointError(f"{checkpoint_dir}: no checkpoint can be read ({names})")
     path, meta = found
+    if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("vocab"), str):
+        raise checkpoint.CheckpointError(f"{path}: a jrnn checkpoint, but not of a `jrnn train` "
+                                         f"run (no configuration or vocabulary in it)")
     # The configuration lies in the file: it builds the template to fill.
     fields = {f.name for f in dataclasses.fields(Config)}
     config = Config(**{k: v for k, v in meta["config"].items() if k in fields})
@@ -321,9 +502,7 @@ def load(checkpoint_dir: str) -> tuple[object, CharVocab, dict]:
 def generate(params, vocab: CharVocab, key, prompt: str, length: int,
              temperature: float = 0.7) -> str:
     """``length`` characters sampled after ``prompt`` (which must use the vocabulary)."""
-    if not prompt:
-        raise ValueError("prompt: expected at least one character")
-    tokens = tagger.sample(params, key, jnp.asarray(vocab.encode(prompt)), length,
+    tokens = tagger.sample(params, key, jnp.asarray(check_prompt(vocab, prompt)), length,
                            temperature=temperature)
     return vocab.decode(tokens)
 

@@ -164,6 +164,15 @@ def _fsync_dir(directory: str) -> None:
 
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict]:
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{path}: no such checkpoint") from None
+    except OSError as e:
+        raise CorruptCheckpoint(f"{path}: cannot be read ({e.strerror or e})") from None
+    if magic != b"PK\x03\x04":  # every .npz (a zip archive) starts so; a truncated one too
+        raise CorruptCheckpoint(f"{path}: not a jrnn checkpoint (not an .npz archive)")
+    try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}  # reads and CRC-checks every member
     except FileNotFoundError:

@@ -6,16 +6,65 @@
     jrnn bench --configs S X                        # the benchmark suite
     jrnn gradcheck --cell lstm --arch deep-bidirectional --T 100 --H 32
 
-``jrnn <command> --help`` lists every option.
+``jrnn <command> --help`` lists every option. Every argument is checked before
+any work starts; a mistake is reported as one line on stderr (exit status 2
+for a malformed command line, 1 for a problem found with the files it names),
+never as a traceback.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
+import warnings
 from typing import Optional, Sequence
 
-__all__ = ["main", "parser"]
+__all__ = ["main", "parser", "parse", "ArgumentParser", "integer", "number"]
+
+BENCH_OUT = "runs/bench"   # `jrnn bench` writes here unless --out says otherwise
+BENCH_PROGRAMS = {"--remat": "remat_curve", "--precision": "precision"}  # default: suite
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line and a pointer to --help, not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n  (`{self.prog} --help` lists the "
+                     f"options)\n")
+
+
+def integer(minimum: int):
+    """An argparse type: an int >= minimum, or a one-line error saying what was expected."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def number(positive: bool):
+    """An argparse type: a finite float > 0 (``positive``) or >= 0."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(
+                f"expected a finite number {'> 0' if positive else '>= 0'}, got {text}")
+        return value
+    parse.__name__ = "positive number" if positive else "number >= 0"
+    return parse
+
+
+_positive, _natural = integer(1), integer(0)
+_rate, _nonnegative = number(positive=True), number(positive=False)
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,46 +73,51 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     d = Config()
     data = p.add_argument_group("data")
     data.add_argument("--text", help="a UTF-8 text file (default: the Python stdlib source)")
-    data.add_argument("--max-chars", type=int, default=d.max_chars,
+    data.add_argument("--max-chars", type=_positive, default=d.max_chars,
                       help="characters of the default corpus")
     model = p.add_argument_group("model")
     model.add_argument("--cell", default=d.cell, choices=cells.names())
-    model.add_argument("--hidden", type=int, default=d.hidden, help="hidden size H")
-    model.add_argument("--layers", type=int, default=d.layers, help="stacked layers")
+    model.add_argument("--hidden", type=_positive, default=d.hidden, help="hidden size H")
+    model.add_argument("--layers", type=_positive, default=d.layers, help="stacked layers")
     opt = p.add_argument_group("training")
-    opt.add_argument("--seq", type=int, default=d.seq, help="truncated-BPTT chunk length")
-    opt.add_argument("--batch", type=int, default=d.batch, help="parallel streams")
-    opt.add_argument("--steps", type=int, default=d.steps, help="training chunks")
-    opt.add_argument("--lr", type=float, default=d.lr,
+    opt.add_argument("--seq", type=_positive, default=d.seq, help="truncated-BPTT chunk length")
+    opt.add_argument("--batch", type=_positive, default=d.batch, help="parallel streams")
+    opt.add_argument("--steps", type=_positive, default=d.steps, help="training chunks")
+    opt.add_argument("--lr", type=_rate, default=d.lr,
                      help="peak Adam learning rate (cosine decay to a tenth)")
-    opt.add_argument("--clip", type=float, default=d.clip, help="global-norm gradient clip")
-    opt.add_argument("--seed", type=int, default=d.seed)
+    opt.add_argument("--clip", type=_rate, default=d.clip, help="global-norm gradient clip")
+    opt.add_argument("--seed", type=_natural, default=d.seed)
     opt.add_argument("--backward", choices=("manual", "autodiff"), default=d.backward,
                      help="hand-written BPTT, or JAX autodiff of the same forward")
-    opt.add_argument("--devices", type=int, default=d.devices,
+    opt.add_argument("--devices", type=_positive, default=d.devices,
                      help="data-parallel over this many devices (the batch is split)")
     ck = p.add_argument_group("checkpoints")
-    ck.add_argument("--checkpoint-dir", help="where checkpoints and the loss curve go "
-                    "(none: nothing is saved)")
-    ck.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+    ck.add_argument("--checkpoint-dir", help="the run folder: checkpoints, train_log.jsonl "
+                    "(one JSON line per step), loss.png and gradient_flow.png go there; a new "
+                    "run refuses a folder that holds another run (none: nothing is saved)")
+    ck.add_argument("--checkpoint-every", type=_positive, default=d.checkpoint_every,
                     help="steps between checkpoints (one is always written at the end)")
-    ck.add_argument("--keep", type=int, default=d.keep, help="checkpoints kept")
+    ck.add_argument("--keep", type=_positive, default=d.keep, help="checkpoints kept")
     ck.add_argument("--resume", action="store_true",
                     help="continue from the newest good checkpoint in --checkpoint-dir")
     out = p.add_argument_group("after training")
-    out.add_argument("--sample", type=int, default=600, help="characters to sample (0: none)")
-    out.add_argument("--temperature", type=float, default=0.7)
-    out.add_argument("--prompt", default="def ")
+    out.add_argument("--sample", type=_natural, default=600,
+                     help="characters to sample (0: none)")
+    out.add_argument("--temperature", type=_nonnegative, default=0.7,
+                     help="softmax temperature (0: the most likely character)")
+    out.add_argument("--prompt", help="text to continue, in the corpus's characters (default: "
+                     "'def ' if the corpus has them, else a newline)")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-dir", required=True, help="a `jrnn train` checkpoint folder")
-    p.add_argument("--prompt", default="def ", help="text to continue (in the vocabulary)")
-    p.add_argument("--length", type=int, default=600, help="characters to sample")
-    p.add_argument("--temperature", type=float, default=0.7,
-                   help="softmax temperature (lower: more conservative)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompt", help="text to continue, in the model's characters (default: "
+                   "'def ' if it has them, else a newline)")
+    p.add_argument("--length", type=_positive, default=600, help="characters to sample")
+    p.add_argument("--temperature", type=_nonnegative, default=0.7,
+                   help="softmax temperature (lower: more conservative; 0: the most likely)")
+    p.add_argument("--seed", type=_natural, default=0)
 
 
 def _gradcheck_arguments(p: argparse.ArgumentParser) -> None:
@@ -75,16 +129,16 @@ def _gradcheck_arguments(p: argparse.ArgumentParser) -> None:
     for name, default, what in (("T", 20, "sequence length"), ("B", 4, "batch"),
                                 ("D", 8, "input size"), ("H", 16, "hidden size"),
                                 ("C", 5, "classes")):
-        p.add_argument(f"--{name}", type=int, default=default, help=what)
+        p.add_argument(f"--{name}", type=_positive, default=default, help=what)
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--seed", type=_natural, default=0)
+    p.add_argument("--tolerance", type=_nonnegative, default=None,
                    help="exit with status 1 if an error exceeds it (default: 1e-10 for "
                         "float64, 1e-5 for float32)")
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = ArgumentParser(
         prog="jrnn", description="Recurrent networks in JAX with hand-written BPTT.",
         epilog="`jrnn <command> --help` lists the options of each command.")
     sub = top.add_subparsers(dest="command", required=True, metavar="command")
@@ -93,23 +147,16 @@ def parser() -> argparse.ArgumentParser:
         "train", formatter_class=fmt,
         help="train a character-level language model (checkpoints, resume, loss plot)",
         description="Train a character-level language model by truncated BPTT. With "
-                    "--checkpoint-dir, checkpoints (atomic, pickle-free .npz) and loss.png go "
-                    "there, and --resume continues a run exactly where it stopped."))
+                    "--checkpoint-dir, checkpoints (atomic, pickle-free .npz), a JSON-lines "
+                    "log and the plots go there, and --resume continues a run exactly where "
+                    "it stopped."))
     _sample_arguments(sub.add_parser(
         "sample", formatter_class=fmt, help="sample text from a `jrnn train` checkpoint",
         description="Sample text from the newest good checkpoint of a `jrnn train` run."))
-    bench = sub.add_parser(
-        "bench", help="run the benchmark suite (jrnn, autodiff, Flax, PyTorch)",
-        description="Runs jrnn.bench.suite (or jrnn.bench.remat_curve with --remat, "
-                    "jrnn.bench.precision with --precision); "
-                    "every other argument goes to it: `jrnn bench -- --help` lists them.",
-        add_help=True)
-    which = bench.add_mutually_exclusive_group()
-    which.add_argument("--remat", action="store_true",
-                       help="the memory/time curve of memory-bounded BPTT instead")
-    which.add_argument("--precision", action="store_true",
-                       help="float32 against bfloat16: speed and gradient error instead")
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    # Listed here for `jrnn --help`; its options are the benchmark program's own (see _bench).
+    sub.add_parser("bench", add_help=False,
+                   help="run the benchmark suite (jrnn, autodiff, Flax, PyTorch); "
+                        "--remat or --precision for the others")
     _gradcheck_arguments(sub.add_parser(
         "gradcheck", formatter_class=fmt,
         help="compare hand-written and autodiff gradients at your sizes",
@@ -119,22 +166,77 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _bench_program(argv: Sequence[str]):
+    """(module, prog, its arguments) for `jrnn bench ARGS`: --remat / --precision pick the
+    program, a lone `--` is dropped, and everything else is the program's own option."""
+    import importlib
+    argv = list(argv)
+    name, rest = "suite", []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            rest += argv[i + 1:]
+            break
+        if arg in BENCH_PROGRAMS:
+            if name != "suite":
+                ArgumentParser(prog="jrnn bench").error("--remat and --precision: choose one")
+            name = BENCH_PROGRAMS[arg]
+        else:
+            rest.append(arg)
+    flag = {v: k for k, v in BENCH_PROGRAMS.items()}.get(name)
+    prog = f"jrnn bench {flag}" if flag else "jrnn bench"
+    return importlib.import_module(f"jrnn.bench.{name}"), prog, rest
+
+
+def _bench_epilog() -> str:
+    return (f"`jrnn bench` runs the suite; `jrnn bench --remat` the memory/time curve of "
+            f"memory-bounded BPTT; `jrnn bench --precision` float32 against bfloat16. Results go "
+            f"to {BENCH_OUT}/ unless --out says otherwise.")
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parses a `jrnn` command line as :func:`main` would, running nothing.
+
+    For `bench`, the benchmark program's own parser checks the rest of the line too
+    (``options``). A malformed line exits with status 2 and one line on stderr.
+    """
+    argv = list(argv)
+    if argv[:1] == ["bench"]:
+        module, prog, rest = _bench_program(argv[1:])
+        options = module.arguments(prog=prog, out=BENCH_OUT, epilog=_bench_epilog()
+                                   ).parse_args(rest)
+        return argparse.Namespace(command="bench", module=module, prog=prog, args=rest,
+                                  options=options)
+    return parser().parse_args(argv)
+
+
+def _fail(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def _train(args) -> int:
     from jrnn import charlm, checkpoint
     fields = {f.name for f in dataclasses.fields(charlm.Config)}
     config = charlm.Config(**{k: v for k, v in vars(args).items() if k in fields})
     if args.resume and not args.checkpoint_dir:
-        print("error: --resume needs --checkpoint-dir", file=sys.stderr)
+        print("jrnn train: error: --resume needs --checkpoint-dir", file=sys.stderr)
         return 2
     try:
-        result = charlm.run(config, resume=args.resume, progress=not args.quiet)
-    except (charlm.NonFiniteError, checkpoint.CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        result = charlm.run(config, resume=args.resume, progress=not args.quiet,
+                            prompt=args.prompt if args.sample else None)
+        if args.sample:
+            prompt = charlm.default_prompt(result.vocab) if args.prompt is None else args.prompt
+            text = charlm.generate(result.params, result.vocab, result.key, prompt,
+                                   args.sample, args.temperature)
+    except (charlm.NonFiniteError, checkpoint.CheckpointError, ValueError, OSError) as e:
+        return _fail(e)
+    except KeyboardInterrupt:
+        where = (f"; `--resume` continues from the last checkpoint in {args.checkpoint_dir}"
+                 if args.checkpoint_dir else "")
+        print(f"\ninterrupted{where}", file=sys.stderr)
+        return 130
     if args.sample:
-        text = charlm.generate(result.params, result.vocab, result.key, args.prompt, args.sample,
-                               args.temperature)
-        print(f"\n--- sample (temperature {args.temperature}) ---\n{args.prompt}{text}\n---")
+        print(f"\n--- sample (temperature {args.temperature}) ---\n{prompt}{text}\n---")
     print(charlm.summary(result, config))
     return 0
 
@@ -144,27 +246,20 @@ def _sample(args) -> int:
     from jrnn import charlm, checkpoint
     try:
         params, vocab, meta = charlm.load(args.checkpoint_dir)
-        text = charlm.generate(params, vocab, jax.random.key(args.seed), args.prompt,
+        prompt = charlm.default_prompt(vocab) if args.prompt is None else args.prompt
+        text = charlm.generate(params, vocab, jax.random.key(args.seed), prompt,
                                args.length, args.temperature)
-    except (checkpoint.CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{args.prompt}{text}")
+    except (checkpoint.CheckpointError, ValueError, OSError) as e:
+        return _fail(e)
+    print(f"{prompt}{text}")
     return 0
 
 
 def _bench(args) -> int:
-    rest = list(args.args)
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
-    if args.remat:
-        from jrnn.bench import remat_curve
-        return remat_curve.main(rest)
-    if args.precision:
-        from jrnn.bench import precision
-        return precision.main(rest)
-    from jrnn.bench import suite
-    return suite.main(rest)
+    try:
+        return args.module.main(args.args, prog=args.prog, out=BENCH_OUT, epilog=_bench_epilog())
+    except OSError as e:
+        return _fail(e)
 
 
 def _gradcheck(args) -> int:
@@ -174,8 +269,12 @@ def _gradcheck(args) -> int:
     import jax.numpy as jnp
     from jrnn import gradcheck
     sizes = gradcheck.Sizes(args.T, args.B, args.D, args.H, args.C)
-    errors = gradcheck.check(args.arch, args.cell, sizes, jnp.dtype(args.dtype), args.seed)
-    tolerance = args.tolerance or {"float64": 1e-10, "float32": 1e-5}[args.dtype]
+    try:
+        errors = gradcheck.check(args.arch, args.cell, sizes, jnp.dtype(args.dtype), args.seed)
+    except ValueError as e:
+        return _fail(e)
+    tolerance = ({"float64": 1e-10, "float32": 1e-5}[args.dtype] if args.tolerance is None
+                 else args.tolerance)
     print(f"{args.cell} / {args.arch}, T={args.T} B={args.B} D={args.D} H={args.H} "
           f"C={args.C}, {args.dtype}: relative error of hand-written vs autodiff")
     width = max(map(len, errors))
@@ -187,10 +286,17 @@ def _gradcheck(args) -> int:
     return 0 if worst <= tolerance else 1
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings (a damaged checkpoint skipped, for one) as the command's own lines."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    return {"train": _train, "sample": _sample, "bench": _bench,
-            "gradcheck": _gradcheck}[args.command](args)
+    args = parse(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return {"train": _train, "sample": _sample, "bench": _bench,
+                "gradcheck": _gradcheck}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from :func:`jrnn.rnn`: deep, bidirectional, encoder-decoder...),
 the total derivative of the loss with respect to the hidden state at step t
 (the BPTT recursion's δ_t, carried back from every later step), and the
 contribution of step t to the recurrent weights' gradient, ∇_W J = Σ_t
-∇_W^{(t)} J (seed 002's per-step ∇^{(t)}; for the tanh cell dR_t = δ_t ⊙ (1 −
+∇_W^{(t)} J (the per-step ∇^{(t)} of Deep Learning §10.2.2; for the tanh cell dR_t = δ_t ⊙ (1 −
 h_t²)). Norms are taken over the batch and the hidden units (Frobenius). For
 an LSTM, h is the output state; the cell state c is not reported.
 

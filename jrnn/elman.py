@@ -1,6 +1,6 @@
-r"""The seeds' model: a tanh RNN with a softmax output and NLL loss.
+r"""The textbook model: a tanh RNN with a softmax output and NLL loss.
 
-In the notation of the seeds (Deep Learning book, §10.2.2; seeds 000, 001):
+In the notation of Goodfellow, Bengio and Courville, Deep Learning (2016), §10.2.2:
 
 .. math::
 
@@ -11,8 +11,8 @@ In the notation of the seeds (Deep Learning book, §10.2.2; seeds 000, 001):
     J &= \sum_t -\log \hat y_t[y_t]
 
 with U (H, D), W (H, H), b (H,), V (C, H), c (C,): PyTorch's layout (out, in).
-Seed 002 writes W_ax = Uᵀ, W_aa = Wᵀ, W_ya = Vᵀ, b_a = b, b_y = c; seed 004
-writes W^0 = U, W^11 = W, W^1 = V, b^0 = b, b^1 = c (its ∇ are transposed).
+Vardhan's notes (2022) write W_ax = Uᵀ, W_aa = Wᵀ, W_ya = Vᵀ, b_a = b, b_y = c; Khan's
+slides (Backpropagation Through Time, CS-568) write W^0 = U, W^11 = W, W^1 = V, b^0 = b, b^1 = c (its ∇ are transposed).
 
 ``jax.grad(loss)`` runs the hand-written BPTT of :mod:`jrnn.recurrence` and the
 hand-written head VJP of :mod:`jrnn.heads`; ``backward="autodiff"`` runs plain
@@ -43,7 +43,7 @@ REDUCTIONS = ("sum", "mean")
 
 
 class Params(NamedTuple):
-    """Parameters of the seeds' tanh RNN (shapes are (out, in), as in PyTorch)."""
+    """Parameters of the textbook tanh RNN (shapes are (out, in), as in PyTorch)."""
 
     U: jax.Array  # (H, D) input -> hidden
     W: jax.Array  # (H, H) hidden -> hidden
@@ -117,7 +117,7 @@ def loss_and_state(p: Params, xs, ys, h0=None, *, mask=None, reset=None,
                    backward: str = "manual"):
     """``(J, h_T)``: the loss and the final state, for truncated BPTT.
 
-    ``reduction="sum"`` is the seeds' J; ``"mean"`` divides by the number of
+    ``reduction="sum"`` is the textbook J; ``"mean"`` divides by the number of
     (unmasked) steps and sequences.
     """
     if reduction not in REDUCTIONS:

@@ -1,6 +1,6 @@
 """Check the hand-written gradients against autodiff on your own sizes: every architecture × option × cell.
 
-The descriptor table (the Haiku lesson, DESIGN.md §4): each entry builds
+The descriptor table (as in Haiku's ``integration/descriptors.py``): each entry builds
 random parameters and a batch for a cell at given :class:`Sizes` and defines
 ``loss(params, batch, backward)``. :func:`check` differentiates it twice, by
 jrnn's hand-written BPTT (``backward="manual"``) and by JAX autodiff of the

@@ -5,7 +5,7 @@ r"""The softmax / negative log-likelihood output head, with its hand-written VJP
     o_t = c + V h_t, \qquad \hat y_t = \mathrm{softmax}(o_t), \qquad
     J = \sum_t -\log \hat y_t[y_t] = \sum_t \big(\mathrm{logsumexp}(o_t) - o_t[y_t]\big)
 
-computed with log-sum-exp, never ``log(softmax)``. Backward (seed 001: the
+computed with log-sum-exp, never ``log(softmax)``. Backward (Deep Learning §10.2.2: the
 softmax Jacobian's ŷ factors cancel against the 1/ŷ of the log):
 
 .. math::

@@ -6,8 +6,8 @@ name of its cell as static metadata (a pytree with only the arrays as leaves,
 so ``jax.grad``, optax and ``jit`` see arrays alone).
 
 A stack is a tuple of layers, each a tuple of one (unidirectional) or two
-(forward, backward) :class:`Layer` s: seed 002's deep RNN (Fig. 7) and
-bidirectional RNN (Fig. 8). Layer l > 0 reads the outputs of layer l − 1, the
+(forward, backward) :class:`Layer` s: the deep RNN (Goodfellow et al., Deep
+Learning, §10.5) and the bidirectional RNN (§10.3). Layer l > 0 reads the outputs of layer l − 1, the
 two directions concatenated, [h_f; h_b], as PyTorch's ``nn.RNN`` does.
 
 Every run goes through :func:`jrnn.rnn`, so every direction of every layer

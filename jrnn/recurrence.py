@@ -1,7 +1,7 @@
 r"""The recurrence driver: every matmul of a recurrent layer, and its BPTT.
 
 For any cell (:mod:`jrnn.cells`) with G gates, hidden size H, and inputs
-``xs`` of shape (T, B, D), the layer computes (DESIGN.md §2)
+``xs`` of shape (T, B, D), the layer computes
 
 .. math::
 
@@ -13,7 +13,7 @@ with A_t and R_t handed to the cell as G blocks of (B, H), one per gate.
 
 and returns every h_t and the final carry. The backward pass is written by
 hand and given to JAX with ``jax.custom_vjp``. A reverse ``lax.scan`` carries
-the cotangent of the state (seed 000 eq. 3.3.x; seed 004's summary):
+the cotangent of the state (Goodfellow et al., Deep Learning, §10.2.2):
 
 .. math::
 

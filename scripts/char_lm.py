@@ -1,7 +1,7 @@
 """Character-level language model, trained with jrnn's hand-written BPTT: ``jrnn train``.
 
-The min-char-rnn recipe (seed 003's reference) at a useful scale: a recurrent
-network (the seeds' tanh RNN by default; ``--cell lstm`` or ``gru``, and
+The recipe of Karpathy's min-char-rnn (2015) at a useful scale: a recurrent
+network (the textbook tanh RNN by default; ``--cell lstm`` or ``gru``, and
 ``--layers``) reads one-hot characters and predicts the next one; a long text
 is cut into ``--batch`` parallel streams and trained by truncated BPTT in
 chunks of ``--seq`` characters, the hidden state carried from chunk to chunk.

@@ -1,7 +1,7 @@
 """Many-to-one: classify scikit-learn's handwritten digits read row by row.
 
 Each 8×8 image is a sequence of 8 steps with 8 features (one row of pixels
-per step); the classifier reads the final state (seed 002's many-to-one).
+per step); the classifier reads the final state (a many-to-one RNN).
 The data ship with scikit-learn, so nothing is downloaded. A fixed 20% of the
 1797 images is held out for the test accuracy.
 

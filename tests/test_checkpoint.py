@@ -146,3 +146,15 @@ def test_killed_run_resumes_bit_identical(tmp_path, cell):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     meta_a, meta_b = (json.loads(z["__meta__"].tobytes())["metadata"] for z in (a, b))
     assert meta_a["losses"] == meta_b["losses"] and meta_a["position"] == meta_b["position"]
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, not a checkpoint", b"\x80\x02cos\nsystem\n"])
+def test_a_file_that_is_not_a_checkpoint_is_called_so(tmp_path, content):
+    """Not NumPy's message about pickled data: the file is named and called what it is."""
+    path = tmp_path / "step_000000001.npz"
+    path.write_bytes(content)
+    with pytest.raises(checkpoint.CorruptCheckpoint,
+                       match=r"step_000000001\.npz: not a jrnn checkpoint \(not an \.npz archive\)"):
+        checkpoint.restore(str(path), state())
+    with pytest.warns(RuntimeWarning, match="not a jrnn checkpoint"):
+        assert checkpoint.latest(str(tmp_path)) is None

@@ -78,3 +78,235 @@ def test_bench_passes_its_arguments_on(tmp_path):
     assert cli.main(["bench", "--remat", "--", "--T", "32", "--B", "2", "--D", "3", "--H", "4",
                      "--C", "3", "--segments", "8", "--reps", "1", "--out", str(tmp_path)]) == 0
     assert (tmp_path / f"{jax.default_backend()}_remat.json").exists()
+
+
+# --- The front door: every user mistake is one or two lines on stderr, never a traceback ---
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A trained run, and the kinds of bad files a user points the CLI at."""
+    root = tmp_path_factory.mktemp("front_door")
+    run = str(root / "run")
+    assert cli.main(["train", *TINY, "--steps", "2", "--checkpoint-dir", run, "--sample", "0"]) == 0
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 8)
+    (root / "nul.txt").write_bytes(b"abc\0def" * 100)
+    (root / "empty.txt").write_text("")
+    (root / "short.txt").write_text("hello world\n" * 10)
+    (root / "folder").mkdir()
+    (root / "garbage").mkdir()
+    (root / "garbage" / "step_000000001.npz").write_bytes(b"not a checkpoint at all")
+    return root
+
+
+BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture's folder
+    (["train", "--hidden", "0"], 2, "--hidden: expected an integer >= 1, got 0"),
+    (["train", "--sample", "-5"], 2, "--sample"),
+    (["train", "--temperature", "-1"], 2, "--temperature"),
+    (["train", "--temperature", "nan"], 2, "--temperature"),
+    (["train", "--lr", "0"], 2, "--lr"),
+    (["train", "--steps", "many"], 2, "expected an integer, got 'many'"),
+    (["train", "--bogus"], 2, "unrecognized arguments: --bogus"),
+    (["train", "--resume"], 2, "--resume needs --checkpoint-dir"),
+    (["train", "--text", "{r}/missing.txt"], 1, "missing.txt: no such file"),
+    (["train", "--text", "{r}/folder"], 1, "folder is a folder"),
+    (["train", "--text", "{r}/binary.bin"], 1, "binary.bin is not UTF-8 text"),
+    (["train", "--text", "{r}/nul.txt"], 1, "nul.txt looks binary"),
+    (["train", "--text", "{r}/empty.txt"], 1, "empty.txt is empty"),
+    (["train", "--text", "{r}/short.txt", *TINY], 1, "validation share"),
+    (["train", *TINY, "--seq", "100000"], 1, "validation share"),
+    (["train", *TINY, "--prompt", "\u2603"], 1, "prompt: characters not in the vocabulary"),
+    (["train", *TINY, "--prompt", ""], 1, "prompt: expected at least one character"),
+    (["train", *TINY, "--devices", "4096"], 1, "devices: asked for 4096"),
+    (["train", *TINY, "--steps", "2", "--checkpoint-dir", "{r}/run"], 1, "already holds a run"),
+    (["sample"], 2, "--checkpoint-dir"),
+    (["sample", "--checkpoint-dir", "{r}/missing"], 1, "missing: no such folder"),
+    (["sample", "--checkpoint-dir", "{r}/folder"], 1, "no checkpoints"),
+    (["sample", "--checkpoint-dir", "{r}/garbage"], 1, "not a jrnn checkpoint"),
+    (["sample", "--checkpoint-dir", "{r}/run", "--prompt", "\u2603"], 1, "prompt: characters"),
+    (["sample", "--checkpoint-dir", "{r}/run", "--temperature", "-1"], 2, "--temperature"),
+    (["sample", "--checkpoint-dir", "{r}/run", "--length", "0"], 2, "--length"),
+    (["gradcheck", "--H", "0"], 2, "--H"),
+    (["gradcheck", "--B", "-1"], 2, "--B"),
+    (["gradcheck", "--tolerance", "-1"], 2, "--tolerance"),
+    (["gradcheck", "--arch", "nope"], 2, "--arch"),
+    (["bench", "--configs", "Q"], 2, "--configs"),
+    (["bench", "--reps", "0"], 2, "--reps"),
+    (["bench", "--remat", "--T", "-3"], 2, "--T"),
+    (["bench", "--remat", "--precision"], 2, "choose one"),
+    ([], 2, "command"),
+    (["nope"], 2, "invalid choice: 'nope'"),
+]
+
+
+@pytest.mark.parametrize("argv,status,named", BAD, ids=[" ".join(a[:4]) for a, _, _ in BAD])
+def test_a_mistake_is_one_or_two_lines_and_a_nonzero_exit(files, argv, status, named, capsys):
+    argv = [a.replace("{r}", str(files)) for a in argv]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's exit, as the console script would see it
+        code = e.code
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == status, err
+    assert 1 <= len(lines) <= 2 and named in err, err
+    assert "Traceback" not in err + out
+    assert not (files / "run" / "step_000000004.npz").exists()  # nothing was trained
+
+
+def test_the_console_script_prints_no_traceback(tmp_path):
+    """The same through a fresh interpreter, as a shell user runs it."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "jrnn.cli", "train", "--text",
+                             str(tmp_path / "nope.txt")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: text: {tmp_path / 'nope.txt'}: "
+                                                  f"no such file"]
+
+
+def test_a_bad_prompt_is_refused_before_the_first_step(tmp_path, capsys):
+    d = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--prompt", "caf\u00e9 \u2603", "--checkpoint-dir",
+                     str(d)]) == 1
+    err = capsys.readouterr().err
+    assert "prompt: characters not in the vocabulary" in err and "\u2603" in err
+    assert not d.exists()  # refused before anything was written, let alone trained
+
+
+def test_gradcheck_tolerance_zero_is_honoured(capsys):
+    code = cli.main(["gradcheck", "--T", "4", "--tolerance", "0"])
+    out = capsys.readouterr().out
+    assert "tolerance 0e+00" in out
+    worst = float(out.split("largest ")[1].split()[0])
+    assert code == (0 if worst == 0 else 1)
+
+
+# --- Run folders: never mixed, never overwritten ---
+
+def test_a_new_run_into_a_used_folder_is_refused_and_changes_nothing(tmp_path, capsys):
+    d = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--steps", "2", "--checkpoint-dir", str(d),
+                     "--sample", "0"]) == 0
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    capsys.readouterr()
+    # Another model, same folder, no --resume: refused with what is there and what to do.
+    assert cli.main(["train", *TINY, "--hidden", "16", "--steps", "3", "--checkpoint-dir",
+                     str(d), "--sample", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "checkpoints of steps 2" in err and "--resume" in err and "another --checkpoint-dir" in err
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    # A folder left with only a log (a run killed before its first checkpoint) is a run too.
+    (d / "step_000000002.npz").unlink()
+    assert cli.main(["train", *TINY, "--steps", "2", "--checkpoint-dir", str(d),
+                     "--sample", "0"]) == 1
+    assert "train_log.jsonl" in capsys.readouterr().err
+
+
+def _damage(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_resume_with_every_checkpoint_damaged_stops_and_touches_nothing(tmp_path, capsys):
+    d = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--steps", "4", "--checkpoint-every", "2",
+                     "--checkpoint-dir", str(d), "--sample", "0"]) == 0
+    for name in ("step_000000002.npz", "step_000000004.npz"):
+        _damage(d / name)
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["train", *TINY, "--steps", "4", "--checkpoint-every", "2",
+                     "--checkpoint-dir", str(d), "--resume", "--sample", "0"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "step_000000002.npz" in err and "step_000000004.npz" in err and "nothing was changed" in err
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_resume_past_a_damaged_checkpoint_keeps_it_aside(tmp_path, capsys):
+    d = tmp_path / "run"
+    args = ["train", *TINY, "--steps", "4", "--checkpoint-every", "2", "--checkpoint-dir",
+            str(d), "--sample", "0"]
+    assert cli.main(args) == 0
+    _damage(d / "step_000000004.npz")
+    damaged = (d / "step_000000004.npz").read_bytes()
+    capsys.readouterr()
+    assert cli.main([*args, "--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert "resumed from" in out and "step_000000002.npz" in out
+    # The warning is the command's own line, without Python's file:line prefix.
+    (warning,) = [line for line in err.splitlines() if "step_000000004.npz" in line]
+    assert warning.startswith("warning: ") and ".py:" not in warning
+    assert (d / "step_000000004.npz.damaged").read_bytes() == damaged  # kept, not overwritten
+    assert checkpoint.list_steps(str(d)) == [2, 4]  # the new step 4 written beside it
+
+
+# --- What a run tells its user, and writes for later ---
+
+def test_a_resumed_run_logs_every_step_once_and_plots_its_first_and_last_step(tmp_path,
+                                                                               monkeypatch):
+    import json
+    from jrnn import charlm, plots
+    d = tmp_path / "run"
+    config = charlm.Config(max_chars=20000, hidden=12, seq=8, batch=4, steps=4,
+                           checkpoint_every=2, checkpoint_dir=str(d))
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step, state):
+        if step == 3:
+            raise Killed
+    with pytest.raises(Killed):
+        charlm.run(config, progress=False, log=lambda s: None, on_chunk=kill_at_3)
+    assert [json.loads(l)["step"] for l in open(d / charlm.LOG_NAME)] == [1, 2, 3]
+
+    drawn, lines = {}, []
+    monkeypatch.setattr(plots, "gradient_flow",
+                        lambda flows, path, **kw: drawn.setdefault("labels", kw["labels"]) and path)
+    charlm.run(config, resume=True, progress=False, log=lines.append)
+    records = [json.loads(l) for l in open(d / charlm.LOG_NAME)]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # step 3 ran again; logged once
+    assert all(r["loss"] > 0 and r["chars_per_second"] > 0 and r["seconds"] >= 0
+               for r in records)
+    assert any(label.startswith("step 0") for label in drawn["labels"])
+    assert any(label.startswith("step 4") for label in drawn["labels"])
+    text = "\n".join(lines)
+    assert f"resumed from {checkpoint.path_for(str(d), 2)}" in text
+    assert f"writing to {d}" in text and "checkpoints: " in text and charlm.LOG_NAME in text
+
+
+def test_sample_refuses_bad_temperature_and_out_of_vocabulary_prompt_tokens():
+    import jax.numpy as jnp
+    from jrnn.models import tagger
+    p = tagger.init(jax.random.key(0), "elman", 5, 4, 5)
+    for temperature in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            tagger.sample(p, jax.random.key(1), jnp.array([1, 2]), 3, temperature=temperature)
+    with pytest.raises(ValueError, match=r"prompt: expected class indices in \[0, 5\)"):
+        tagger.sample(p, jax.random.key(1), jnp.array([1, 5]), 3)
+    assert tagger.sample(p, jax.random.key(1), jnp.array([1, 4]), 3, temperature=0).shape == (3,)
+
+
+# --- jrnn bench ---
+
+def test_bench_takes_the_readme_form_and_writes_outside_the_repository(tmp_path, monkeypatch):
+    """`jrnn bench --remat --T 32 ...` without `--`, in a folder like a clone's root: the
+    results go to runs/bench (gitignored), never over benchmarks/results."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench", "--remat", "--T", "32", "--B", "2", "--D", "3", "--H", "4",
+                     "--C", "3", "--segments", "8", "--reps", "1"]) == 0
+    assert (tmp_path / "runs" / "bench" / f"{jax.default_backend()}_remat.json").exists()
+    assert not (tmp_path / "benchmarks").exists()
+
+
+def test_bench_help_is_the_benchmarks_own_under_its_name(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: jrnn bench ") and "--configs" in text and "runs/bench" in text
+    assert cli.parse(["bench"]).options.out == "runs/bench"
+    from jrnn.bench import suite
+    assert suite.arguments().parse_args([]).out == "benchmarks/results"  # the scripts' default

@@ -92,15 +92,23 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+OUT = os.path.join("benchmarks", "results")  # `jrnn bench --precision` passes runs/bench
+
+
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    from jrnn.cli import ArgumentParser, integer
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--configs", nargs="+", default=["S", "X"], choices=CONFIGS)
     parser.add_argument("--cells", nargs="+", default=list(jrnn.cells.names()),
                         choices=jrnn.cells.names())
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
-                        help="folder for the JSON and markdown results")
-    args = parser.parse_args(argv)
+    parser.add_argument("--reps", type=integer(1), default=20)
+    parser.add_argument("--out", default=out,
+                        help=f"folder for the JSON and markdown results (default: {out})")
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
     device = jax.devices()[0]
     env = {"backend": jax.default_backend(),
            "device": getattr(device, "device_kind", str(device)), "jax": jax.__version__,

@@ -28,19 +28,25 @@ import jrnn
 from jrnn.models import tagger
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--T", type=int, default=65536)
-    parser.add_argument("--B", type=int, default=8)
-    parser.add_argument("--D", type=int, default=64)
-    parser.add_argument("--H", type=int, default=256)
-    parser.add_argument("--C", type=int, default=64)
+OUT = os.path.join("benchmarks", "results")  # `jrnn bench --remat` passes runs/bench instead
+
+
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    from jrnn.cli import ArgumentParser, integer
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
+    for name, default in (("T", 65536), ("B", 8), ("D", 64), ("H", 256), ("C", 64)):
+        parser.add_argument(f"--{name}", type=integer(1), default=default)
     parser.add_argument("--cell", default="elman", choices=jrnn.cells.names())
-    parser.add_argument("--segments", nargs="+", type=int, default=[64, 128, 256, 512, 1024, 4096])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
-                        help="folder for the JSON, markdown and PNG results")
-    args = parser.parse_args(argv)
+    parser.add_argument("--segments", nargs="+", type=integer(1),
+                        default=[64, 128, 256, 512, 1024, 4096])
+    parser.add_argument("--reps", type=integer(1), default=5)
+    parser.add_argument("--out", default=out,
+                        help=f"folder for the JSON, markdown and PNG results (default: {out})")
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
 
     k = jax.random.split(jax.random.key(0), 3)
     params = tagger.init(k[0], args.cell, args.D, args.H, args.C)

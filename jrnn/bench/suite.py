@@ -60,7 +60,7 @@ class Config(NamedTuple):
     C: int
 
 
-CONFIGS = {  # DESIGN.md §5
+CONFIGS = {  # small, medium, large, and extra long at a small batch
     "S": Config(B=32, T=128, D=64, H=128, C=64),
     "M": Config(B=64, T=512, D=128, H=512, C=128),
     "L": Config(B=256, T=256, D=256, H=1024, C=256),
@@ -72,6 +72,7 @@ SWEEPS = {
     "B": [Config(B=b, T=512, D=64, H=256, C=64) for b in (1, 4, 16, 64, 256)],
 }
 CELLS = ("elman", "lstm", "gru")
+OUT = os.path.join("benchmarks", "results")  # `jrnn bench` passes runs/bench instead
 
 
 class Missing(Exception):
@@ -125,7 +126,7 @@ def build_flax(cell: str, cfg: Config) -> Runner:
         import flax.linen as nn
         import optax
     except ImportError as e:
-        raise Missing(f"flax not installed ({e.name})") from None
+        raise Missing(f"flax not installed ({e.name}); pip install 'jrnn[bench]'") from None
     cell_cls = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
 
     class Model(nn.Module):
@@ -323,17 +324,22 @@ def plot_sweep(rows, path: str, title: str) -> bool:
     return True
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    from jrnn.cli import ArgumentParser, integer
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--configs", nargs="*", default=["S", "M", "X"], choices=CONFIGS)
     parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
     parser.add_argument("--sweeps", nargs="*", default=["T"], choices=SWEEPS)
     parser.add_argument("--sweep-cells", nargs="+", default=["elman"], choices=CELLS)
-    parser.add_argument("--unroll", nargs="+", type=int, default=[jrnn.default_unroll()])
-    parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
-                        help="folder for the JSON, markdown and PNG results")
-    args = parser.parse_args(argv)
+    parser.add_argument("--unroll", nargs="+", type=integer(1), default=[jrnn.default_unroll()])
+    parser.add_argument("--reps", type=integer(1), default=20)
+    parser.add_argument("--out", default=out,
+                        help=f"folder for the JSON, markdown and PNG results (default: {out})")
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
     if args.reps < 20:
         print(f"note: --reps {args.reps}: fewer than the 20 rounds the results table assumes")
     backend, device = jax.default_backend(), jax.devices()[0]

@@ -1,6 +1,6 @@
 """Pointwise recurrent cells and the contract the driver expects of them.
 
-Every cell in jrnn has the same skeleton (DESIGN.md §2). With G gates and
+Every cell in jrnn has the same skeleton. With G gates and
 hidden size H, the driver computes
 
     A_t = U x_t + b                 (B, G·H)   hoisted: one matmul for all t

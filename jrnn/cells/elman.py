@@ -1,4 +1,4 @@
-r"""The tanh (Elman) cell of the seeds.
+r"""The tanh (Elman 1990) cell of the textbook RNN (Deep Learning §10.2).
 
 Forward, with A_t = U x_t + b and R_t = W h_{t-1} (+ b_r) from the driver:
 
@@ -6,7 +6,7 @@ Forward, with A_t = U x_t + b and R_t = W h_{t-1} (+ b_r) from the driver:
 
     a_t = A_t + R_t, \qquad h_t = \tanh(a_t)
 
-Backward (seed 000 eq. 3.3.x, seed 002 §3.1.4), given dJ/dh_t:
+Backward (Deep Learning §10.2.2), given dJ/dh_t:
 
 .. math::
 

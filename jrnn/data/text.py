@@ -47,11 +47,13 @@ class CharVocab(NamedTuple):
     def size(self) -> int:
         return len(self.chars)
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, name: str = "text") -> np.ndarray:
+        """Token ids of ``text``; ``name`` is what an error about it calls it."""
         index = {ch: i for i, ch in enumerate(self.chars)}
         unknown = set(text) - index.keys()
         if unknown:
-            raise ValueError(f"text: characters not in the vocabulary: {sorted(unknown)[:10]}")
+            raise ValueError(f"{name}: characters not in the vocabulary: "
+                             f"{''.join(sorted(unknown)[:10])!r}")
         return np.fromiter((index[ch] for ch in text), np.int32, len(text))
 
     def decode(self, ids) -> str:

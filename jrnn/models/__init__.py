@@ -1,4 +1,4 @@
-"""The seeds' architectures (seed 002 §1, §4), composed from hand-differentiated layers.
+"""The classic RNN architectures (Deep Learning §10.2–10.5), composed from hand-differentiated layers.
 
 * :mod:`~jrnn.models.tagger`: many-to-many with T_x = T_y; deep, bidirectional,
   deep bidirectional.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn import _checks, heads, layers, recurrence
 
@@ -64,6 +65,9 @@ def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
     (``temperature=0``: the most likely). Returns (length, B) int32 tokens.
     """
     _checks.size("length", length)
+    if not (np.ndim(temperature) == 0 and np.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature: expected a finite number >= 0 (0: the most likely "
+                         f"token), got {temperature}")
 
     def step(carry, key):
         states, x = carry

@@ -1,4 +1,4 @@
-r"""Many-to-one (seed 002 Fig. 4): a sequence classifier on the last valid state.
+r"""Many-to-one (Deep Learning §10.2): a sequence classifier on the last valid state.
 
 .. math::
 

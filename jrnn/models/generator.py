@@ -1,4 +1,4 @@
-r"""One-to-many (seed 002 Fig. 5): one input, then each output fed back.
+r"""One-to-many (Deep Learning §10.2.4): one input, then each output fed back.
 
 The single input x (a context: a class, a latent, an image feature) is read
 at the first step; at every later step the input is the previous output

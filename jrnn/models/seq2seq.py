@@ -1,4 +1,4 @@
-r"""Many-to-many with T_x ≠ T_y (seed 002 Fig. 3): an encoder-decoder.
+r"""Many-to-many with T_x ≠ T_y (Deep Learning §10.4): an encoder-decoder.
 
 The encoder reads xs (T_x, B, D); its final states (per layer, the two
 directions summed if it is bidirectional) are the decoder's initial states.

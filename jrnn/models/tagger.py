@@ -1,14 +1,14 @@
-r"""Many-to-many with T_x = T_y (seed 002 Fig. 1), deep and/or bidirectional.
+r"""Many-to-many with T_x = T_y (Deep Learning §10.2), deep and/or bidirectional.
 
 .. math::
 
     o_t = c + V [h^{(L)}_{f,t}; h^{(L)}_{b,t}], \qquad
     J = \sum_t \sum_{\text{batch}} -\log \mathrm{softmax}(o_t)[y_t]
 
-over the valid steps. With two directions this is seed 002's
+over the valid steps. With two directions this is (in Vardhan's notation)
 z_t = W_yaf a_f(t) + W_yab a_b(t) + b_y, with V = [W_yaf | W_yab]; with
-``num_layers`` > 1 it is seed 002's deep RNN (Fig. 7). One layer, one
-direction, and ``cell="elman"`` is the seeds' model of :mod:`jrnn.elman`.
+``num_layers`` > 1 it is the deep RNN of Deep Learning §10.5. One layer, one
+direction, and ``cell="elman"`` is the textbook model of :mod:`jrnn.elman`.
 
 >>> import jax, jax.numpy as jnp
 >>> from jrnn.models import tagger
@@ -120,6 +120,7 @@ def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0
     _checks.rank("prompt", prompt, (1,), "(P,) with P >= 1")
     if prompt.shape[0] < 1:
         _checks.fail_shape("prompt", "(P,) with P >= 1", prompt.shape)
+    _checks.labels_in_range("prompt", prompt, C)
     dtype = params.head.V.dtype
     embed = lambda token: jax.nn.one_hot(token, D, dtype=dtype)
     states = h0 if h0 is not None else layers.zero_states(params.rnn)
