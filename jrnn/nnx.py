@@ -189,6 +189,7 @@ def cell_from_layer(layer: layers.Layer, kind: Optional[str] = None, *,
         raise ValueError(f"kind: expected one of {sorted(_flax_layout.KINDS)}, got {kind!r}")
     gates = _flax_layout.from_layer(_kind(kind), layer)
     cell = getattr(nnx, kind)(layer.input_size, layer.hidden_size, param_dtype=layer.W.dtype,
+                              dtype=layer.W.dtype,
                               rngs=rngs if rngs is not None else nnx.Rngs(0))
     letters = tuple(_kind(kind).letters) or ("",)
     if kind in _FUSED:
