@@ -34,7 +34,7 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jrnn import _adapters, _flax_layout, layers
+from jrnn import _adapters, _checks, _flax_layout, layers
 
 __all__ = ["RNN", "LSTM", "GRU", "Elman", "from_flax", "to_flax", "layer_from_params",
            "params_from_layer", "stack_to_params"]
@@ -89,6 +89,11 @@ class RNN(nn.Module):
         """Runs over ``inputs`` (B, T, D), or (T, B, D) if ``time_major``; see
         :meth:`jrnn.nnx.RNN.__call__`."""
         directions = 2 if self.bidirectional else 1
+        if self.has_variable("params", "l0"):  # before Flax's own, less telling, shape check
+            D = self.get_variable("params", "l0")["U"].shape[1]
+            if inputs.shape[-1] != D:
+                _checks.fail_shape("inputs", f"(..., {D}): the last axis is in_features = {D}",
+                                   inputs.shape)
         options = dict(bias=self.bias, recurrent_bias=self.recurrent_bias,
                        recurrent_init=self.recurrent_init, forget_bias=self.forget_bias,
                        dtype=self.param_dtype)
