@@ -33,3 +33,16 @@ def test_adapter_docstring_examples_run():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_digits_trains_through_every_adapter():
+    """scripts/digits_adapters.py runs end to end (one epoch, small: a smoke test)."""
+    for name in ("flax", "equinox", "sklearn"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{name} is not installed: pip install -e '.[test]' installs it")
+    result = subprocess.run([sys.executable, "scripts/digits_adapters.py", "--epochs", "1",
+                             "--hidden", "8", "--cell", "gru"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("nnx", "linen", "equinox"):
+        assert f"{name:8s} test accuracy" in result.stdout
