@@ -87,7 +87,7 @@ def build_equinox(cell: str, cfg: Config, jrnn_side: bool):
         rnn = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cell](cfg.D, cfg.H, key=k_rnn)
 
         def run(rnn, xs):                                           # one sequence (T, D)
-            init = jnp.zeros((cfg.H,))
+            init = jnp.zeros((cfg.H,), xs.dtype)
             carry0 = (init, init) if cell == "lstm" else init
 
             def step(carry, x):
