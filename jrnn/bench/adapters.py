@@ -75,16 +75,17 @@ def build_equinox(cell: str, cfg: Config, jrnn_side: bool):
     import jrnn.equinox
 
     k_rnn, k_head = jax.random.split(jax.random.key(0))
-    head = eqx.nn.Linear(cfg.H, cfg.C, key=k_head)
+    head = eqx.nn.Linear(cfg.H, cfg.C, dtype=jnp.float32, key=k_head)
     if jrnn_side:
         rnn = {"lstm": jrnn.equinox.LSTM, "gru": jrnn.equinox.GRU}[cell](cfg.D, cfg.H, key=k_rnn)
 
         def loss(model, xs, ys):
             rnn, head = model
             hs = rnn(xs)                                            # (B, T, H)
-            return _nll(jnp.einsum("bth,ch->btc", hs, head.weight) + head.bias, ys)
+            return _nll(jnp.einsum("bth,ch->btc", hs, head.weight) + head.bias[None, None], ys)
     else:
-        rnn = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cell](cfg.D, cfg.H, key=k_rnn)
+        make = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cell]
+        rnn = make(cfg.D, cfg.H, dtype=jnp.float32, key=k_rnn)
 
         def run(rnn, xs):                                           # one sequence (T, D)
             init = jnp.zeros((cfg.H,), xs.dtype)
@@ -98,7 +99,7 @@ def build_equinox(cell: str, cfg: Config, jrnn_side: bool):
         def loss(model, xs, ys):
             rnn, head = model
             hs = jax.vmap(run, in_axes=(None, 0))(rnn, xs)          # (B, T, H)
-            return _nll(jnp.einsum("bth,ch->btc", hs, head.weight) + head.bias, ys)
+            return _nll(jnp.einsum("bth,ch->btc", hs, head.weight) + head.bias[None, None], ys)
 
     model, (xs, ys) = (rnn, head), _batch_first(cfg)
     step = eqx.filter_jit(eqx.filter_value_and_grad(loss))
