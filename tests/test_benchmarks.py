@@ -31,3 +31,15 @@ def test_precision_benchmark_runs(tmp_path):
     (row,) = rows
     # float32 is far closer to float64 than bfloat16 products, which beat bfloat16 parameters.
     assert row["error float32"] < 1e-4 < row["error bf16 products"] < row["error bf16 parameters"]
+
+
+def test_adapters_benchmark_measures_both_sides(tmp_path):
+    pytest.importorskip("flax")
+    pytest.importorskip("equinox")
+    from jrnn.bench import adapters
+    rows = adapters.measure("tiny", "gru", suite.Config(B=2, T=4, D=3, H=5, C=3), reps=1,
+                            warmup=0)
+    assert {r["impl"] for r in rows} == {"nnx: jrnn", "nnx: flax nnx.RNN", "equinox: jrnn",
+                                         "equinox: eqx cell + lax.scan"}
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert "| tiny (2, 4, 3, 5, 3) | gru | nnx vs flax nnx.RNN |" in adapters.table(rows)
