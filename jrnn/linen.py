@@ -39,7 +39,7 @@ from jrnn import _adapters, _checks, _flax_layout, layers
 __all__ = ["RNN", "LSTM", "GRU", "Elman", "from_flax", "to_flax", "layer_from_params",
            "params_from_layer", "stack_to_params"]
 
-_FIELDS = ("U", "W", "b", "b_r")
+_FIELDS = ("U", "W", "b", "b_r", "cell_params")
 
 
 def _name(l: int, d: int) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -51,12 +52,16 @@ class Direction(nnx.Module):
         self.U, self.W = nnx.Param(layer.U), nnx.Param(layer.W)
         self.b = None if layer.b is None else nnx.Param(layer.b)
         self.b_r = None if layer.b_r is None else nnx.Param(layer.b_r)
+        self.cell_params = (None if layer.cell_params is None else
+                            nnx.data(jax.tree.map(nnx.Param, layer.cell_params)))
         self.cell = layer.cell
 
     def layer(self) -> layers.Layer:
         value = lambda p: None if p is None else p[...]
+        cell_params = None if self.cell_params is None else jax.tree.map(
+            value, self.cell_params, is_leaf=lambda x: isinstance(x, nnx.Param))
         return layers.Layer(U=self.U[...], W=self.W[...], b=value(self.b), b_r=value(self.b_r),
-                            cell=self.cell)
+                            cell=self.cell, cell_params=cell_params)
 
 
 class RNN(nnx.Module):

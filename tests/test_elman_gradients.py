@@ -99,7 +99,8 @@ def test_gradient_check_fails_when_a_term_is_dropped():
     import jrnn.cells.elman as tanh_cell
     broken = jrnn.cells.Cell(
         name="broken", gates=1, carry_size=1, step=tanh_cell.step,
-        step_vjp=lambda c_in, c, extra, dc: ((dc[0],), None, (jnp.zeros_like(dc[0]),)),
+        step_vjp=lambda c_in, c, extra, dc, params=None: ((dc[0],), None,
+                                                          (jnp.zeros_like(dc[0]),), None),
         to_carry=lambda h: (h,), from_carry=lambda c: c[0])
     p, xs, ys, h0 = elman_problem(7)
 
