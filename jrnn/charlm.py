@@ -212,6 +212,8 @@ def _claim_folder(directory: str, resume: bool, config: Config, vocab: CharVocab
     them); damaged files beside a good one are renamed ``*.damaged`` so that no later
     save or clean-up can overwrite or delete them.
     """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise RunFolderError(f"{directory} is a file; --checkpoint-dir takes a folder")
     steps = checkpoint.list_steps(directory)
     if not resume:
         present = [n for n in RUN_FILES if os.path.exists(os.path.join(directory, n))]

@@ -118,6 +118,7 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["train", *TINY, "--prompt", ""], 1, "prompt: expected at least one character"),
     (["train", *TINY, "--devices", "4096"], 1, "devices: asked for 4096"),
     (["train", *TINY, "--steps", "2", "--checkpoint-dir", "{r}/run"], 1, "already holds a run"),
+    (["train", *TINY, "--checkpoint-dir", "{r}/empty.txt"], 1, "empty.txt is a file"),
     (["sample"], 2, "--checkpoint-dir"),
     (["sample", "--checkpoint-dir", "{r}/missing"], 1, "missing: no such folder"),
     (["sample", "--checkpoint-dir", "{r}/folder"], 1, "no checkpoints"),
