@@ -507,8 +507,10 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
       h0: initial state, (B, H) or (H,) (for LSTM a ``LSTMState``); zeros if None.
       b_r: optional (G·H,) bias added to the recurrent term (torch's ``bias_hh``).
       mask: optional (T, B) bool, False at steps to skip (see module doc).
-      lengths: optional (B,) int, for right-padded batches: steps t >= length
-        are masked (combined with ``mask`` by logical and, if both are given).
+      lengths: optional (B,) int in [0, T] (a list works too), for right-padded
+        batches: steps t >= length are masked (combined with ``mask`` by logical
+        and, if both are given). Length 0 is exact (module doc). Traced lengths
+        are range-checked only under :func:`jrnn.checked`.
       reset: optional (T, B) bool, True where the state restarts from ``h0``.
       reverse: run right to left.
       unroll: ``lax.scan`` unroll; None picks :func:`default_unroll`.

@@ -33,11 +33,15 @@ def build(output_dir: pathlib.Path) -> list[str]:
             if "pdoc" in w.filename and not str(w.message).startswith(HARMLESS)]
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="docs/api")
     parser.add_argument("--serve", action="store_true", help="serve it on localhost instead")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.serve:
         import pdoc.__main__
         sys.argv = ["pdoc", "-d", "restructuredtext", "--math", *MODULES]

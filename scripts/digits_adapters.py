@@ -119,7 +119,7 @@ def train_equinox(args, batches, evaluate):
 TRAINERS = {"nnx": train_nnx, "linen": train_linen, "equinox": train_equinox}
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--cell", default="lstm", choices=("elman", "lstm", "gru"))
@@ -129,7 +129,11 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frameworks", nargs="+", default=list(TRAINERS), choices=TRAINERS)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
 
     images, labels = load_digits()                          # (N, 8 rows, 8 pixels): batch-first
     order = np.random.default_rng(0).permutation(len(labels))  # scripts/digits.py's split

@@ -178,6 +178,26 @@ def _layer_entry(name, params, run):
                  functools.partial(_sequence_reference, with_ys=False))
 
 
+def _generator_inputs(cls: str):
+    """generator.loss reads a context (B, D) in place of xs, and ys (T, B) with lengths."""
+    if cls == "NaN padded":
+        return None  # no padded float input: the inputs after t = 0 are the labels
+    inputs = _sequence_inputs(cls)
+    context = XS[0]
+    if cls in ("rank", "features", "integer", "complex", "NaN valid"):
+        context = inputs.pop("xs")[0]
+    else:
+        inputs.pop("xs")
+    if cls == "B0":
+        context = XS[0, :0]
+    return {"context": context, **inputs}
+
+
+def _generator_reference(cls: str):
+    reference = _sequence_reference(cls)
+    return None if reference is None else {"context": XS[0], "ys": YS, "lengths": LENGTHS}
+
+
 def _hs(out):
     return out[0]
 
@@ -208,6 +228,22 @@ ENTRIES = [
           _sequence_inputs, _sequence_reference,
           expect={"batch": Error(ValueError, r"targets: expected shape \(3, 2\), got \(4, 2\)",
                                  "names targets, (3, 2) and (4, 2)")}),
+    Entry("generator.loss", lambda: generator.init(KEY, "gru", D, H, C),
+          lambda p, context, ys, lengths=None: generator.loss(p, context, ys, lengths=lengths),
+          _generator_inputs, _generator_reference,
+          expect={
+              "rank": Error(ValueError, r"context: expected shape \(B, 2\), got \(3, 2, 1\)",
+                            "names context (the xs of this model), (B, 2) and (3, 2, 1)"),
+              "features": Error(ValueError, r"context: expected shape \(B, 2\), got \(3, 3\)",
+                                "names context, (B, 2) and (3, 3)"),
+              "integer": Error(TypeError, r"context: expected a floating dtype, got int32",
+                               "names context, a floating dtype and int32"),
+              "complex": Error(TypeError, r"context: expected a floating dtype, got complex64",
+                               "names context, a floating dtype and complex64"),
+              "T0": Error(ValueError, r"ys: expected shape \(T, B\) with T >= 1, got \(0, 3\)",
+                          "names ys (its length is T), T >= 1 and (0, 3)"),
+              "B0": Error(ValueError, r"context: expected shape \(B, 2\) with B >= 1, got "
+                                      r"\(0, 2\)", "names context, B >= 1 and (0, 2)")}),
     Entry("seq2seq.loss", lambda: seq2seq.init(KEY, "lstm", D, H, C),
           lambda p, xs, ys, x_lengths=None: seq2seq.loss(p, xs, ys, x_lengths=x_lengths),
           functools.partial(_sequence_inputs, lengths_name="x_lengths"),

@@ -60,6 +60,8 @@ def _check_context(params: Params, context):
     context_size, _ = _sizes(params)
     _checks.rank("context", context, (2,), f"(B, {context_size})")
     _checks.shape("context", context, context.shape[:1] + (context_size,), f"(B, {context_size})")
+    if context.shape[0] == 0:
+        _checks.fail_shape("context", f"(B, {context_size}) with B >= 1", context.shape)
     _checks.same_dtype("context", context, params.head.V.dtype, "the parameters")
     return context
 
