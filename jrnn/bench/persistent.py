@@ -96,8 +96,11 @@ def timings(cell, B, T, D, H, C, md, reps, unroll):
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+OUT = os.path.join("benchmarks", "results")
+
+
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--warps", nargs="+", type=int, default=[persistent.NUM_WARPS])
     parser.add_argument("--weight-limit", type=int, default=persistent.MAX_WEIGHT_BYTES,
                         help="bytes of recurrent weights allowed on chip (to probe larger H)")
@@ -106,8 +109,12 @@ def main(argv=None) -> int:
     parser.add_argument("--no-time", action="store_true", help="correctness only")
     parser.add_argument("--cases", nargs="+", type=int, default=None,
                         help="indices into CASES (default: all)")
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default=out)
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
     persistent.MAX_WEIGHT_BYTES = args.weight_limit
     device = jax.devices()[0]
     env = {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),

@@ -43,13 +43,20 @@ def build(cell, cfg, option):
     return lambda: jax.block_until_ready(step(params))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+OUT = os.path.join("benchmarks", "results")
+
+
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--configs", nargs="+", default=["S", "X"], choices=suite.CONFIGS)
     parser.add_argument("--cells", nargs="+", default=list(suite.CELLS), choices=suite.CELLS)
     parser.add_argument("--reps", type=int, default=15)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default=out)
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
     device = jax.devices()[0]
     env = {"backend": jax.default_backend(), "device": getattr(device, "device_kind",
                                                                str(device)),

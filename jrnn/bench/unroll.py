@@ -22,15 +22,22 @@ import jax
 from jrnn.bench import suite
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+OUT = os.path.join("benchmarks", "results")
+
+
+def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--configs", nargs="+", default=["S", "M", "X"], choices=suite.CONFIGS)
     parser.add_argument("--cells", nargs="+", default=list(suite.CELLS), choices=suite.CELLS)
     parser.add_argument("--unroll", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--out", default=os.path.join("benchmarks", "results"),
+    parser.add_argument("--out", default=out,
                         help="folder for the JSON and markdown results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
+    args = arguments(prog, out, epilog).parse_args(argv)
     backend, device = jax.default_backend(), jax.devices()[0]
     env = {"backend": backend, "device": getattr(device, "device_kind", str(device)),
            "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "reps": args.reps}
