@@ -71,7 +71,8 @@ SWEEPS = {
                                                          8192, 16384)],
     "B": [Config(B=b, T=512, D=64, H=256, C=64) for b in (1, 4, 16, 64, 256)],
 }
-CELLS = ("elman", "lstm", "gru")
+CELLS = ("elman", "lstm", "gru")  # the default; --cells takes any registered cell
+ALL_CELLS = tuple(jrnn.cells.names())
 OUT = os.path.join("benchmarks", "results")  # `jrnn bench` passes runs/bench instead
 
 
@@ -127,6 +128,8 @@ def build_flax(cell: str, cfg: Config) -> Runner:
         import optax
     except ImportError as e:
         raise Missing(f"flax not installed ({e.name}); pip install 'jrnn[bench]'") from None
+    if cell not in CELLS:
+        raise Missing(f"Flax has no {cell!r} cell")
     cell_cls = {"elman": nn.SimpleCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell]
 
     class Model(nn.Module):
@@ -147,6 +150,8 @@ def build_torch(cell: str, cfg: Config) -> Runner:
     except ImportError:
         raise Missing("torch not installed (pip install torch==2.13.0 for the CPU build)") \
             from None
+    if cell not in CELLS:
+        raise Missing(f"PyTorch has no {cell!r} module")
     gpu = jax.default_backend() == "gpu"
     if gpu and not torch.cuda.is_available():
         raise Missing("torch has no CUDA here, so it cannot run beside JAX on the GPU")
@@ -258,7 +263,7 @@ def tables(rows, unrolls) -> str:
     out = []
     base = f"jrnn (unroll {unrolls[0]})"
     for kind in ("train", "forward"):
-        for cell in CELLS:
+        for cell in ALL_CELLS:
             sel = [r for r in rows if r["cell"] == cell and r.get("kind", kind) == kind]
             labels = list(dict.fromkeys(r["config"] for r in sel))
             if not labels:
@@ -308,7 +313,7 @@ def plot_sweep(rows, path: str, title: str) -> bool:
     except ImportError:
         print("matplotlib not installed: no plot", flush=True)
         return False
-    cells = [c for c in CELLS if any(r["cell"] == c for r in rows)]
+    cells = [c for c in ALL_CELLS if any(r["cell"] == c for r in rows)]
     fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 4), squeeze=False)
     for ax, cell in zip(axes[0], cells):
         sel = [r for r in rows if r["cell"] == cell and r.get("kind") == "train"]
@@ -328,9 +333,9 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
     from jrnn.cli import ArgumentParser, integer
     parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], epilog=epilog)
     parser.add_argument("--configs", nargs="*", default=["S", "M", "X"], choices=CONFIGS)
-    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=ALL_CELLS)
     parser.add_argument("--sweeps", nargs="*", default=["T"], choices=SWEEPS)
-    parser.add_argument("--sweep-cells", nargs="+", default=["elman"], choices=CELLS)
+    parser.add_argument("--sweep-cells", nargs="+", default=["elman"], choices=ALL_CELLS)
     parser.add_argument("--unroll", nargs="+", type=integer(1), default=[jrnn.default_unroll()])
     parser.add_argument("--reps", type=integer(1), default=20)
     parser.add_argument("--out", default=out,
