@@ -13,10 +13,17 @@ def test_default_initialisation_is_pytorchs(cell):
     layer = layers.init_layer(jax.random.key(0), cell, 7, 16)
     G = jrnn.cells.get(cell).gates
     assert layer.U.shape == (G * 16, 7) and layer.W.shape == (G * 16, 16)
-    for a in jax.tree.leaves(layer):
-        assert float(jnp.max(jnp.abs(a))) <= 1 / 4  # uniform in ±1/√H, H = 16
-        assert float(jnp.std(a)) > 0.1              # and spread over it (≈ 0.144)
+    for a in (layer.U, layer.W, layer.b, layer.b_r):
+        if a is not None:
+            assert float(jnp.max(jnp.abs(a))) <= 1 / 4  # uniform in ±1/√H, H = 16
+            assert float(jnp.std(a)) > 0.1              # and spread over it (≈ 0.144)
     assert (layer.b_r is not None) == (cell == "gru")
+    # Layer-normalised cells: no layer biases; gains 1, biases 0 (Ba et al. 2016).
+    assert (layer.b is None) == (layer.cell_params is not None)
+    if layer.cell_params is not None:
+        for name, a in layer.cell_params._asdict().items():
+            if a is not None:
+                np.testing.assert_array_equal(a, 1.0 if name.endswith("gain") else 0.0)
 
 
 @pytest.mark.parametrize("cell", jrnn.cells.names())

@@ -132,7 +132,8 @@ FULLY_SATURATED = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     import test_robustness as t
     from helpers import rel_error
-    for cell in ("elman", "lstm", "gru"):
+    import jrnn
+    for cell in jrnn.cells.names():
         manual, autodiff = t.tagger_both(cell, 1e3 * t.XS)
         print(cell, rel_error(manual, autodiff))
 """)

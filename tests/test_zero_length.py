@@ -65,8 +65,7 @@ def test_classifier(cell):
     # is dropped from the batch here with its label and compared with that.
     with_row = jax.jit(jax.value_and_grad(loss))(p, XS, YS[0], LENGTHS)
     feats = classifier.features(p, XS, lengths=LENGTHS)
-    h0_feats = jnp.concatenate([p.h0[-1][0], p.h0[-1][1]]) if cell != "lstm" else \
-        jnp.concatenate([p.h0[-1][0].h, p.h0[-1][1].h])
+    h0_feats = jnp.concatenate([jrnn.layers.hidden_of(cell, p.h0[-1][d]) for d in (0, 1)])
     np.testing.assert_array_equal(feats[1], h0_feats)
     without = jax.jit(jax.value_and_grad(loss))(p, drop(XS), drop(YS[0], 0), drop(LENGTHS, 0))
     empty_only = jax.jit(jax.value_and_grad(loss))(p, XS[:, 1:2], YS[0, 1:2], LENGTHS[1:2])
