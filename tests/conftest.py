@@ -36,3 +36,27 @@ def pytest_report_header(config):
     device = jax.devices()[0]
     return (f"jax {jax.__version__} on {jax.default_backend()} "
             f"({getattr(device, 'device_kind', device)}), matmul precision 'highest'")
+
+
+# Every program XLA:CPU compiles keeps its code in memory mappings until its
+# executable is dropped, several hundred of them per program here; a test
+# process that holds the executables of hundreds of tests reaches Linux's
+# limit on mappings per process (vm.max_map_count, 65,530 by default), and the
+# next compilation then crashes inside LLVM (a segmentation fault, not an
+# error). Past a third of that limit the compiled programs are dropped: the
+# tests after it recompile what they need.
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+_MAPS = pathlib.Path("/proc/self/maps")
+_MAX_MAPPINGS = 20_000
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    yield
+    if _MAPS.exists():
+        with _MAPS.open() as maps:
+            if sum(1 for _ in maps) > _MAX_MAPPINGS:
+                jax.clear_caches()
