@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import cells, layers
+from jrnn import dropout as _dropout
 
 __all__ = ["from_torch", "to_torch", "states_from_torch", "states_to_torch", "from_torch_named"]
 
@@ -44,7 +45,7 @@ _CELL_OF = {"RNN": "elman", "LSTM": "lstm", "GRU": "gru"}
 _MODULE_OF = {cell: name for name, cell in _CELL_OF.items()}
 
 
-def _kind(module) -> str:
+def _kind(module, allow_dropout: bool = False) -> str:
     import torch
     for name in _CELL_OF:
         if type(module) is getattr(torch.nn, name):
@@ -57,10 +58,11 @@ def _kind(module) -> str:
                          f"nonlinearity={module.nonlinearity!r}")
     if name == "LSTM" and module.proj_size:
         raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported")
-    if module.dropout and module.num_layers > 1:
-        raise ValueError(f"module: dropout={module.dropout} between layers has no counterpart "
-                         "in a jrnn stack, so the conversion would drop it silently; set "
-                         "module.dropout = 0 to convert the same function without it")
+    if module.dropout and module.num_layers > 1 and not allow_dropout:
+        raise ValueError(f"module: dropout={module.dropout} between layers is not part of a "
+                         "jrnn stack, so the conversion would drop it silently; pass "
+                         "with_dropout=True to get it as jrnn.dropout.Dropout(between=...), or "
+                         "set module.dropout = 0 to convert the same function without it")
     return _CELL_OF[name]
 
 
@@ -82,13 +84,14 @@ def _to_tensor(array):
     return torch.from_numpy(np.array(array))
 
 
-def from_torch_named(module, tensors: Callable[[str], Any]) -> layers.Stack:
+def from_torch_named(module, tensors: Callable[[str], Any], *,
+                     allow_dropout: bool = False) -> layers.Stack:
     """A stack laid out like ``module``, with each array read as ``tensors(torch_name)``.
 
     :func:`from_torch` reads the parameters; passing ``lambda n:
     getattr(module, n).grad`` reads their gradients into the same structure.
     """
-    cell = _kind(module)
+    cell = _kind(module, allow_dropout)
     directions = 2 if module.bidirectional else 1
     stack = []
     for l in range(module.num_layers):
@@ -104,9 +107,20 @@ def from_torch_named(module, tensors: Callable[[str], Any]) -> layers.Stack:
     return tuple(stack)
 
 
-def from_torch(module) -> layers.Stack:
-    """The jrnn stack with the parameters of a ``torch.nn.RNN``/``LSTM``/``GRU``."""
-    return from_torch_named(module, lambda name: getattr(module, name))
+def from_torch(module, *, with_dropout: bool = False):
+    """The jrnn stack with the parameters of a ``torch.nn.RNN``/``LSTM``/``GRU``.
+
+    A multi-layer module with ``dropout > 0`` is refused unless ``with_dropout``:
+    then the result is ``(stack, jrnn.dropout.Dropout(between=module.dropout))``,
+    PyTorch's dropout between layers as jrnn's (pass both to
+    :func:`jrnn.layers.run_stack` with ``key`` and ``training``).
+    """
+    stack = from_torch_named(module, lambda name: getattr(module, name),
+                             allow_dropout=with_dropout)
+    if not with_dropout:
+        return stack
+    between = float(module.dropout) if module.num_layers > 1 else 0.0
+    return stack, _dropout.Dropout(between=between)
 
 
 def to_torch(stack: layers.Stack, *, batch_first: bool = False):

@@ -269,6 +269,26 @@ def test_torch_dropout_between_layers_is_refused():
     assert len(jrnn.pytorch.from_torch(module)) == 2
 
 
+def test_torch_dropout_between_layers_converts_to_jrnns():
+    """with_dropout=True: PyTorch's dropout= as jrnn.dropout.Dropout(between=...), and in
+    evaluation (torch's eval(), jrnn's training=False) the same function as torch's."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.GRU(D, H, num_layers=2, dropout=0.5).double().eval()
+    stack, dropout = jrnn.pytorch.from_torch(module, with_dropout=True)
+    assert dropout == jrnn.dropout.Dropout(between=0.5)
+    xs = np.random.default_rng(0).normal(size=(T, B, D))
+    ours, _ = layers.run_stack(stack, jnp.asarray(xs), dropout=dropout, training=False)
+    with torch.no_grad():
+        theirs, _ = module(torch.from_numpy(xs))
+    np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=1e-12, atol=1e-12)
+    trained, _ = layers.run_stack(stack, jnp.asarray(xs), dropout=dropout,
+                                  key=jax.random.key(0), training=True)
+    assert not np.allclose(np.asarray(trained), theirs.numpy())  # training draws masks
+    single = torch.nn.LSTM(D, H, num_layers=1)
+    assert jrnn.pytorch.from_torch(single, with_dropout=True)[1] == jrnn.dropout.Dropout()
+
+
 # ---- 8. PRNG keys of both kinds, or an error that says which ----
 
 INITS = {
