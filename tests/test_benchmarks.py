@@ -43,3 +43,16 @@ def test_adapters_benchmark_measures_both_sides(tmp_path):
                                          "equinox: eqx cell + lax.scan"}
     assert all(r["median_ms"] > 0 for r in rows)
     assert "| tiny (2, 4, 3, 5, 3) | gru | nnx vs flax nnx.RNN |" in adapters.table(rows)
+
+
+def test_unroll_and_regularisation_benchmarks_write_their_results(tmp_path):
+    from jrnn.bench import regularisation, unroll
+    assert unroll.main(["--configs", "S", "--cells", "elman", "--unroll", "1", "2", "--reps", "1",
+                        "--out", str(tmp_path)]) == 0
+    assert regularisation.main(["--configs", "S", "--cells", "elman", "--reps", "1",
+                                "--out", str(tmp_path)]) == 0
+    for name in ("unroll", "regularisation"):
+        rows = __import__("json").loads(
+            (tmp_path / f"{jax.default_backend()}_{name}.json").read_text())["rows"]
+        assert rows and all(r["median_ms"] > 0 for r in rows)
+        assert (tmp_path / f"{jax.default_backend()}_{name}.md").read_text().startswith("# ")

@@ -9,3 +9,18 @@
 
 Results and the method notes live in the repository's ``benchmarks/`` folder.
 """
+
+
+def write_results(out: str, name: str, env: dict, rows: list, markdown: str) -> str:
+    """Writes ``<out>/<backend>_<name>.json`` ({"env", "rows"}) and ``.md``, prints the
+    markdown, and returns the path without its suffix."""
+    import json
+    import os
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.join(out, f"{env['backend']}_{name}")
+    with open(stem + ".json", "w") as f:
+        json.dump({"env": env, "rows": rows}, f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(markdown.rstrip("\n") + "\n")
+    print(markdown)
+    return stem

@@ -21,7 +21,6 @@ Writes ``benchmarks/results/<backend>_adapters.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jrnn.bench import write_results
 from jrnn.bench.suite import CONFIGS, Config, data, time_rounds
 
 CELLS = ("lstm", "gru")
@@ -176,10 +176,6 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     for label in args.configs:
         for cell in args.cells:
             rows += measure(label, cell, CONFIGS[label], args.reps)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{env['backend']}_adapters")
-    with open(stem + ".json", "w") as f:
-        json.dump({"env": env, "rows": rows}, f, indent=1)
     text = (f"# jrnn's Flax NNX and Equinox modules against the frameworks' own: "
             f"{env['device']} ({env['cpu_count']} cores), jax {env['jax']}, flax {env['flax']}, "
             f"equinox {env['equinox']}, {env['date']}\n\n"
@@ -187,9 +183,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
             f"\n\nTraining step (loss and every gradient), float32, batch-first, median of "
             f"{args.reps} interleaved rounds. Speed-up = their time / jrnn's (> 1: jrnn is "
             f"faster).{' ' + args.note if args.note else ''}\n\n" + table(rows) + "\n")
-    with open(stem + ".md", "w") as f:
-        f.write(text)
-    print(text)
+    write_results(args.out, "adapters", env, rows, text)
     return 0
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 import jrnn
 from jrnn import persistent
-from jrnn.bench import suite
+from jrnn.bench import suite, write_results
 from jrnn.models import tagger
 
 # (cell, B, T, D, H, C, matmul dtype or None)
@@ -142,10 +142,6 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                 traceback.print_exc()
             print(json.dumps(row), flush=True)
             rows.append(row)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{env['backend']}_persistent")
-    with open(stem + ".json", "w") as f:
-        json.dump({"env": env, "rows": rows}, f, indent=1)
     lines = [f"# Persistent kernel: {env['device']}, jax {env['jax']}, {env['date']}\n",
              "Gradient error against the scan path (relative, all gradients), and median "
              f"ms over {args.reps} interleaved rounds; scan at unroll {env['unroll']}.\n",
@@ -171,9 +167,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                      f"{1e3 * m['persistent recurrence'] / T:.2f} | {m['scan forward']:.2f} → "
                      f"{m['persistent forward']:.2f}{torch_f} | {m['scan train']:.2f} → "
                      f"{m['persistent train']:.2f}{torch_t} |")
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "persistent", env, rows, "\n".join(lines))
     return 0
 
 

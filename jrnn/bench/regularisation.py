@@ -12,7 +12,6 @@ Writes ``benchmarks/results/<backend>_regularisation.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -21,7 +20,7 @@ import time
 import jax
 
 from jrnn import dropout as jd
-from jrnn.bench import suite
+from jrnn.bench import suite, write_results
 from jrnn.models import tagger
 
 OPTIONS = {
@@ -77,10 +76,6 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                              "ratio": statistics.median(ts) / base})
                 print(f"  {label} {cell:5s} {name:15s} {rows[-1]['median_ms']:9.2f} ms "
                       f"({rows[-1]['ratio']:.2f}×)", flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{env['backend']}_regularisation")
-    with open(stem + ".json", "w") as f:
-        json.dump({"env": env, "rows": rows}, f, indent=1)
     lines = [f"# Regularisation cost: {env['device']} ({env['cpu_count']} cores), jax "
              f"{env['jax']}, {env['date']}\n",
              f"Training step (loss and all gradients), median ms of {args.reps} interleaved "
@@ -91,9 +86,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
             by = {r["option"]: r for r in rows if (r["config"], r["cell"]) == (label, cell)}
             lines.append(f"| {label} | {cell} | " + " | ".join(
                 f"{by[o]['median_ms']:.1f} ({by[o]['ratio']:.2f}×)" for o in OPTIONS) + " |")
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "regularisation", env, rows, "\n".join(lines))
     return 0
 
 

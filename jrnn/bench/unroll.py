@@ -11,7 +11,6 @@ Writes ``benchmarks/results/<backend>_unroll.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,7 +18,7 @@ import time
 
 import jax
 
-from jrnn.bench import suite
+from jrnn.bench import suite, write_results
 
 
 OUT = os.path.join("benchmarks", "results")
@@ -63,10 +62,6 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                                  "first_s": first[u]})
                     print(f"  {label} {cell:5s} {kind:7s} unroll {u:3d} "
                           f"{rows[-1]['median_ms']:9.3f} ms  (first {first[u]:.1f} s)", flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{backend}_unroll")
-    with open(stem + ".json", "w") as f:
-        json.dump({"env": env, "rows": rows}, f, indent=1)
     lines = [f"# Unroll sweep: {env['device']}, jax {env['jax']}, {env['date']}\n",
              f"Median of {args.reps} interleaved rounds, ms; float32, default matmul precision. "
              "In brackets: time relative to unroll 1.\n",
@@ -80,9 +75,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                 base = by[args.unroll[0]]
                 lines.append(f"| {label} | {cell} | {kind} | " + " | ".join(
                     f"{by[u]:.2f} ({by[u] / base:.2f})" for u in args.unroll) + " |")
-    with open(stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, "unroll", env, rows, "\n".join(lines))
     return 0
 
 
