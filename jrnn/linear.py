@@ -1,0 +1,334 @@
+r"""The second driver: linear recurrences, by a parallel or a sequential scan.
+
+For a linear cell (:mod:`jrnn.cells.linear_contract`: minGRU, minLSTM, LRU) and
+inputs ``xs`` (T, B, D):
+
+.. math::
+
+    P &= X U^\top + \text{bias}     && \text{one matmul, all } T \cdot B \text{ rows} \\
+    (a_t, b_t) &= \text{cell}(P_t)  && \text{pointwise} \\
+    h_t &= a_t \odot h_{t-1} + b_t  && \text{the scan}
+
+The scan runs in one of two modes. ``"parallel"``: ``jax.lax.associative_scan``
+over the pairs (a_t, b_t) with (a, b) ∘ (a', b') = (a a', a' b + b'), O(log T)
+depth (Blelloch 1990; for RNNs Martin & Cundy 2018). ``"sequential"``:
+``lax.scan``, T steps of O(1) depth each. Both give the same h_t up to rounding.
+
+The backward is written by hand (``jax.custom_vjp``): the adjoint of a linear
+recurrence is the same linear recurrence run backwards. With g_t the cotangent of
+h_t (plus that of the final state at t = T),
+
+.. math::
+
+    \lambda_t = g_t + \bar a_{t+1} \odot \lambda_{t+1}, \qquad
+    da_t = \lambda_t \odot \bar h_{t-1}, \qquad db_t = \lambda_t, \qquad
+    dh_0 = \bar a_1 \odot \lambda_1
+
+(bars: complex conjugates, for the LRU's complex state), computed by a reverse
+associative scan in parallel mode and a reverse ``lax.scan`` in sequential mode;
+then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
+each one matmul over all rows. The forward keeps only the states h_t (the output)
+as residuals: P and a_t are recomputed from X in the backward (one matmul, cheaper
+than storing and reading back 2–3 arrays of T·B·N). docs/derivation.md derives it.
+
+Measured default mode per platform (benchmarks/linear.py, training step of
+minGRU at B 8, D 64, H 256; results in benchmarks/results/cpu_linear.md):
+
+=========  ==========  ================================================
+platform   default     why
+=========  ==========  ================================================
+cpu        sequential  faster than parallel at every T from 256 to 65,536
+gpu        parallel    log-depth scan; the sequential loop pays per step
+=========  ==========  ================================================
+
+Options, as in :func:`jrnn.rnn`: ``mask``/``lengths`` (a masked step has a = 1,
+b = 0: the state passes unchanged, the output is zero, no gradient reaches its
+input), ``reverse``, ``h0`` and its gradient, and the final state (for
+truncated BPTT). Reverse mode only on the manual path (``backward="autodiff"``
+for ``jax.jvp``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jrnn import _checks
+from jrnn.cells import linear_contract as _contract
+from jrnn.cells import lru as _lru, mingru as _mingru, minlstm as _minlstm  # noqa: F401  (register)
+from jrnn.recurrence import check_lengths, lengths_to_mask
+
+__all__ = ["linear_rnn", "linear_step", "default_mode", "MODES"]
+
+MODES = ("parallel", "sequential")
+# Measured (module doc, benchmarks/NOTES.md).
+_DEFAULT_MODE = {"cpu": "sequential", "gpu": "parallel", "cuda": "parallel",
+                 "rocm": "parallel", "tpu": "parallel"}
+
+
+def default_mode(backend: Optional[str] = None) -> str:
+    """The scan mode used when a caller passes ``mode=None``."""
+    return _DEFAULT_MODE.get(backend or jax.default_backend(), "sequential")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    cell: _contract.LinearCell
+    mode: str
+
+
+def _project(xs, U, bias, blocks: int) -> tuple:
+    """P = X Uᵀ + bias as ``blocks`` arrays (T, B, N), one matmul per block."""
+    Us = jnp.split(U, blocks, axis=0)
+    bs = (None,) * blocks if bias is None else jnp.split(bias, blocks)
+    return tuple(jnp.einsum("tbd,nd->tbn", xs, U_k) + (0 if b_k is None else b_k)
+                 for U_k, b_k in zip(Us, bs))
+
+
+def _coefficients(cell, U, bias, xs, params, mask):
+    """(P, a, b): a broadcast to (T, B, N) where the scan needs it, masked steps a = 1, b = 0."""
+    P = _project(xs, U, bias, cell.blocks)
+    a, b = cell.coefficients(P, params)
+    if mask is not None:
+        m = mask[..., None]
+        a = jnp.where(m, a, jnp.ones((), a.dtype))
+        b = jnp.where(m, b, jnp.zeros((), b.dtype))
+    return P, a, b
+
+
+def _combine(first, second):
+    """(a, b) then (a', b'): h ↦ a'(a h + b) + b'."""
+    a1, b1 = first
+    a2, b2 = second
+    return a1 * a2, a2 * b1 + b2
+
+
+def _scan(a, b, h0, mode: str, reverse: bool = False):
+    """h_t = a_t h_{t−1} + b_t from h0, in time order (or from t = T down with
+    ``reverse``). ``a`` is (T, B, N) or (N,). Returns (every h_t, the last one)."""
+    T = b.shape[0]
+    if mode == "sequential":
+        if a.ndim == 1:
+            def step(h, b_t):
+                h = a * h + b_t
+                return h, h
+            last, hs = lax.scan(step, h0, b, reverse=reverse)
+        else:
+            def step(h, ab_t):
+                h = ab_t[0] * h + ab_t[1]
+                return h, h
+            last, hs = lax.scan(step, h0, (a, b), reverse=reverse)
+        return hs, last
+    a = jnp.broadcast_to(a, b.shape)
+    first = T - 1 if reverse else 0
+    b = b.at[first].add(a[first] * h0)
+    _, hs = lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)
+    return hs, hs[0 if reverse else T - 1]
+
+
+def _forward(static, U, bias, xs, h0, mask, params):
+    _, a, b = _coefficients(static.cell, U, bias, xs, params, mask)
+    states, final = _scan(a, b, h0, static.mode)
+    hs = states if mask is None else jnp.where(mask[..., None], states,
+                                               jnp.zeros((), states.dtype))
+    return hs, final, states
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _linear_manual(static, U, bias, xs, h0, mask, params):
+    hs, final, _ = _forward(static, U, bias, xs, h0, mask, params)
+    return hs, final
+
+
+def _linear_manual_fwd(static, U, bias, xs, h0, mask, params):
+    hs, final, states = _forward(static, U, bias, xs, h0, mask, params)
+    # Only the states are kept (the output itself when there is no mask).
+    return (hs, final), (U, bias, xs, h0, mask, params, states)
+
+
+def _adjoint(a, g, g_final, mode: str):
+    """λ_t = g_t + conj(a_{t+1}) λ_{t+1}, λ_T = g_T + g_final; returns (λ, dh0 = conj(a_1) λ_1)."""
+    a_bar = jnp.conj(a)
+    if mode == "sequential":
+        # The carry is μ_{t+1} = conj(a_{t+1}) λ_{t+1}, so a needs no shift.
+        if a.ndim == 1:
+            def step(mu, g_t):
+                lam = g_t + mu
+                return a_bar * lam, lam
+            dh0, lam = lax.scan(step, g_final, g, reverse=True)
+        else:
+            def step(mu, inputs):
+                lam = inputs[1] + mu
+                return inputs[0] * lam, lam
+            dh0, lam = lax.scan(step, g_final, (a_bar, g), reverse=True)
+        return lam, dh0
+    a_bar = jnp.broadcast_to(a_bar, g.shape)
+    shifted = jnp.concatenate([a_bar[1:], jnp.ones_like(a_bar[:1])])
+    g = g.at[-1].add(g_final)
+    _, lam = lax.associative_scan(_combine, (shifted, g), reverse=True, axis=0)
+    return lam, a_bar[0] * lam[0]
+
+
+def _linear_manual_bwd(static, residuals, cotangents):
+    U, bias, xs, h0, mask, params, states = residuals
+    cell = static.cell
+    g, g_final = cotangents
+    if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
+        g, g_final = jnp.conj(g), jnp.conj(g_final)
+    P, a, _ = _coefficients(cell, U, bias, xs, params, mask)
+    if mask is not None:
+        g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
+    lam, dh0 = _adjoint(a, g, g_final, static.mode)
+    h_prev = jnp.concatenate([h0[None], states[:-1]])
+    da = lam * jnp.conj(h_prev)
+    db = lam
+    if mask is not None:
+        m = mask[..., None]
+        da = jnp.where(m, da, jnp.zeros((), da.dtype))
+        db = jnp.where(m, db, jnp.zeros((), db.dtype))
+    if cell.constant_a:
+        da = jnp.sum(da, axis=(0, 1))
+    dP, dparams = cell.coefficients_vjp(P, params, da, db)
+    dU = jnp.concatenate([jnp.einsum("tbn,tbd->nd", d, xs) for d in dP])
+    dbias = None if bias is None else jnp.concatenate([jnp.sum(d, axis=(0, 1)) for d in dP])
+    dxs = sum(jnp.einsum("tbn,nd->tbd", d, U_k)
+              for d, U_k in zip(dP, jnp.split(U, cell.blocks, axis=0)))
+    if cell.complex_state:
+        dh0 = jnp.conj(dh0)
+    return dU, dbias, dxs, dh0, None, dparams
+
+
+_linear_manual.defvjp(_linear_manual_fwd, _linear_manual_bwd)
+
+
+def _check_args(cell, U, bias, xs, h0, mask, params):
+    _checks.floating("U", U)
+    _checks.floating("xs", xs)
+    _checks.rank("U", U, (2,), f"({cell.blocks}·N, D) for cell {cell.name!r}")
+    rows, D = U.shape
+    if rows % cell.blocks:
+        _checks.fail_shape("U", f"({cell.blocks}·N, D): {cell.blocks} blocks for cell "
+                           f"{cell.name!r}", U.shape)
+    N, dtype = rows // cell.blocks, U.dtype
+    if bias is not None:
+        _checks.floating("bias", bias)
+        _checks.shape("bias", bias, (rows,))
+        _checks.same_dtype("bias", bias, dtype, "U")
+    _checks.rank("xs", xs, (2, 3), f"(T, B, {D}) or unbatched (T, {D})")
+    if xs.shape[-1] != D or xs.shape[0] == 0 or (xs.ndim == 3 and xs.shape[1] == 0):
+        _checks.fail_shape("xs", f"(T, B, {D}) with T, B >= 1 (U is {tuple(U.shape)})",
+                           xs.shape)
+    _checks.same_dtype("xs", xs, dtype, "U")
+    state_dtype = (jnp.complex128 if dtype == jnp.float64 else jnp.complex64) \
+        if cell.complex_state else dtype
+    if h0 is not None:
+        batch = xs.shape[1:-1]
+        _checks.shape("h0", h0, batch + (N,), str(batch + (N,)),
+                      "the initial state is (B, N), or (N,) for an unbatched xs")
+        if jnp.result_type(h0) != state_dtype:
+            raise TypeError(f"h0: expected dtype {jnp.dtype(state_dtype)} (the state of cell "
+                            f"{cell.name!r} with {jnp.dtype(dtype)} parameters), got "
+                            f"{jnp.result_type(h0)}")
+    if mask is not None:
+        _checks.boolean("mask", mask)
+        _checks.shape("mask", mask, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
+    if cell.init_params is None:
+        if params is not None:
+            raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
+                             f"got {type(params).__name__}")
+    else:
+        if params is None:
+            raise ValueError(f"cell_params: cell {cell.name!r} needs its own parameters "
+                             f"(its init_params(key, N, dtype)), got None")
+        expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), N, dtype))
+        if jax.tree.structure(params) != jax.tree.structure(expected):
+            raise ValueError(f"cell_params: expected the structure "
+                             f"{jax.tree.structure(expected)}, got {jax.tree.structure(params)}")
+        for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(params),
+                                     jax.tree.leaves(expected)):
+            name = "cell_params" + jax.tree_util.keystr(path)
+            _checks.floating(name, leaf)
+            _checks.shape(name, leaf, ref.shape)
+            _checks.same_dtype(name, leaf, dtype, "U")
+    return N, state_dtype
+
+
+def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengths=None,
+               reverse: bool = False, mode: Optional[str] = None,
+               backward: str = "manual") -> tuple[jax.Array, jax.Array]:
+    """Runs one linear recurrent layer over a sequence: h_t = a_t ⊙ h_{t−1} + b_t.
+
+    Args:
+      cell: ``"mingru"``, ``"minlstm"``, ``"lru"`` or a :class:`LinearCell`.
+      U: (K·N, D) input weights, K = the cell's blocks (minGRU 2, minLSTM 3, LRU 2).
+      bias: (K·N,) or None.
+      xs: (T, B, D) time-major inputs, or an unbatched (T, D) sequence.
+      h0: initial state (B, N) (complex for the LRU); zeros if None.
+      cell_params: the cell's own parameters (the LRU's :class:`LRUParams`).
+      mask: optional (T, B) bool, False at steps to skip (a = 1, b = 0, output 0).
+      lengths: optional (B,) int in [0, T]: steps t >= length are masked.
+      reverse: run from t = T−1 down to 0 (right-padded sequences reverse within
+        their own length, as in :func:`jrnn.rnn`).
+      mode: ``"parallel"`` (associative scan), ``"sequential"`` (``lax.scan``) or
+        None for :func:`default_mode` (measured per platform, module doc).
+      backward: ``"manual"`` (the hand-written adjoint scan) or ``"autodiff"``
+        (JAX autodiff of the same forward, the reference).
+
+    Returns:
+      ``(hs, final)``: hs (T, B, N), zeros at masked steps, and the state after
+      the last valid step.
+
+    >>> import jax, jax.numpy as jnp, jrnn.linear
+    >>> U = jax.random.normal(jax.random.key(0), (2 * 4, 3))
+    >>> hs, h_T = jrnn.linear.linear_rnn("mingru", U, None, jnp.ones((5, 2, 3)))
+    >>> hs.shape, h_T.shape
+    ((5, 2, 4), (2, 4))
+    """
+    cell = _contract.get(cell)
+    _checks.backward(backward)
+    if mode is None:
+        mode = default_mode()
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
+    U, bias, xs, h0, mask = (_checks.array(name, v) for name, v in zip(
+        ("U", "bias", "xs", "h0", "mask"), (U, bias, xs, h0, mask)))
+    N, state_dtype = _check_args(cell, U, bias, xs, h0, mask, cell_params)
+    if lengths is not None:
+        lengths = check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
+        by_length = lengths_to_mask(lengths, xs.shape[0])
+        mask = by_length if mask is None else mask & by_length
+    if mask is not None:  # padded steps never reach an output or a gradient
+        xs = jnp.where(mask[..., None], xs, jnp.zeros((), xs.dtype))
+    unbatched = xs.ndim == 2
+    if unbatched:
+        xs = xs[:, None]
+        mask = None if mask is None else mask[:, None]
+        h0 = None if h0 is None else h0[None]
+    if h0 is None:
+        h0 = jnp.zeros((xs.shape[1], N), state_dtype)
+    if reverse:
+        xs = xs[::-1]
+        mask = None if mask is None else mask[::-1]
+    static = _Static(cell, mode)
+    if backward == "manual":
+        _checks.reject_forward_mode("jrnn.linear.linear_rnn", U, bias, xs, h0, cell_params)
+        hs, final = _linear_manual(static, U, bias, xs, h0, mask, cell_params)
+    else:
+        hs, final, _ = _forward(static, U, bias, xs, h0, mask, cell_params)
+    if reverse:
+        hs = hs[::-1]
+    if unbatched:
+        hs, final = hs[:, 0], final[0]
+    return hs, final
+
+
+def linear_step(cell, U, bias, x, h, cell_params=None):
+    """One step, for generation: h_t = a ⊙ h + b from one input x (B, D) or (D,)."""
+    cell = _contract.get(cell)
+    P = _project(x[None], U, bias, cell.blocks)
+    a, b = cell.coefficients(P, cell_params)
+    return (a * h + b)[0] if a.ndim == 1 else a[0] * h + b[0]
