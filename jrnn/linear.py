@@ -81,23 +81,28 @@ class _Static:
     mode: str
 
 
+def _rows(a):
+    """(T, B, F) -> (T·B, F): a plain 2-D matmul runs about 2× faster on XLA:CPU than the
+    same contraction over two axes (benchmarks/NOTES.md)."""
+    return a.reshape(-1, a.shape[-1])
+
+
 def _project(xs, U, bias, blocks: int) -> tuple:
-    """P = X Uᵀ + bias as ``blocks`` arrays (T, B, N), one matmul per block."""
+    """P = X Uᵀ + bias as ``blocks`` arrays (T, B, N), one 2-D matmul per block."""
     Us = jnp.split(U, blocks, axis=0)
     bs = (None,) * blocks if bias is None else jnp.split(bias, blocks)
-    return tuple(jnp.einsum("tbd,nd->tbn", xs, U_k) + (0 if b_k is None else b_k)
+    rows = _rows(xs)
+    return tuple(((rows @ U_k.T) + (0 if b_k is None else b_k)).reshape(xs.shape[:-1] + (-1,))
                  for U_k, b_k in zip(Us, bs))
 
 
-def _coefficients(cell, U, bias, xs, params, mask):
-    """(P, a, b): a broadcast to (T, B, N) where the scan needs it, masked steps a = 1, b = 0."""
-    P = _project(xs, U, bias, cell.blocks)
+def _masked(cell, P, params, m):
+    """(a, b) of a step or a sequence; where ``m`` is False, a = 1 and b = 0."""
     a, b = cell.coefficients(P, params)
-    if mask is not None:
-        m = mask[..., None]
-        a = jnp.where(m, a, jnp.ones((), a.dtype))
-        b = jnp.where(m, b, jnp.zeros((), b.dtype))
-    return P, a, b
+    if m is None:
+        return a, b
+    m = m[..., None]
+    return (jnp.where(m, a, jnp.ones((), a.dtype)), jnp.where(m, b, jnp.zeros((), b.dtype)))
 
 
 def _combine(first, second):
@@ -107,32 +112,27 @@ def _combine(first, second):
     return a1 * a2, a2 * b1 + b2
 
 
-def _scan(a, b, h0, mode: str, reverse: bool = False):
-    """h_t = a_t h_{t−1} + b_t from h0, in time order (or from t = T down with
-    ``reverse``). ``a`` is (T, B, N) or (N,). Returns (every h_t, the last one)."""
-    T = b.shape[0]
-    if mode == "sequential":
-        if a.ndim == 1:
-            def step(h, b_t):
-                h = a * h + b_t
-                return h, h
-            last, hs = lax.scan(step, h0, b, reverse=reverse)
-        else:
-            def step(h, ab_t):
-                h = ab_t[0] * h + ab_t[1]
-                return h, h
-            last, hs = lax.scan(step, h0, (a, b), reverse=reverse)
-        return hs, last
-    a = jnp.broadcast_to(a, b.shape)
-    first = T - 1 if reverse else 0
-    b = b.at[first].add(a[first] * h0)
-    _, hs = lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)
-    return hs, hs[0 if reverse else T - 1]
-
-
 def _forward(static, U, bias, xs, h0, mask, params):
-    _, a, b = _coefficients(static.cell, U, bias, xs, params, mask)
-    states, final = _scan(a, b, h0, static.mode)
+    """Outputs hs (zeros at masked steps), the final state, and every state h_t.
+
+    Sequential mode computes (a_t, b_t) inside the loop from P_t, so neither is
+    ever stored for all T; parallel mode needs them as arrays for the scan.
+    """
+    cell = static.cell
+    P = _project(xs, U, bias, cell.blocks)
+    if static.mode == "sequential":
+        def step(h, inputs):
+            P_t, m_t = inputs
+            a_t, b_t = _masked(cell, P_t, params, m_t)
+            h = a_t * h + b_t
+            return h, h
+        final, states = lax.scan(step, h0, (P, mask))
+    else:
+        a, b = _masked(cell, P, params, mask)
+        a = jnp.broadcast_to(a, b.shape)
+        b = b.at[0].add(a[0] * h0)
+        _, states = lax.associative_scan(_combine, (a, b), axis=0)
+        final = states[-1]
     hs = states if mask is None else jnp.where(mask[..., None], states,
                                                jnp.zeros((), states.dtype))
     return hs, final, states
@@ -146,31 +146,57 @@ def _linear_manual(static, U, bias, xs, h0, mask, params):
 
 def _linear_manual_fwd(static, U, bias, xs, h0, mask, params):
     hs, final, states = _forward(static, U, bias, xs, h0, mask, params)
-    # Only the states are kept (the output itself when there is no mask).
+    # Only the states are kept (the output itself when there is no mask): P is
+    # recomputed from X in the backward.
     return (hs, final), (U, bias, xs, h0, mask, params, states)
 
 
-def _adjoint(a, g, g_final, mode: str):
-    """λ_t = g_t + conj(a_{t+1}) λ_{t+1}, λ_T = g_T + g_final; returns (λ, dh0 = conj(a_1) λ_1)."""
-    a_bar = jnp.conj(a)
-    if mode == "sequential":
-        # The carry is μ_{t+1} = conj(a_{t+1}) λ_{t+1}, so a needs no shift.
-        if a.ndim == 1:
-            def step(mu, g_t):
-                lam = g_t + mu
-                return a_bar * lam, lam
-            dh0, lam = lax.scan(step, g_final, g, reverse=True)
-        else:
-            def step(mu, inputs):
-                lam = inputs[1] + mu
-                return inputs[0] * lam, lam
-            dh0, lam = lax.scan(step, g_final, (a_bar, g), reverse=True)
-        return lam, dh0
-    a_bar = jnp.broadcast_to(a_bar, g.shape)
+def _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev):
+    """One step of the reverse scan, fused with the cell's VJP:
+    λ_t = g_t + μ_{t+1}; (dP_t, dparams_t) from da_t = λ_t conj(h_{t−1}), db_t = λ_t;
+    μ_t = conj(a_t) λ_t."""
+    a_t, _ = _masked(cell, P_t, params, m_t)
+    lam = g_t + mu
+    da, db = lam * jnp.conj(h_prev), lam
+    if m_t is not None:
+        m = m_t[..., None]
+        da, db = (jnp.where(m, v, jnp.zeros((), v.dtype)) for v in (da, db))
+    dP_t, dparams_t = cell.coefficients_vjp(P_t, params, da, db)
+    return jnp.conj(a_t) * lam, dP_t, dparams_t
+
+
+def _backward_sequential(cell, params, P, g, g_final, mask, h0, states):
+    """The reverse lax.scan: carries μ_{t+1} = conj(a_{t+1}) λ_{t+1} (so a needs no
+    shift) and the parameter gradient; emits dP_t. h_{t−1} is read from the stored states."""
+    T = g.shape[0]
+    dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
+
+    def step(carry, inputs):
+        mu, dparams = carry
+        t, P_t, g_t, m_t = inputs
+        h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
+                                                                 keepdims=False))
+        mu, dP_t, dparams_t = _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev)
+        if dparams is not None:
+            dparams = jax.tree.map(jnp.add, dparams, dparams_t)
+        return (mu, dparams), dP_t
+
+    (dh0, dparams), dP = lax.scan(step, (g_final, dparams0), (jnp.arange(T), P, g, mask),
+                                  reverse=True)
+    return dP, dparams, dh0
+
+
+def _backward_parallel(cell, params, P, g, g_final, mask, h0, states):
+    """The reverse associative scan of λ_t = g_t + conj(a_{t+1}) λ_{t+1}, then the
+    cell's VJP over all steps at once."""
+    a, _ = _masked(cell, P, params, mask)
+    a_bar = jnp.broadcast_to(jnp.conj(a), g.shape)
     shifted = jnp.concatenate([a_bar[1:], jnp.ones_like(a_bar[:1])])
-    g = g.at[-1].add(g_final)
-    _, lam = lax.associative_scan(_combine, (shifted, g), reverse=True, axis=0)
-    return lam, a_bar[0] * lam[0]
+    _, lam = lax.associative_scan(_combine, (shifted, g.at[-1].add(g_final)), reverse=True,
+                                  axis=0)
+    h_prev = jnp.concatenate([h0[None], states[:-1]])
+    _, dP, dparams = _step_adjoint(cell, params, jnp.zeros((), lam.dtype), P, lam, mask, h_prev)
+    return dP, dparams, a_bar[0] * lam[0]
 
 
 def _linear_manual_bwd(static, residuals, cotangents):
@@ -179,23 +205,15 @@ def _linear_manual_bwd(static, residuals, cotangents):
     g, g_final = cotangents
     if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
         g, g_final = jnp.conj(g), jnp.conj(g_final)
-    P, a, _ = _coefficients(cell, U, bias, xs, params, mask)
+    P = _project(xs, U, bias, cell.blocks)
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
-    lam, dh0 = _adjoint(a, g, g_final, static.mode)
-    h_prev = jnp.concatenate([h0[None], states[:-1]])
-    da = lam * jnp.conj(h_prev)
-    db = lam
-    if mask is not None:
-        m = mask[..., None]
-        da = jnp.where(m, da, jnp.zeros((), da.dtype))
-        db = jnp.where(m, db, jnp.zeros((), db.dtype))
-    if cell.constant_a:
-        da = jnp.sum(da, axis=(0, 1))
-    dP, dparams = cell.coefficients_vjp(P, params, da, db)
-    dU = jnp.concatenate([jnp.einsum("tbn,tbd->nd", d, xs) for d in dP])
-    dbias = None if bias is None else jnp.concatenate([jnp.sum(d, axis=(0, 1)) for d in dP])
-    dxs = sum(jnp.einsum("tbn,nd->tbd", d, U_k)
+    backward = _backward_sequential if static.mode == "sequential" else _backward_parallel
+    dP, dparams, dh0 = backward(cell, params, P, g, g_final, mask, h0, states)
+    rows = _rows(xs)
+    dU = jnp.concatenate([_rows(d).T @ rows for d in dP])
+    dbias = None if bias is None else jnp.concatenate([_rows(d).sum(0) for d in dP])
+    dxs = sum((_rows(d) @ U_k).reshape(xs.shape)
               for d, U_k in zip(dP, jnp.split(U, cell.blocks, axis=0)))
     if cell.complex_state:
         dh0 = jnp.conj(dh0)
@@ -329,6 +347,8 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
 def linear_step(cell, U, bias, x, h, cell_params=None):
     """One step, for generation: h_t = a ⊙ h + b from one input x (B, D) or (D,)."""
     cell = _contract.get(cell)
-    P = _project(x[None], U, bias, cell.blocks)
+    P = tuple(x @ U_k.T + (0 if b_k is None else b_k) for U_k, b_k in zip(
+        jnp.split(U, cell.blocks, axis=0),
+        (None,) * cell.blocks if bias is None else jnp.split(bias, cell.blocks)))
     a, b = cell.coefficients(P, cell_params)
-    return (a * h + b)[0] if a.ndim == 1 else a[0] * h + b[0]
+    return a * h + b

@@ -14,7 +14,9 @@ the cell does
     dP, dparams = coefficients_vjp(P, params, da, db)
 
 where ``da``, ``db`` are the cotangents of a and b that the driver's reverse scan
-produces (for a constant ``a``, da is already summed over T and B). With a complex
+produces, of the shape of P's blocks (a cell whose ``a`` is constant sums its
+gradient over every axis but the last; the driver may call it on one step (B, N) and
+sum the parameter gradients itself). With a complex
 state (the LRU), cotangents follow the convention ∂J/∂Re z + i ∂J/∂Im z, under which
 the adjoint of z ↦ a z is z ↦ conj(a) z; the driver converts to and from JAX's.
 There is no recurrent matmul, so the whole sequence runs as one scan
@@ -38,7 +40,7 @@ class LinearCell:
       coefficients: ``(P, params) -> (a, b)``; P is a tuple of ``blocks`` arrays.
       coefficients_vjp: ``(P, params, da, db) -> (dP, dparams)``.
       complex_state: the state h is complex (a and b complex) though P is real.
-      constant_a: a does not depend on x_t (shape (N,)): its cotangent arrives summed.
+      constant_a: a does not depend on x_t (shape (N,)).
       init_params: ``(key, N, dtype) -> params`` for a cell with parameters of its
         own (the LRU's ν, θ, γ), else None.
       default_bias: layers of this cell get a bias by default.

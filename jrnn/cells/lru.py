@@ -14,8 +14,8 @@ log √(1 − |λ|²), the paper's normalisation, and is learned as in its code.
 state is complex (complex64 for float32 parameters): the scan multiplies complex
 numbers directly, which XLA lowers to the four real products. The readout
 y = Re(C h) + D ⊙ x is :func:`jrnn.lru.apply`'s. Backward, with complex
-cotangents in the convention ∂J/∂Re + i ∂J/∂Im (the driver hands da = Σ_t λ̄_t
-conj(h_{t−1}) summed, db_t):
+cotangents in the convention ∂J/∂Re + i ∂J/∂Im (the driver hands da_t = λ̄_t
+conj(h_{t−1}) and db_t; λ is shared by every step, so its gradient is the sum):
 
 .. math::
 
@@ -89,8 +89,9 @@ def coefficients_vjp(P, params, da, db):
     P_re, P_im = P
     gamma = jnp.exp(params.gamma_log)
     db_re, db_im = jnp.real(db), jnp.imag(db)
-    d_gamma_log = gamma * jnp.sum(db_re * P_re + db_im * P_im, axis=(0, 1))
-    dw = da * jnp.conj(eigenvalues(params))
+    leading = tuple(range(db.ndim - 1))  # every axis but the state's: λ and γ are shared
+    d_gamma_log = gamma * jnp.sum(db_re * P_re + db_im * P_im, axis=leading)
+    dw = jnp.sum(da, axis=leading) * jnp.conj(eigenvalues(params))
     d_nu = -jnp.exp(params.nu_log) * jnp.real(dw)
     d_theta = jnp.exp(params.theta_log) * jnp.imag(dw)
     return (gamma * db_re, gamma * db_im), LRUParams(d_nu, d_theta, d_gamma_log)
