@@ -92,13 +92,14 @@ def _project(xs, U, bias, blocks: int) -> tuple:
     Us = jnp.split(U, blocks, axis=0)
     bs = (None,) * blocks if bias is None else jnp.split(bias, blocks)
     rows = _rows(xs)
-    return tuple(((rows @ U_k.T) + (0 if b_k is None else b_k)).reshape(xs.shape[:-1] + (-1,))
-                 for U_k, b_k in zip(Us, bs))
+    return tuple(((rows @ U_k.T) + (0 if b_k is None else b_k[None])).reshape(
+        xs.shape[:-1] + (-1,)) for U_k, b_k in zip(Us, bs))
 
 
 def _masked(cell, P, params, m):
     """(a, b) of a step or a sequence; where ``m`` is False, a = 1 and b = 0."""
     a, b = cell.coefficients(P, params)
+    a = jnp.broadcast_to(a, b.shape)  # a constant a (N,) is shared by every row
     if m is None:
         return a, b
     m = m[..., None]
@@ -129,7 +130,6 @@ def _forward(static, U, bias, xs, h0, mask, params):
         final, states = lax.scan(step, h0, (P, mask))
     else:
         a, b = _masked(cell, P, params, mask)
-        a = jnp.broadcast_to(a, b.shape)
         b = b.at[0].add(a[0] * h0)
         _, states = lax.associative_scan(_combine, (a, b), axis=0)
         final = states[-1]
@@ -190,7 +190,7 @@ def _backward_parallel(cell, params, P, g, g_final, mask, h0, states):
     """The reverse associative scan of λ_t = g_t + conj(a_{t+1}) λ_{t+1}, then the
     cell's VJP over all steps at once."""
     a, _ = _masked(cell, P, params, mask)
-    a_bar = jnp.broadcast_to(jnp.conj(a), g.shape)
+    a_bar = jnp.conj(a)
     shifted = jnp.concatenate([a_bar[1:], jnp.ones_like(a_bar[:1])])
     _, lam = lax.associative_scan(_combine, (shifted, g.at[-1].add(g_final)), reverse=True,
                                   axis=0)
@@ -223,6 +223,13 @@ def _linear_manual_bwd(static, residuals, cotangents):
 _linear_manual.defvjp(_linear_manual_fwd, _linear_manual_bwd)
 
 
+def _state_dtype(cell, dtype):
+    """The state's dtype: the parameters' own, or its complex counterpart (the LRU)."""
+    if not cell.complex_state:
+        return dtype
+    return jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+
+
 def _check_args(cell, U, bias, xs, h0, mask, params):
     _checks.floating("U", U)
     _checks.floating("xs", xs)
@@ -241,8 +248,7 @@ def _check_args(cell, U, bias, xs, h0, mask, params):
         _checks.fail_shape("xs", f"(T, B, {D}) with T, B >= 1 (U is {tuple(U.shape)})",
                            xs.shape)
     _checks.same_dtype("xs", xs, dtype, "U")
-    state_dtype = (jnp.complex128 if dtype == jnp.float64 else jnp.complex64) \
-        if cell.complex_state else dtype
+    state_dtype = _state_dtype(cell, dtype)
     if h0 is not None:
         batch = xs.shape[1:-1]
         _checks.shape("h0", h0, batch + (N,), str(batch + (N,)),
@@ -345,10 +351,19 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
 
 
 def linear_step(cell, U, bias, x, h, cell_params=None):
-    """One step, for generation: h_t = a ⊙ h + b from one input x (B, D) or (D,)."""
+    """One step, for generation and sampling: h_t = a ⊙ h_{t−1} + b from one input x
+    (B, D) or (D,) and the state h (B, N) or (N,). The same arithmetic as one step
+    of :func:`linear_rnn` (either mode); differentiable by autodiff."""
     cell = _contract.get(cell)
-    P = tuple(x @ U_k.T + (0 if b_k is None else b_k) for U_k, b_k in zip(
+    U, bias, x, h = (_checks.array(name, v) for name, v in zip(("U", "bias", "x", "h"),
+                                                                (U, bias, x, h)))
+    _check_args(cell, U, bias, x[None], None, None, cell_params)
+    N, state_dtype = U.shape[0] // cell.blocks, _state_dtype(cell, U.dtype)
+    _checks.shape("h", h, x.shape[:-1] + (N,), str(x.shape[:-1] + (N,)))
+    if jnp.result_type(h) != state_dtype:
+        raise TypeError(f"h: expected dtype {jnp.dtype(state_dtype)}, got {jnp.result_type(h)}")
+    P = tuple(x @ U_k.T + (0 if b_k is None else b_k.reshape((1,) * (x.ndim - 1) + (-1,))) for U_k, b_k in zip(
         jnp.split(U, cell.blocks, axis=0),
         (None,) * cell.blocks if bias is None else jnp.split(bias, cell.blocks)))
-    a, b = cell.coefficients(P, cell_params)
+    a, b = _masked(cell, P, cell_params, None)
     return a * h + b

@@ -81,7 +81,7 @@ def eigenvalues(params: LRUParams):
 
 def coefficients(P, params):
     P_re, P_im = P
-    gamma = jnp.exp(params.gamma_log)
+    gamma = jnp.broadcast_to(jnp.exp(params.gamma_log), P_re.shape)
     return eigenvalues(params), jax.lax.complex(gamma * P_re, gamma * P_im)
 
 
@@ -94,7 +94,8 @@ def coefficients_vjp(P, params, da, db):
     dw = jnp.sum(da, axis=leading) * jnp.conj(eigenvalues(params))
     d_nu = -jnp.exp(params.nu_log) * jnp.real(dw)
     d_theta = jnp.exp(params.theta_log) * jnp.imag(dw)
-    return (gamma * db_re, gamma * db_im), LRUParams(d_nu, d_theta, d_gamma_log)
+    gamma_rows = jnp.broadcast_to(gamma, db.shape)
+    return (gamma_rows * db_re, gamma_rows * db_im), LRUParams(d_nu, d_theta, d_gamma_log)
 
 
 CELL = register(LinearCell("lru", 2, coefficients, coefficients_vjp, complex_state=True,

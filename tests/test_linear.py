@@ -1,0 +1,234 @@
+"""The linear-recurrence driver (jrnn.linear) and its cells: the hand-written adjoint
+scan against autodiff, the two modes against each other, and the driver's options."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jrnn import linear
+from jrnn.cells import linear_contract, lru
+
+CELLS = linear_contract.names()
+T, B, D, N = 9, 3, 4, 5
+
+
+def _setup(cell, dtype=jnp.float64, T=T, B=B, N=N, seed=0):
+    k = jax.random.split(jax.random.key(seed), 8)
+    c = linear_contract.get(cell)
+    U = jax.random.normal(k[0], (c.blocks * N, D), dtype)
+    bias = None if cell == "lru" else jax.random.normal(k[1], (c.blocks * N,), dtype)
+    params = None
+    if cell == "lru":  # a ring well inside the unit circle, so that nothing saturates
+        params = lru.init_params(k[2], N, dtype, r_min=0.5, r_max=0.95)
+    xs = jax.random.normal(k[3], (T, B, D), dtype)
+    h0 = 0.5 * jax.random.normal(k[4], (B, N), dtype)
+    if c.complex_state:
+        h0 = jax.lax.complex(h0, 0.5 * jax.random.normal(k[5], (B, N), dtype))
+    G = jax.random.normal(k[6], (T, B, N), dtype)
+    G_final = jax.random.normal(k[7], (B, N), dtype)
+    return U, bias, params, xs, h0, G, G_final
+
+
+def _loss(cell, mode, backward, options, G, G_final):
+    def loss(U, bias, params, xs, h0):
+        hs, final = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode,
+                                      backward=backward, **options)
+        # Both parts of a complex state reach the loss, with different weights.
+        return (jnp.sum(jnp.real(hs) * G) + 0.3 * jnp.sum(jnp.imag(hs) * G)
+                + jnp.sum(jnp.real(final) * G_final) - 0.7 * jnp.sum(jnp.imag(final) * G_final))
+    return loss
+
+
+def _relative(a, b):
+    return max(float(jnp.linalg.norm(x - y) / jnp.linalg.norm(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+OPTIONS = {
+    "plain": {},
+    "lengths": {"lengths": jnp.array([9, 4, 0])},
+    "reverse": {"reverse": True, "lengths": jnp.array([9, 6, 1])},
+    "mask": {"mask": jnp.asarray(np.random.default_rng(0).random((T, B)) > 0.3)},
+}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize("mode", linear.MODES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_hand_written_gradients_match_autodiff_in_float64(cell, mode, option):
+    U, bias, params, xs, h0, G, G_final = _setup(cell)
+    args = (U, bias, params, xs, h0)
+    grads = {bw: jax.grad(_loss(cell, mode, bw, OPTIONS[option], G, G_final),
+                          argnums=(0, 1, 2, 3, 4))(*args) for bw in ("manual", "autodiff")}
+    assert _relative(grads["manual"], grads["autodiff"]) < 1e-10
+    # Every leaf is nonzero, so that a dropped term cannot hide behind a zero.
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads["autodiff"]))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_hand_written_gradients_match_autodiff_in_float32(cell):
+    U, bias, params, xs, h0, G, G_final = jax.tree.map(
+        lambda a: a.astype(jnp.complex64 if jnp.iscomplexobj(a) else jnp.float32), _setup(cell))
+    for mode in linear.MODES:
+        grads = {bw: jax.grad(_loss(cell, mode, bw, OPTIONS["lengths"], G, G_final),
+                              argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
+                 for bw in ("manual", "autodiff")}
+        assert _relative(grads["manual"], grads["autodiff"]) < 1e-5
+
+
+@pytest.mark.parametrize("option", ["plain", "reverse", "mask"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_parallel_and_sequential_modes_agree(cell, option):
+    U, bias, params, xs, h0, G, G_final = _setup(cell, T=300, seed=1)
+    options = dict(OPTIONS[option])
+    if "mask" in options:
+        options["mask"] = jnp.asarray(np.random.default_rng(1).random((300, B)) > 0.3)
+    if "lengths" in options:
+        options["lengths"] = jnp.array([300, 170, 1])
+    out, grads = {}, {}
+    for mode in linear.MODES:
+        out[mode] = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode,
+                                      **options)
+        grads[mode] = jax.grad(_loss(cell, mode, "manual", options, G, G_final),
+                               argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
+    assert _relative(out["parallel"], out["sequential"]) < 1e-12
+    assert _relative(grads["parallel"], grads["sequential"]) < 1e-12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", CELLS)
+def test_modes_agree_at_65536_steps(cell):
+    U, bias, params, xs, h0, G, G_final = _setup(cell, T=65536, B=2, N=3, seed=2)
+    options = {"lengths": jnp.array([65536, 40000]), "reverse": True}
+    grads = {mode: jax.jit(jax.grad(_loss(cell, mode, "manual", options, G, G_final),
+                                    argnums=(0, 1, 2, 3, 4)))(U, bias, params, xs, h0)
+             for mode in linear.MODES}
+    assert _relative(grads["parallel"], grads["sequential"]) < 1e-10
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_recurrence_is_the_cells_equations(cell):
+    """One step by hand from the published equations, against the driver."""
+    U, bias, params, xs, h0, *_ = _setup(cell, T=1)
+    P = xs[0] @ U.T + (0 if bias is None else bias[None])
+    if cell == "mingru":
+        k, h_tilde = jnp.split(P, 2, axis=-1)
+        z = jax.nn.sigmoid(k)
+        expected = (1 - z) * h0 + z * h_tilde
+    elif cell == "minlstm":
+        k_f, k_i, h_tilde = jnp.split(P, 3, axis=-1)
+        f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+        expected = f / (f + i) * h0 + i / (f + i) * h_tilde
+    else:
+        lam = np.exp(-np.exp(params.nu_log) + 1j * np.exp(params.theta_log))
+        P_re, P_im = np.split(np.asarray(P), 2, axis=-1)
+        expected = lam[None] * np.asarray(h0) + np.exp(params.gamma_log)[None] * (P_re + 1j * P_im)
+    for mode in linear.MODES:
+        hs, final = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode)
+        np.testing.assert_allclose(hs[0], expected, rtol=1e-13)
+        np.testing.assert_allclose(final, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_by_step_generation_matches_the_scan(cell):
+    U, bias, params, xs, h0, *_ = _setup(cell)
+    hs, final = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params)
+    h = h0
+    for t in range(T):
+        h = linear.linear_step(cell, U, bias, xs[t], h, params)
+        np.testing.assert_allclose(h, hs[t], rtol=1e-12)
+    np.testing.assert_allclose(h, final, rtol=1e-12)
+
+
+@pytest.mark.parametrize("mode", linear.MODES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncated_bptt_carries_the_final_state(cell, mode):
+    """Two chunks, the first's final state the second's h0: the same outputs as one run,
+    and the gradient through the carried state matches autodiff."""
+    U, bias, params, xs, h0, G, G_final = _setup(cell)
+    whole, _ = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode)
+
+    def chunked(U, bias, params, xs, h0, backward):
+        first, h = linear.linear_rnn(cell, U, bias, xs[:4], h0, cell_params=params, mode=mode,
+                                     backward=backward)
+        second, _ = linear.linear_rnn(cell, U, bias, xs[4:], h, cell_params=params, mode=mode,
+                                      backward=backward)
+        return jnp.concatenate([first, second])
+
+    np.testing.assert_allclose(chunked(U, bias, params, xs, h0, "manual"), whole, rtol=1e-12)
+    grads = {bw: jax.grad(lambda *a: jnp.sum(jnp.real(chunked(*a, bw)) * G),
+                          argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
+             for bw in ("manual", "autodiff")}
+    assert _relative(grads["manual"], grads["autodiff"]) < 1e-10
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_masked_steps_keep_the_state_and_hide_nans(cell):
+    U, bias, params, xs, h0, G, G_final = _setup(cell)
+    lengths = jnp.array([9, 4, 0])
+    padded = jnp.where((jnp.arange(T)[:, None] >= lengths[None])[..., None], jnp.nan, xs)
+    for mode in linear.MODES:
+        hs, final = linear.linear_rnn(cell, U, bias, padded, h0, cell_params=params,
+                                      lengths=lengths, mode=mode)
+        short, short_final = linear.linear_rnn(cell, U, bias, xs[:4, 1:2], h0[1:2],
+                                               cell_params=params, mode=mode)
+        np.testing.assert_allclose(final[1:2], short_final, rtol=1e-12)
+        np.testing.assert_allclose(hs[:4, 1:2], short, rtol=1e-12)
+        assert float(jnp.max(jnp.abs(hs[4:, 1]))) == 0
+        np.testing.assert_array_equal(final[2], h0[2])  # length 0: the initial state
+        grads = jax.grad(_loss(cell, mode, "manual", {"lengths": lengths}, G, G_final),
+                         argnums=(0, 1, 2, 3, 4))(U, bias, params, padded, h0)
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_unbatched_sequence_is_a_batch_of_one(cell):
+    U, bias, params, xs, h0, *_ = _setup(cell)
+    hs, final = linear.linear_rnn(cell, U, bias, xs[:, 0], h0[0], cell_params=params)
+    batched, batched_final = linear.linear_rnn(cell, U, bias, xs[:, :1], h0[:1],
+                                               cell_params=params)
+    np.testing.assert_allclose(hs, batched[:, 0], rtol=1e-14)
+    np.testing.assert_allclose(final, batched_final[0], rtol=1e-14)
+
+
+def test_lru_initial_eigenvalues_lie_on_the_ring():
+    p = lru.init_params(jax.random.key(0), 4096, jnp.float64, r_min=0.6, r_max=0.8,
+                        max_phase=1.0)
+    lam = lru.eigenvalues(p)
+    modulus, phase = np.abs(lam), np.angle(lam)
+    assert 0.6 <= modulus.min() and modulus.max() <= 0.8
+    assert modulus.min() < 0.61 and modulus.max() > 0.79  # the whole ring, not a point
+    assert 0 <= phase.min() and phase.max() <= 1.0
+    np.testing.assert_allclose(np.exp(p.gamma_log), np.sqrt(1 - modulus ** 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: lru.init_params(jax.random.key(0), 4, r_min=0.0), ValueError,
+     r"r_min: expected a number in \(0, 1\].*got 0.0"),
+    (lambda: lru.init_params(jax.random.key(0), 4, r_max=1.5), ValueError,
+     r"r_max: expected a number in \(0, 1\].*got 1.5"),
+    (lambda: lru.init_params(jax.random.key(0), 4, r_min=0.9, r_max=0.5), ValueError,
+     r"r_min: expected r_min <= r_max = 0.5, got 0.9"),
+    (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
+                               mode="scan"), ValueError,
+     r"mode: expected one of \('parallel', 'sequential'\) or None, got 'scan'"),
+    (lambda: linear.linear_rnn("minlstm", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3))),
+     ValueError, r"U: expected shape \(3·N, D\).*got \(8, 3\)"),
+    (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None,
+                               jnp.ones((5, 2, 3), jnp.complex64)), TypeError,
+     r"xs: expected a floating dtype, got complex64"),
+    (lambda: linear.linear_rnn("lru", jnp.ones((8, 3), jnp.complex64), None,
+                               jnp.ones((5, 2, 3))), TypeError,
+     r"U: expected a floating dtype, got complex64"),
+    (lambda: linear.linear_rnn("lru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3))),
+     ValueError, r"cell_params: cell 'lru' needs its own parameters"),
+    (lambda: linear.linear_rnn("lru", jnp.ones((8, 3), jnp.float32), None,
+                               jnp.ones((5, 2, 3), jnp.float32), jnp.ones((2, 4), jnp.float32),
+                               cell_params=lru.init_params(jax.random.key(0), 4)), TypeError,
+     r"h0: expected dtype complex64 .*got float32"),
+    (lambda: linear.linear_rnn("gru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3))),
+     ValueError, r"cell: expected one of the linear cells .*got 'gru'"),
+])
+def test_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
