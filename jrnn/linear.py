@@ -199,6 +199,76 @@ def _backward_parallel(cell, params, P, g, g_final, mask, h0, states):
     return dP, dparams, a_bar[0] * lam[0]
 
 
+def _chunks(T: int) -> int:
+    """K, the steps per chunk of the blocked scan: about √T (a power of two)."""
+    return 1 << max(0, (T.bit_length() - 1) // 2)
+
+
+def _backward_blocked(cell, params, P, g, g_final, mask, h0, states):
+    """The reverse scan as a blocked parallel scan (Blelloch 1990, §1.4: each processor
+    scans its block, the block totals are scanned, each block is rescanned from its
+    correct start). T is cut into C chunks of K ≈ √T steps, all chunks at once:
+
+    1. per chunk, from a zero start, the outgoing μ and the product of conj(a) (K steps,
+       vectorised over the C chunks; nothing stored but the two (C, B, N) totals);
+    2. the chunks' incoming μ, C steps of μ_in[j] = total[j+1] + prod[j+1] μ_in[j+1];
+    3. per chunk again from its correct incoming μ, the same fused step as the
+       sequential backward (:func:`_step_adjoint`), emitting dP.
+
+    Depth 2K + C ≈ 3√T instead of T; work about twice the sequential scan's.
+    """
+    T, B, N = g.shape
+    K = _chunks(T)
+    C = -(-T // K)
+    pad = C * K - T
+    valid = jnp.ones((T, B), bool) if mask is None else mask
+    if pad:  # padded steps are masked: a = 1, b = 0, no cotangent
+        widen = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+        P, g, valid = tuple(widen(p) for p in P), widen(g), widen(valid)
+    m_in = None if (mask is None and not pad) else valid
+    blocked = lambda a: jnp.swapaxes(a.reshape((C, K) + a.shape[1:]), 0, 1)  # (K, C, ...)
+    Pb, gb = tuple(blocked(p) for p in P), blocked(g)
+    mb = None if m_in is None else blocked(m_in)
+
+    def totals(carry, inputs):
+        mu, prod = carry
+        P_t, g_t, m_t = inputs
+        a_bar = jnp.conj(_masked(cell, P_t, params, m_t)[0])
+        return (a_bar * (g_t + mu), a_bar * prod), None
+
+    zeros = jnp.zeros((C, B, N), g.dtype)
+    (mu_out, prod), _ = lax.scan(totals, (zeros, jnp.ones_like(zeros)), (Pb, gb, mb),
+                                 reverse=True)
+
+    def across(mu_in, inputs):
+        mu_loc, prod_j = inputs
+        return mu_loc + prod_j * mu_in, mu_in
+
+    dh0, mu_in = lax.scan(across, g_final, (mu_out, prod), reverse=True)
+    # h_{t−1} for every step: the previous step's state within the chunk, the previous
+    # chunk's last state (or h0) at a chunk's first step.
+    states_b = blocked(jnp.concatenate([states, jnp.zeros((pad, B, N), states.dtype)])
+                       if pad else states)
+    first_prev = jnp.concatenate([h0[None], states_b[K - 1, :-1]])
+    dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
+
+    def rescan(carry, inputs):
+        mu, dparams = carry
+        k, P_t, g_t, m_t = inputs
+        h_prev = jnp.where(k == 0, first_prev,
+                           lax.dynamic_index_in_dim(states_b, jnp.maximum(k - 1, 0),
+                                                    keepdims=False))
+        mu, dP_t, dparams_t = _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev)
+        if dparams is not None:
+            dparams = jax.tree.map(jnp.add, dparams, dparams_t)
+        return (mu, dparams), dP_t
+
+    (_, dparams), dPb = lax.scan(rescan, (mu_in, dparams0), (jnp.arange(K), Pb, gb, mb),
+                                 reverse=True)
+    dP = tuple(jnp.swapaxes(d, 0, 1).reshape((C * K, B, N))[:T] for d in dPb)
+    return dP, dparams, dh0
+
+
 def _linear_manual_bwd(static, residuals, cotangents):
     U, bias, xs, h0, mask, params, states = residuals
     cell = static.cell
@@ -208,7 +278,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
     P = _project(xs, U, bias, cell.blocks)
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
-    backward = _backward_sequential if static.mode == "sequential" else _backward_parallel
+    backward = {"sequential": _backward_sequential, "parallel": _PARALLEL_ADJOINT}[static.mode]
     dP, dparams, dh0 = backward(cell, params, P, g, g_final, mask, h0, states)
     rows = _rows(xs)
     dU = jnp.concatenate([_rows(d).T @ rows for d in dP])
@@ -220,6 +290,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
     return dU, dbias, dxs, dh0, None, dparams
 
 
+_PARALLEL_ADJOINT = _backward_blocked
 _linear_manual.defvjp(_linear_manual_fwd, _linear_manual_bwd)
 
 
