@@ -87,18 +87,29 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
-def _project(xs, U, bias, blocks: int) -> tuple:
-    """P = X Uᵀ + bias as ``blocks`` arrays (T, B, N), one 2-D matmul per block."""
-    Us = jnp.split(U, blocks, axis=0)
-    bs = (None,) * blocks if bias is None else jnp.split(bias, blocks)
+def _project(xs, U, blocks: int) -> tuple:
+    """X Uᵀ as ``blocks`` arrays (T, B, N), one 2-D matmul per block. The bias joins
+    in the pointwise code (:func:`_masked`), where it fuses into the cell's kernel."""
     rows = _rows(xs)
-    return tuple(((rows @ U_k.T) + (0 if b_k is None else b_k[None])).reshape(
-        xs.shape[:-1] + (-1,)) for U_k, b_k in zip(Us, bs))
+    return tuple((rows @ U_k.T).reshape(xs.shape[:-1] + (-1,))
+                 for U_k in jnp.split(U, blocks, axis=0))
 
 
-def _masked(cell, P, params, m):
-    """(a, b) of a step or a sequence; where ``m`` is False, a = 1 and b = 0."""
-    a, b = cell.coefficients(P, params)
+def _split_bias(bias, blocks: int):
+    return None if bias is None else tuple(jnp.split(bias, blocks))
+
+
+def _biased(P, bias):
+    """P + bias, block by block (``bias`` a tuple of (N,) blocks or None)."""
+    if bias is None:
+        return P
+    return tuple(p + b_k.reshape((1,) * (p.ndim - 1) + (-1,)) for p, b_k in zip(P, bias))
+
+
+def _masked(cell, P, params, m, bias=None):
+    """(a, b) of a step or a sequence from X Uᵀ (``P``) and the bias blocks; where ``m``
+    is False, a = 1 and b = 0."""
+    a, b = cell.coefficients(_biased(P, bias), params)
     a = jnp.broadcast_to(a, b.shape)  # a constant a (N,) is shared by every row
     if m is None:
         return a, b
@@ -120,16 +131,17 @@ def _forward(static, U, bias, xs, h0, mask, params):
     ever stored for all T; parallel mode needs them as arrays for the scan.
     """
     cell = static.cell
-    P = _project(xs, U, bias, cell.blocks)
+    P = _project(xs, U, cell.blocks)
+    bias = _split_bias(bias, cell.blocks)
     if static.mode == "sequential":
         def step(h, inputs):
             P_t, m_t = inputs
-            a_t, b_t = _masked(cell, P_t, params, m_t)
+            a_t, b_t = _masked(cell, P_t, params, m_t, bias)
             h = a_t * h + b_t
             return h, h
         final, states = lax.scan(step, h0, (P, mask))
     else:
-        a, b = _masked(cell, P, params, mask)
+        a, b = _masked(cell, P, params, mask, bias)
         b = b.at[0].add(a[0] * h0)
         _, states = lax.associative_scan(_combine, (a, b), axis=0)
         final = states[-1]
@@ -151,10 +163,11 @@ def _linear_manual_fwd(static, U, bias, xs, h0, mask, params):
     return (hs, final), (U, bias, xs, h0, mask, params, states)
 
 
-def _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev):
+def _step_adjoint(cell, params, bias, mu, P_t, g_t, m_t, h_prev):
     """One step of the reverse scan, fused with the cell's VJP:
     λ_t = g_t + μ_{t+1}; (dP_t, dparams_t) from da_t = λ_t conj(h_{t−1}), db_t = λ_t;
     μ_t = conj(a_t) λ_t."""
+    P_t = _biased(P_t, bias)
     a_t, _ = _masked(cell, P_t, params, m_t)
     lam = g_t + mu
     da, db = lam * jnp.conj(h_prev), lam
@@ -165,7 +178,7 @@ def _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev):
     return jnp.conj(a_t) * lam, dP_t, dparams_t
 
 
-def _backward_sequential(cell, params, P, g, g_final, mask, h0, states):
+def _backward_sequential(cell, params, bias, P, g, g_final, mask, h0, states):
     """The reverse lax.scan: carries μ_{t+1} = conj(a_{t+1}) λ_{t+1} (so a needs no
     shift) and the parameter gradient; emits dP_t. h_{t−1} is read from the stored states."""
     T = g.shape[0]
@@ -176,7 +189,7 @@ def _backward_sequential(cell, params, P, g, g_final, mask, h0, states):
         t, P_t, g_t, m_t = inputs
         h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
                                                                  keepdims=False))
-        mu, dP_t, dparams_t = _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev)
+        mu, dP_t, dparams_t = _step_adjoint(cell, params, bias, mu, P_t, g_t, m_t, h_prev)
         if dparams is not None:
             dparams = jax.tree.map(jnp.add, dparams, dparams_t)
         return (mu, dparams), dP_t
@@ -186,16 +199,16 @@ def _backward_sequential(cell, params, P, g, g_final, mask, h0, states):
     return dP, dparams, dh0
 
 
-def _backward_parallel(cell, params, P, g, g_final, mask, h0, states):
+def _backward_parallel(cell, params, bias, P, g, g_final, mask, h0, states):
     """The reverse associative scan of λ_t = g_t + conj(a_{t+1}) λ_{t+1}, then the
     cell's VJP over all steps at once."""
-    a, _ = _masked(cell, P, params, mask)
+    a, _ = _masked(cell, P, params, mask, bias)
     a_bar = jnp.conj(a)
     shifted = jnp.concatenate([a_bar[1:], jnp.ones_like(a_bar[:1])])
     _, lam = lax.associative_scan(_combine, (shifted, g.at[-1].add(g_final)), reverse=True,
                                   axis=0)
     h_prev = jnp.concatenate([h0[None], states[:-1]])
-    _, dP, dparams = _step_adjoint(cell, params, jnp.zeros((), lam.dtype), P, lam, mask, h_prev)
+    _, dP, dparams = _step_adjoint(cell, params, bias, jnp.zeros((), lam.dtype), P, lam, mask, h_prev)
     return dP, dparams, a_bar[0] * lam[0]
 
 
@@ -204,7 +217,7 @@ def _chunks(T: int) -> int:
     return 1 << max(0, (T.bit_length() - 1) // 2)
 
 
-def _backward_blocked(cell, params, P, g, g_final, mask, h0, states):
+def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
     """The reverse scan as a blocked parallel scan (Blelloch 1990, §1.4: each processor
     scans its block, the block totals are scanned, each block is rescanned from its
     correct start). T is cut into C chunks of K ≈ √T steps, all chunks at once:
@@ -233,7 +246,7 @@ def _backward_blocked(cell, params, P, g, g_final, mask, h0, states):
     def totals(carry, inputs):
         mu, prod = carry
         P_t, g_t, m_t = inputs
-        a_bar = jnp.conj(_masked(cell, P_t, params, m_t)[0])
+        a_bar = jnp.conj(_masked(cell, P_t, params, m_t, bias)[0])
         return (a_bar * (g_t + mu), a_bar * prod), None
 
     zeros = jnp.zeros((C, B, N), g.dtype)
@@ -258,7 +271,7 @@ def _backward_blocked(cell, params, P, g, g_final, mask, h0, states):
         h_prev = jnp.where(k == 0, first_prev,
                            lax.dynamic_index_in_dim(states_b, jnp.maximum(k - 1, 0),
                                                     keepdims=False))
-        mu, dP_t, dparams_t = _step_adjoint(cell, params, mu, P_t, g_t, m_t, h_prev)
+        mu, dP_t, dparams_t = _step_adjoint(cell, params, bias, mu, P_t, g_t, m_t, h_prev)
         if dparams is not None:
             dparams = jax.tree.map(jnp.add, dparams, dparams_t)
         return (mu, dparams), dP_t
@@ -275,14 +288,18 @@ def _linear_manual_bwd(static, residuals, cotangents):
     g, g_final = cotangents
     if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
         g, g_final = jnp.conj(g), jnp.conj(g_final)
-    P = _project(xs, U, bias, cell.blocks)
+    P = _project(xs, U, cell.blocks)
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
     backward = {"sequential": _backward_sequential, "parallel": _PARALLEL_ADJOINT}[static.mode]
-    dP, dparams, dh0 = backward(cell, params, P, g, g_final, mask, h0, states)
+    dP, dparams, dh0 = backward(cell, params, _split_bias(bias, cell.blocks), P, g, g_final, mask, h0, states)
     rows = _rows(xs)
-    dU = jnp.concatenate([_rows(d).T @ rows for d in dP])
-    dbias = None if bias is None else jnp.concatenate([_rows(d).sum(0) for d in dP])
+    if bias is None:
+        dU, dbias = jnp.concatenate([_rows(d).T @ rows for d in dP]), None
+    else:  # dbias from the same product, by a column of ones: dP is read once
+        ones = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
+        both = jnp.concatenate([_rows(d).T @ ones for d in dP])
+        dU, dbias = both[:, :-1], both[:, -1]
     dxs = sum((_rows(d) @ U_k).reshape(xs.shape)
               for d, U_k in zip(dP, jnp.split(U, cell.blocks, axis=0)))
     if cell.complex_state:
@@ -433,8 +450,6 @@ def linear_step(cell, U, bias, x, h, cell_params=None):
     _checks.shape("h", h, x.shape[:-1] + (N,), str(x.shape[:-1] + (N,)))
     if jnp.result_type(h) != state_dtype:
         raise TypeError(f"h: expected dtype {jnp.dtype(state_dtype)}, got {jnp.result_type(h)}")
-    P = tuple(x @ U_k.T + (0 if b_k is None else b_k.reshape((1,) * (x.ndim - 1) + (-1,))) for U_k, b_k in zip(
-        jnp.split(U, cell.blocks, axis=0),
-        (None,) * cell.blocks if bias is None else jnp.split(bias, cell.blocks)))
-    a, b = _masked(cell, P, cell_params, None)
+    P = tuple(x @ U_k.T for U_k in jnp.split(U, cell.blocks, axis=0))
+    a, b = _masked(cell, P, cell_params, None, _split_bias(bias, cell.blocks))
     return a * h + b
