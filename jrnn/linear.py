@@ -239,19 +239,22 @@ def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
         widen = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
         P, g, valid = tuple(widen(p) for p in P), widen(g), widen(valid)
     m_in = None if (mask is None and not pad) else valid
-    blocked = lambda a: jnp.swapaxes(a.reshape((C, K) + a.shape[1:]), 0, 1)  # (K, C, ...)
+    # (T, ...) -> (C, K, ...) is free; step k of every chunk is then [:, k], read and
+    # written in place (a transposed copy of each array would cost a pass and its memory).
+    blocked = lambda a: a.reshape((C, K) + a.shape[1:])
     Pb, gb = tuple(blocked(p) for p in P), blocked(g)
     mb = None if m_in is None else blocked(m_in)
+    at = lambda a, k: None if a is None else lax.dynamic_index_in_dim(a, k, 1, keepdims=False)
 
-    def totals(carry, inputs):
+    def totals(i, carry):
         mu, prod = carry
-        P_t, g_t, m_t = inputs
-        a_bar = jnp.conj(_masked(cell, P_t, params, m_t, bias)[0])
-        return (a_bar * (g_t + mu), a_bar * prod), None
+        k = K - 1 - i
+        a_bar = jnp.conj(_masked(cell, tuple(at(p, k) for p in Pb), params, at(mb, k),
+                                 bias)[0])
+        return a_bar * (at(gb, k) + mu), a_bar * prod
 
     zeros = jnp.zeros((C, B, N), g.dtype)
-    (mu_out, prod), _ = lax.scan(totals, (zeros, jnp.ones_like(zeros)), (Pb, gb, mb),
-                                 reverse=True)
+    mu_out, prod = lax.fori_loop(0, K, totals, (zeros, jnp.ones_like(zeros)))
 
     def across(mu_in, inputs):
         mu_loc, prod_j = inputs
@@ -262,23 +265,23 @@ def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
     # chunk's last state (or h0) at a chunk's first step.
     states_b = blocked(jnp.concatenate([states, jnp.zeros((pad, B, N), states.dtype)])
                        if pad else states)
-    first_prev = jnp.concatenate([h0[None], states_b[K - 1, :-1]])
+    first_prev = jnp.concatenate([h0[None], states_b[:-1, K - 1]])
     dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
 
-    def rescan(carry, inputs):
-        mu, dparams = carry
-        k, P_t, g_t, m_t = inputs
-        h_prev = jnp.where(k == 0, first_prev,
-                           lax.dynamic_index_in_dim(states_b, jnp.maximum(k - 1, 0),
-                                                    keepdims=False))
-        mu, dP_t, dparams_t = _step_adjoint(cell, params, bias, mu, P_t, g_t, m_t, h_prev)
+    def rescan(i, carry):
+        mu, dparams, dPb = carry
+        k = K - 1 - i
+        h_prev = jnp.where(k == 0, first_prev, at(states_b, jnp.maximum(k - 1, 0)))
+        mu, dP_t, dparams_t = _step_adjoint(cell, params, bias, mu, tuple(at(p, k) for p in Pb),
+                                            at(gb, k), at(mb, k), h_prev)
         if dparams is not None:
             dparams = jax.tree.map(jnp.add, dparams, dparams_t)
-        return (mu, dparams), dP_t
+        dPb = tuple(lax.dynamic_update_index_in_dim(d, d_t, k, 1) for d, d_t in zip(dPb, dP_t))
+        return mu, dparams, dPb
 
-    (_, dparams), dPb = lax.scan(rescan, (mu_in, dparams0), (jnp.arange(K), Pb, gb, mb),
-                                 reverse=True)
-    dP = tuple(jnp.swapaxes(d, 0, 1).reshape((C * K, B, N))[:T] for d in dPb)
+    dPb0 = tuple(jnp.zeros_like(p) for p in Pb)
+    _, dparams, dPb = lax.fori_loop(0, K, rescan, (mu_in, dparams0, dPb0))
+    dP = tuple(d.reshape((C * K, B, N))[:T] for d in dPb)
     return dP, dparams, dh0
 
 
