@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import dropout as _dropout
-from jrnn import heads, layers, remat, train
+from jrnn import cells, heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
-__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "check", "split"]
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "applies", "check", "linear_cells",
+           "split"]
 
 
 class Sizes(NamedTuple):
@@ -157,11 +158,12 @@ def _seq2seq(num_layers=1, bidirectional_encoder=False):
     return build, loss
 
 
-def _single_layer(reverse=False, **options):
+def _single_layer(reverse=False, mode=None, **options):
     """One layer through jrnn.layers.run_layer, with a loss on outputs and final state."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        layer = layers.init_layer(k[0], cell, s.D, s.H, recurrent_bias=True, dtype=dtype)
+        linear = cells.get(cell).driver == "linear"  # no recurrent product, no b_r
+        layer = layers.init_layer(k[0], cell, s.D, s.H, recurrent_bias=not linear, dtype=dtype)
         h0 = jax.tree.map(lambda a: _normal(k[2], a.shape, dtype, 0.5),
                           layers.zero_states(((layer,),), (s.B,))[0][0])
         batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "h0": h0}
@@ -178,6 +180,8 @@ def _single_layer(reverse=False, **options):
 
     def loss(layer, batch, backward):
         b = dict(batch)
+        if mode is not None:  # the linear driver's scan mode
+            b["mode"] = mode
         hs, final = layers.run_layer(layer, b.pop("xs"), b.pop("h0"), reverse=reverse,
                                      backward=backward, **b)
         weights = jnp.arange(1, hs.shape[-1] + 1, dtype=hs.dtype).reshape(1, 1, -1)
@@ -285,6 +289,34 @@ ARCHITECTURES = {a.name: a for a in [
                                              training=False)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
+# The linear driver's two scan modes, for the linear cells (jrnn.linear); every other
+# entry runs them in the platform's default mode.
+for _mode in ("parallel", "sequential"):
+    for _name, _options in (("layer", {}), ("layer-reverse-lengths", dict(reverse=True,
+                                                                          lengths=True))):
+        ARCHITECTURES[f"{_name}-{_mode}"] = _arch_entry(f"{_name}-{_mode}",
+                                                        *_single_layer(mode=_mode, **_options))
+
+# What a linear cell cannot take: restarts (reset) and the regularisers that act inside
+# the recurrence (recurrent dropout, zoneout) or on a stack (dropout); each is refused by
+# name (tests/test_linear.py).
+_LINEAR_EXCLUDED = ("reset", "dropout", "zoneout")
+_MODE_ONLY = tuple(f"-{m}" for m in ("parallel", "sequential"))
+
+
+def applies(arch: str, cell: str) -> bool:
+    """Whether the table's entry ``arch`` runs cell ``cell``: the mode entries are the
+    linear cells' alone, and the linear cells skip what they refuse (``_LINEAR_EXCLUDED``)."""
+    linear = cells.get(cell).driver == "linear"
+    if arch.endswith(_MODE_ONLY):
+        return linear
+    return not (linear and any(word in arch for word in _LINEAR_EXCLUDED))
+
+
+def linear_cells() -> list[str]:
+    """The linear cells that run in layers (the LRU has its own readout: jrnn.lru)."""
+    return [name for name in cells.linear_contract.names()
+            if not cells.get(name).complex_state]
 
 
 def split(batch):

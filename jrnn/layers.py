@@ -101,6 +101,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
         bias = spec.default_bias
     if recurrent_bias is None:
         recurrent_bias = spec.needs_recurrent_bias
+    if spec.driver == "linear":
+        return _init_linear_layer(key, spec, input_size, hidden_size, bias, recurrent_bias,
+                                  dtype)
     G, H = spec.gates, hidden_size
     bound = 1.0 / float(H) ** 0.5
     kU, kW, kb, kr = jax.random.split(key, 4)
@@ -123,10 +126,47 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
                  cell_params=cell_params)
 
 
+def _init_linear_layer(key, spec, input_size, hidden_size, bias, recurrent_bias, dtype):
+    """A layer of a linear cell (:mod:`jrnn.linear`): U (K·H, D) and b uniform in ±1/√H
+    as for the classic cells, and W empty, (0, H): there is no recurrent matrix."""
+    if spec.complex_state:
+        raise ValueError(f"cell: {spec.name!r} has a complex state and its own readout "
+                         "(y = Re(C h) + D x); use jrnn.lru.init and jrnn.lru.apply, not a layer")
+    if recurrent_bias:
+        raise ValueError(f"recurrent_bias: cell {spec.name!r} has no recurrent product")
+    bound = 1.0 / float(hidden_size) ** 0.5
+    kU, kb = jax.random.split(key)
+    rows = spec.blocks * hidden_size
+    return Layer(U=jax.random.uniform(kU, (rows, input_size), dtype, -bound, bound),
+                 W=jnp.zeros((0, hidden_size), dtype),
+                 b=jax.random.uniform(kb, (rows,), dtype, -bound, bound) if bias else None,
+                 cell=spec.name)
+
+
+# run_stack's defaults, which a linear layer accepts; anything else it cannot do is named.
+_LINEAR_DEFAULTS = {"unroll": None, "matmul_dtype": None, "kernel": "auto",
+                    "recurrent_mask": None, "zoneout": None}
+
+
+def _run_linear_layer(layer, xs, h0, options):
+    for name, value in options.items():
+        if name in _LINEAR_DEFAULTS and value is not _LINEAR_DEFAULTS[name] \
+                and value != _LINEAR_DEFAULTS[name]:
+            raise ValueError(f"{name}: the linear cell {layer.cell!r} runs on jrnn.linear, "
+                             f"which has no {name}; got {value!r}")
+    kept = {k: v for k, v in options.items() if k not in _LINEAR_DEFAULTS}
+    from jrnn import linear  # jrnn.linear imports this package's cells and recurrence
+    return linear.linear_rnn(layer.cell, layer.U, layer.b, xs, h0,
+                             cell_params=layer.cell_params, **kept)
+
+
 def run_layer(layer: Layer, xs, h0=None, **options):
-    """``jrnn.rnn`` with this layer's cell and weights; returns ``(hs, final)``."""
+    """``jrnn.rnn`` with this layer's cell and weights; returns ``(hs, final)``. A layer
+    of a linear cell runs on :func:`jrnn.linear.linear_rnn` (its ``mode`` may be passed)."""
     if not isinstance(layer, Layer):
         raise TypeError(f"layer: expected jrnn.layers.Layer, got {type(layer).__name__}")
+    if cells.get(layer.cell).driver == "linear":
+        return _run_linear_layer(layer, xs, h0, options)
     return recurrence.rnn(layer.cell, layer.U, layer.W, layer.b, xs, h0, b_r=layer.b_r,
                           cell_params=layer.cell_params, **options)
 
@@ -248,6 +288,9 @@ def _fold(key, *indices):
 
 def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
     """The layer with DropConnect applied, its input, and jrnn.rnn's noise arguments."""
+    if cells.get(part.cell).driver == "linear":
+        raise ValueError(f"dropout: the linear cell {part.cell!r} runs on jrnn.linear, which "
+                         "has no dropout or zoneout; got a Dropout")
     noise = _dropout.layer_noise(
         dropout, None if key is None else _fold(key, l, d), training,
         cell=cells.get(part.cell), num_steps=x.shape[0], batch_shape=x.shape[1:-1],
@@ -264,13 +307,16 @@ def zero_states(stack: Stack, batch_shape: Sequence[int] = ()) -> tuple:
     def zero(part: Layer):
         spec = cells.get(part.cell)
         shape = tuple(batch_shape) + (part.hidden_size,)
+        if spec.driver == "linear":
+            return jnp.zeros(shape, part.W.dtype)
         return spec.from_carry((jnp.zeros(shape, part.W.dtype),) * spec.carry_size)
     return tuple(tuple(zero(part) for part in layer) for layer in stack)
 
 
 def hidden_of(cell: str, state) -> jax.Array:
     """The hidden state h of a cell's public state (an array, or LSTM's (h, c))."""
-    return cells.get(cell).to_carry(state)[0]
+    spec = cells.get(cell)
+    return state if spec.driver == "linear" else spec.to_carry(state)[0]
 
 
 def step_stack(stack: Stack, states, x):
@@ -286,6 +332,11 @@ def step_stack(stack: Stack, states, x):
     new_states = []
     for (part,), state in zip(stack, states):
         spec = cells.get(part.cell)
+        if spec.driver == "linear":
+            from jrnn import linear
+            x = linear.linear_step(part.cell, part.U, part.b, x, state, part.cell_params)
+            new_states.append(x)
+            continue
         carry = tuple(spec.to_carry(state))
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
         R = recurrence.gate_blocks(recurrence.affine(carry[0], part.W, part.b_r), spec.gates)

@@ -43,7 +43,8 @@ gpu        parallel    log-depth scan; the sequential loop pays per step
 
 Options, as in :func:`jrnn.rnn`: ``mask``/``lengths`` (a masked step has a = 1,
 b = 0: the state passes unchanged, the output is zero, no gradient reaches its
-input), ``reverse``, ``h0`` and its gradient, and the final state (for
+input), ``reset`` (a restart from h0 is the linear step a' = 0, b' = b + a h0),
+``reverse``, ``h0`` and its gradient, and the final state (for
 truncated BPTT). Reverse mode only on the manual path (``backward="autodiff"``
 for ``jax.jvp``).
 """
@@ -106,11 +107,18 @@ def _biased(P, bias):
     return tuple(p + b_k.reshape((1,) * (p.ndim - 1) + (-1,)) for p, b_k in zip(P, bias))
 
 
-def _masked(cell, P, params, m, bias=None):
-    """(a, b) of a step or a sequence from X Uᵀ (``P``) and the bias blocks; where ``m``
-    is False, a = 1 and b = 0."""
+def _masked(cell, P, params, flags, bias=None, h0=None):
+    """(a, b) of a step or a sequence from X Uᵀ (``P``) and the bias blocks, with the
+    step flags ``(mask, reset)`` (either may be None): where reset, the step restarts
+    from h0, h_t = a_t h0 + b_t, itself a linear step (a' = 0, b' = b + a h0); where the
+    mask is False, a = 1 and b = 0."""
+    m, r = flags
     a, b = cell.coefficients(_biased(P, bias), params)
     a = jnp.broadcast_to(a, b.shape)  # a constant a (N,) is shared by every row
+    if r is not None:
+        r = r[..., None]
+        b = jnp.where(r, b + a * jnp.broadcast_to(h0, b.shape), b)
+        a = jnp.where(r, jnp.zeros((), a.dtype), a)
     if m is None:
         return a, b
     m = m[..., None]
@@ -124,7 +132,7 @@ def _combine(first, second):
     return a1 * a2, a2 * b1 + b2
 
 
-def _forward(static, U, bias, xs, h0, mask, params):
+def _forward(static, U, bias, xs, h0, mask, reset, params):
     """Outputs hs (zeros at masked steps), the final state, and every state h_t.
 
     Sequential mode computes (a_t, b_t) inside the loop from P_t, so neither is
@@ -135,13 +143,13 @@ def _forward(static, U, bias, xs, h0, mask, params):
     bias = _split_bias(bias, cell.blocks)
     if static.mode == "sequential":
         def step(h, inputs):
-            P_t, m_t = inputs
-            a_t, b_t = _masked(cell, P_t, params, m_t, bias)
+            P_t, f_t = inputs
+            a_t, b_t = _masked(cell, P_t, params, f_t, bias, h0)
             h = a_t * h + b_t
             return h, h
-        final, states = lax.scan(step, h0, (P, mask))
+        final, states = lax.scan(step, h0, (P, (mask, reset)))
     else:
-        a, b = _masked(cell, P, params, mask, bias)
+        a, b = _masked(cell, P, params, (mask, reset), bias, h0)
         b = b.at[0].add(a[0] * h0)
         _, states = lax.associative_scan(_combine, (a, b), axis=0)
         final = states[-1]
@@ -151,65 +159,64 @@ def _forward(static, U, bias, xs, h0, mask, params):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _linear_manual(static, U, bias, xs, h0, mask, params):
-    hs, final, _ = _forward(static, U, bias, xs, h0, mask, params)
+def _linear_manual(static, U, bias, xs, h0, mask, reset, params):
+    hs, final, _ = _forward(static, U, bias, xs, h0, mask, reset, params)
     return hs, final
 
 
-def _linear_manual_fwd(static, U, bias, xs, h0, mask, params):
-    hs, final, states = _forward(static, U, bias, xs, h0, mask, params)
+def _linear_manual_fwd(static, U, bias, xs, h0, mask, reset, params):
+    hs, final, states = _forward(static, U, bias, xs, h0, mask, reset, params)
     # Only the states are kept (the output itself when there is no mask): P is
     # recomputed from X in the backward.
-    return (hs, final), (U, bias, xs, h0, mask, params, states)
+    return (hs, final), (U, bias, xs, h0, mask, reset, params, states)
 
 
-def _step_adjoint(cell, params, bias, mu, P_t, g_t, m_t, h_prev):
+def _step_adjoint(cell, params, bias, mu, P_t, g_t, f_t, h_prev, h0):
     """One step of the reverse scan, fused with the cell's VJP:
     λ_t = g_t + μ_{t+1}; (dP_t, dparams_t) from da_t = λ_t conj(h_{t−1}), db_t = λ_t;
-    μ_t = conj(a_t) λ_t."""
+    μ_t = conj(a_t) λ_t. At a restart, h_{t−1} is h0, μ_t = 0, and h0 receives
+    conj(a_t) λ_t (the last value returned; None without restarts)."""
     P_t = _biased(P_t, bias)
-    a_t, _ = _masked(cell, P_t, params, m_t)
+    m_t, r_t = f_t
+    a_t, _ = _masked(cell, P_t, params, f_t, None, h0)
     lam = g_t + mu
+    dh0_t = None
+    if r_t is not None:
+        r = r_t[..., None]
+        a_raw = jnp.broadcast_to(cell.coefficients(P_t, params)[0], lam.shape)
+        dh0_t = jnp.where(r, jnp.conj(a_raw) * lam, jnp.zeros((), lam.dtype))
+        h_prev = jnp.where(r, jnp.broadcast_to(h0, h_prev.shape), h_prev)
     da, db = lam * jnp.conj(h_prev), lam
     if m_t is not None:
         m = m_t[..., None]
         da, db = (jnp.where(m, v, jnp.zeros((), v.dtype)) for v in (da, db))
     dP_t, dparams_t = cell.coefficients_vjp(P_t, params, da, db)
-    return jnp.conj(a_t) * lam, dP_t, dparams_t
+    return jnp.conj(a_t) * lam, dP_t, dparams_t, dh0_t
 
 
-def _backward_sequential(cell, params, bias, P, g, g_final, mask, h0, states):
+def _add(total, part):
+    return None if total is None else jax.tree.map(jnp.add, total, part)
+
+
+def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states):
     """The reverse lax.scan: carries μ_{t+1} = conj(a_{t+1}) λ_{t+1} (so a needs no
     shift) and the parameter gradient; emits dP_t. h_{t−1} is read from the stored states."""
     T = g.shape[0]
     dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
+    restarts0 = None if flags[1] is None else jnp.zeros_like(g_final)
 
     def step(carry, inputs):
-        mu, dparams = carry
-        t, P_t, g_t, m_t = inputs
+        mu, dparams, restarts = carry
+        t, P_t, g_t, f_t = inputs
         h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
                                                                  keepdims=False))
-        mu, dP_t, dparams_t = _step_adjoint(cell, params, bias, mu, P_t, g_t, m_t, h_prev)
-        if dparams is not None:
-            dparams = jax.tree.map(jnp.add, dparams, dparams_t)
-        return (mu, dparams), dP_t
+        mu, dP_t, dparams_t, dh0_t = _step_adjoint(cell, params, bias, mu, P_t, g_t, f_t,
+                                                   h_prev, h0)
+        return (mu, _add(dparams, dparams_t), _add(restarts, dh0_t)), dP_t
 
-    (dh0, dparams), dP = lax.scan(step, (g_final, dparams0), (jnp.arange(T), P, g, mask),
-                                  reverse=True)
-    return dP, dparams, dh0
-
-
-def _backward_parallel(cell, params, bias, P, g, g_final, mask, h0, states):
-    """The reverse associative scan of λ_t = g_t + conj(a_{t+1}) λ_{t+1}, then the
-    cell's VJP over all steps at once."""
-    a, _ = _masked(cell, P, params, mask, bias)
-    a_bar = jnp.conj(a)
-    shifted = jnp.concatenate([a_bar[1:], jnp.ones_like(a_bar[:1])])
-    _, lam = lax.associative_scan(_combine, (shifted, g.at[-1].add(g_final)), reverse=True,
-                                  axis=0)
-    h_prev = jnp.concatenate([h0[None], states[:-1]])
-    _, dP, dparams = _step_adjoint(cell, params, bias, jnp.zeros((), lam.dtype), P, lam, mask, h_prev)
-    return dP, dparams, a_bar[0] * lam[0]
+    (dh0, dparams, restarts), dP = lax.scan(step, (g_final, dparams0, restarts0),
+                                            (jnp.arange(T), P, g, flags), reverse=True)
+    return dP, dparams, dh0 if restarts is None else dh0 + restarts
 
 
 def _chunks(T: int) -> int:
@@ -217,7 +224,7 @@ def _chunks(T: int) -> int:
     return 1 << max(0, (T.bit_length() - 1) // 2)
 
 
-def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
+def _backward_blocked(cell, params, bias, P, g, g_final, flags, h0, states):
     """The reverse scan as a blocked parallel scan (Blelloch 1990, §1.4: each processor
     scans its block, the block totals are scanned, each block is rescanned from its
     correct start). T is cut into C chunks of K ≈ √T steps, all chunks at once:
@@ -231,6 +238,7 @@ def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
     Depth 2K + C ≈ 3√T instead of T; work about twice the sequential scan's.
     """
     T, B, N = g.shape
+    mask, reset = flags
     K = _chunks(T)
     C = -(-T // K)
     pad = C * K - T
@@ -238,19 +246,21 @@ def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
     if pad:  # padded steps are masked: a = 1, b = 0, no cotangent
         widen = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
         P, g, valid = tuple(widen(p) for p in P), widen(g), widen(valid)
+        reset = None if reset is None else widen(reset)
     m_in = None if (mask is None and not pad) else valid
     # (T, ...) -> (C, K, ...) is free; step k of every chunk is then [:, k], read and
     # written in place (a transposed copy of each array would cost a pass and its memory).
     blocked = lambda a: a.reshape((C, K) + a.shape[1:])
     Pb, gb = tuple(blocked(p) for p in P), blocked(g)
     mb = None if m_in is None else blocked(m_in)
+    rb = None if reset is None else blocked(reset)
     at = lambda a, k: None if a is None else lax.dynamic_index_in_dim(a, k, 1, keepdims=False)
 
     def totals(i, carry):
         mu, prod = carry
         k = K - 1 - i
-        a_bar = jnp.conj(_masked(cell, tuple(at(p, k) for p in Pb), params, at(mb, k),
-                                 bias)[0])
+        a_bar = jnp.conj(_masked(cell, tuple(at(p, k) for p in Pb), params,
+                                 (at(mb, k), at(rb, k)), bias, h0)[0])
         return a_bar * (at(gb, k) + mu), a_bar * prod
 
     zeros = jnp.zeros((C, B, N), g.dtype)
@@ -267,26 +277,26 @@ def _backward_blocked(cell, params, bias, P, g, g_final, mask, h0, states):
                        if pad else states)
     first_prev = jnp.concatenate([h0[None], states_b[:-1, K - 1]])
     dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
+    restarts0 = None if reset is None else zeros
 
     def rescan(i, carry):
-        mu, dparams, dPb = carry
+        mu, dparams, restarts, dPb = carry
         k = K - 1 - i
         h_prev = jnp.where(k == 0, first_prev, at(states_b, jnp.maximum(k - 1, 0)))
-        mu, dP_t, dparams_t = _step_adjoint(cell, params, bias, mu, tuple(at(p, k) for p in Pb),
-                                            at(gb, k), at(mb, k), h_prev)
-        if dparams is not None:
-            dparams = jax.tree.map(jnp.add, dparams, dparams_t)
+        mu, dP_t, dparams_t, dh0_t = _step_adjoint(
+            cell, params, bias, mu, tuple(at(p, k) for p in Pb), at(gb, k),
+            (at(mb, k), at(rb, k)), h_prev, h0)
         dPb = tuple(lax.dynamic_update_index_in_dim(d, d_t, k, 1) for d, d_t in zip(dPb, dP_t))
-        return mu, dparams, dPb
+        return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dPb
 
     dPb0 = tuple(jnp.zeros_like(p) for p in Pb)
-    _, dparams, dPb = lax.fori_loop(0, K, rescan, (mu_in, dparams0, dPb0))
+    _, dparams, restarts, dPb = lax.fori_loop(0, K, rescan, (mu_in, dparams0, restarts0, dPb0))
     dP = tuple(d.reshape((C * K, B, N))[:T] for d in dPb)
-    return dP, dparams, dh0
+    return dP, dparams, dh0 if restarts is None else dh0 + jnp.sum(restarts, axis=0)
 
 
 def _linear_manual_bwd(static, residuals, cotangents):
-    U, bias, xs, h0, mask, params, states = residuals
+    U, bias, xs, h0, mask, reset, params, states = residuals
     cell = static.cell
     g, g_final = cotangents
     if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
@@ -294,8 +304,9 @@ def _linear_manual_bwd(static, residuals, cotangents):
     P = _project(xs, U, cell.blocks)
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
-    backward = {"sequential": _backward_sequential, "parallel": _PARALLEL_ADJOINT}[static.mode]
-    dP, dparams, dh0 = backward(cell, params, _split_bias(bias, cell.blocks), P, g, g_final, mask, h0, states)
+    backward = {"sequential": _backward_sequential, "parallel": _backward_blocked}[static.mode]
+    dP, dparams, dh0 = backward(cell, params, _split_bias(bias, cell.blocks), P, g, g_final,
+                                (mask, reset), h0, states)
     rows = _rows(xs)
     if bias is None:
         dU, dbias = jnp.concatenate([_rows(d).T @ rows for d in dP]), None
@@ -307,10 +318,9 @@ def _linear_manual_bwd(static, residuals, cotangents):
               for d, U_k in zip(dP, jnp.split(U, cell.blocks, axis=0)))
     if cell.complex_state:
         dh0 = jnp.conj(dh0)
-    return dU, dbias, dxs, dh0, None, dparams
+    return dU, dbias, dxs, dh0, None, None, dparams
 
 
-_PARALLEL_ADJOINT = _backward_blocked
 _linear_manual.defvjp(_linear_manual_fwd, _linear_manual_bwd)
 
 
@@ -321,7 +331,7 @@ def _state_dtype(cell, dtype):
     return jnp.complex128 if dtype == jnp.float64 else jnp.complex64
 
 
-def _check_args(cell, U, bias, xs, h0, mask, params):
+def _check_args(cell, U, bias, xs, h0, mask, params, reset=None):
     _checks.floating("U", U)
     _checks.floating("xs", xs)
     _checks.rank("U", U, (2,), f"({cell.blocks}·N, D) for cell {cell.name!r}")
@@ -348,9 +358,10 @@ def _check_args(cell, U, bias, xs, h0, mask, params):
             raise TypeError(f"h0: expected dtype {jnp.dtype(state_dtype)} (the state of cell "
                             f"{cell.name!r} with {jnp.dtype(dtype)} parameters), got "
                             f"{jnp.result_type(h0)}")
-    if mask is not None:
-        _checks.boolean("mask", mask)
-        _checks.shape("mask", mask, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
+    for name, flags in (("mask", mask), ("reset", reset)):
+        if flags is not None:
+            _checks.boolean(name, flags)
+            _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
     if cell.init_params is None:
         if params is not None:
             raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
@@ -373,7 +384,7 @@ def _check_args(cell, U, bias, xs, h0, mask, params):
 
 
 def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengths=None,
-               reverse: bool = False, mode: Optional[str] = None,
+               reset=None, reverse: bool = False, mode: Optional[str] = None,
                backward: str = "manual") -> tuple[jax.Array, jax.Array]:
     """Runs one linear recurrent layer over a sequence: h_t = a_t ⊙ h_{t−1} + b_t.
 
@@ -386,6 +397,9 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
       cell_params: the cell's own parameters (the LRU's :class:`LRUParams`).
       mask: optional (T, B) bool, False at steps to skip (a = 1, b = 0, output 0).
       lengths: optional (B,) int in [0, T]: steps t >= length are masked.
+      reset: optional (T, B) bool, True where the state restarts from ``h0`` before
+        the step (unmasked steps only): h_t = a_t ⊙ h0 + b_t; h0's gradient collects
+        every restart.
       reverse: run from t = T−1 down to 0 (right-padded sequences reverse within
         their own length, as in :func:`jrnn.rnn`).
       mode: ``"parallel"`` (associative scan), ``"sequential"`` (``lax.scan``) or
@@ -409,31 +423,34 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         mode = default_mode()
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
-    U, bias, xs, h0, mask = (_checks.array(name, v) for name, v in zip(
-        ("U", "bias", "xs", "h0", "mask"), (U, bias, xs, h0, mask)))
-    N, state_dtype = _check_args(cell, U, bias, xs, h0, mask, cell_params)
+    U, bias, xs, h0, mask, reset = (_checks.array(name, v) for name, v in zip(
+        ("U", "bias", "xs", "h0", "mask", "reset"), (U, bias, xs, h0, mask, reset)))
+    N, state_dtype = _check_args(cell, U, bias, xs, h0, mask, cell_params, reset)
     if lengths is not None:
         lengths = check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
         by_length = lengths_to_mask(lengths, xs.shape[0])
         mask = by_length if mask is None else mask & by_length
     if mask is not None:  # padded steps never reach an output or a gradient
         xs = jnp.where(mask[..., None], xs, jnp.zeros((), xs.dtype))
+        reset = None if reset is None else reset & mask
     unbatched = xs.ndim == 2
     if unbatched:
         xs = xs[:, None]
         mask = None if mask is None else mask[:, None]
+        reset = None if reset is None else reset[:, None]
         h0 = None if h0 is None else h0[None]
     if h0 is None:
         h0 = jnp.zeros((xs.shape[1], N), state_dtype)
     if reverse:
         xs = xs[::-1]
         mask = None if mask is None else mask[::-1]
+        reset = None if reset is None else reset[::-1]
     static = _Static(cell, mode)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.linear.linear_rnn", U, bias, xs, h0, cell_params)
-        hs, final = _linear_manual(static, U, bias, xs, h0, mask, cell_params)
+        hs, final = _linear_manual(static, U, bias, xs, h0, mask, reset, cell_params)
     else:
-        hs, final, _ = _forward(static, U, bias, xs, h0, mask, cell_params)
+        hs, final, _ = _forward(static, U, bias, xs, h0, mask, reset, cell_params)
     if reverse:
         hs = hs[::-1]
     if unbatched:
@@ -454,5 +471,5 @@ def linear_step(cell, U, bias, x, h, cell_params=None):
     if jnp.result_type(h) != state_dtype:
         raise TypeError(f"h: expected dtype {jnp.dtype(state_dtype)}, got {jnp.result_type(h)}")
     P = tuple(x @ U_k.T for U_k in jnp.split(U, cell.blocks, axis=0))
-    a, b = _masked(cell, P, cell_params, None, _split_bias(bias, cell.blocks))
+    a, b = _masked(cell, P, cell_params, (None, None), _split_bias(bias, cell.blocks))
     return a * h + b

@@ -49,6 +49,8 @@ OPTIONS = {
     "lengths": {"lengths": jnp.array([9, 4, 0])},
     "reverse": {"reverse": True, "lengths": jnp.array([9, 6, 1])},
     "mask": {"mask": jnp.asarray(np.random.default_rng(0).random((T, B)) > 0.3)},
+    "reset": {"reset": jnp.asarray(np.random.default_rng(2).random((T, B)) > 0.7),
+              "lengths": jnp.array([9, 5, 2]), "reverse": True},
 }
 
 
@@ -76,13 +78,15 @@ def test_hand_written_gradients_match_autodiff_in_float32(cell):
         assert _relative(grads["manual"], grads["autodiff"]) < 1e-5
 
 
-@pytest.mark.parametrize("option", ["plain", "reverse", "mask"])
+@pytest.mark.parametrize("option", ["plain", "reverse", "mask", "reset"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_parallel_and_sequential_modes_agree(cell, option):
     U, bias, params, xs, h0, G, G_final = _setup(cell, T=300, seed=1)
     options = dict(OPTIONS[option])
     if "mask" in options:
         options["mask"] = jnp.asarray(np.random.default_rng(1).random((300, B)) > 0.3)
+    if "reset" in options:
+        options["reset"] = jnp.asarray(np.random.default_rng(1).random((300, B)) > 0.95)
     if "lengths" in options:
         options["lengths"] = jnp.array([300, 170, 1])
     out, grads = {}, {}

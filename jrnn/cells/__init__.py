@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["Cell", "LSTMState", "LayerNormParams", "get", "names", "register"]
+__all__ = ["Cell", "LSTMState", "LayerNormParams", "all_names", "get", "names", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +76,7 @@ class Cell:
     needs_recurrent_bias: bool = False
     init_params: Any = None
     default_bias: bool = True
+    driver: str = "recurrence"  # the module that runs it: jrnn.recurrence (linear cells: jrnn.linear)
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"
@@ -91,22 +92,30 @@ def register(cell: Cell) -> Cell:
 
 
 def get(cell: "str | Cell") -> Cell:
-    """Looks a cell up by name; a :class:`Cell` is returned unchanged."""
-    if isinstance(cell, Cell):
+    """Looks a cell up by name; a :class:`Cell` is returned unchanged. Linear cells
+    (``linear_contract.names()``: minGRU, minLSTM, LRU) are found too: their ``driver``
+    attribute, ``"linear"``, says that :mod:`jrnn.linear` runs them."""
+    if isinstance(cell, (Cell, linear_contract.LinearCell)):
         return cell
     try:
-        return _REGISTRY[cell]
-    except KeyError:
-        raise ValueError(
-            f"cell: expected one of {sorted(_REGISTRY)}, got {cell!r}") from None
+        return _REGISTRY[cell] if cell in _REGISTRY else linear_contract.get(cell)
+    except (KeyError, ValueError, TypeError):
+        raise ValueError(f"cell: expected one of {sorted(_REGISTRY)} or the linear cells "
+                         f"{linear_contract.names()}, got {cell!r}") from None
 
 
 def names() -> list[str]:
-    """Names of all registered cells."""
+    """Names of the registered cells of the classic driver (:func:`jrnn.rnn`)."""
     return sorted(_REGISTRY)
+
+
+def all_names() -> list[str]:
+    """Every cell a layer can run: the classic ones and the linear ones."""
+    return sorted(_REGISTRY) + linear_contract.names()
 
 
 # Each module registers its cell on import.
 from jrnn.cells import elman, gru, layernorm, lstm  # noqa: E402,F401
+from jrnn.cells import linear_contract, lru, mingru, minlstm  # noqa: E402,F401
 from jrnn.cells.layernorm import LayerNormParams  # noqa: E402
 from jrnn.cells.lstm import LSTMState  # noqa: E402

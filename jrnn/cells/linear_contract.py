@@ -55,6 +55,7 @@ class LinearCell:
     init_params: Any = None
     default_bias: bool = True
     driver: str = "linear"
+    needs_recurrent_bias: bool = False  # no recurrent product, so never a b_r
 
     def __repr__(self) -> str:
         return f"LinearCell({self.name!r}, blocks={self.blocks})"
