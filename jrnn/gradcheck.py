@@ -297,10 +297,10 @@ for _mode in ("parallel", "sequential"):
         ARCHITECTURES[f"{_name}-{_mode}"] = _arch_entry(f"{_name}-{_mode}",
                                                         *_single_layer(mode=_mode, **_options))
 
-# What a linear cell cannot take: restarts (reset) and the regularisers that act inside
+# What a linear cell cannot take: the regularisers that act inside
 # the recurrence (recurrent dropout, zoneout) or on a stack (dropout); each is refused by
 # name (tests/test_linear.py).
-_LINEAR_EXCLUDED = ("reset", "dropout", "zoneout")
+_LINEAR_EXCLUDED = ("dropout", "zoneout")
 _MODE_ONLY = tuple(f"-{m}" for m in ("parallel", "sequential"))
 
 
