@@ -224,20 +224,25 @@ def _chunks(T: int) -> int:
     return 1 << max(0, (T.bit_length() - 1) // 2)
 
 
-def _backward_blocked(cell, params, bias, P, g, g_final, flags, h0, states):
-    """The reverse scan as a blocked parallel scan (Blelloch 1990, §1.4: each processor
-    scans its block, the block totals are scanned, each block is rescanned from its
-    correct start). T is cut into C chunks of K ≈ √T steps, all chunks at once:
+def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states):
+    """Parallel mode's backward: the reverse scan as a blocked parallel scan (Blelloch
+    1990, §1.4: each processor scans its block, the block totals are scanned, each block
+    is rescanned from its correct start). T is cut into C chunks of K ≈ √T steps, all
+    chunks at once:
 
     1. per chunk, from a zero start, the outgoing μ and the product of conj(a) (K steps,
        vectorised over the C chunks; nothing stored but the two (C, B, N) totals);
     2. the chunks' incoming μ, C steps of μ_in[j] = total[j+1] + prod[j+1] μ_in[j+1];
     3. per chunk again from its correct incoming μ, the same fused step as the
-       sequential backward (:func:`_step_adjoint`), emitting dP.
+       sequential backward (:func:`_step_adjoint`).
 
-    Depth 2K + C ≈ 3√T instead of T; work about twice the sequential scan's.
-    """
+    Depth 2K + C ≈ 3√T instead of T. Each step of the C chunks recomputes its
+    P_t = x_t Uᵀ (C·B rows, one matmul), adds its share of dU and dbias and writes dX,
+    so neither P nor dP is ever held for all T: the backward needs no memory of the
+    order of T·B·N beyond the stored states (benchmarks/NOTES.md).
+    Returns (dU, dbias, dxs, dparams, dh0)."""
     T, B, N = g.shape
+    D = xs.shape[-1]
     mask, reset = flags
     K = _chunks(T)
     C = -(-T // K)
@@ -245,22 +250,26 @@ def _backward_blocked(cell, params, bias, P, g, g_final, flags, h0, states):
     valid = jnp.ones((T, B), bool) if mask is None else mask
     if pad:  # padded steps are masked: a = 1, b = 0, no cotangent
         widen = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
-        P, g, valid = tuple(widen(p) for p in P), widen(g), widen(valid)
+        xs, g, valid = widen(xs), widen(g), widen(valid)
         reset = None if reset is None else widen(reset)
     m_in = None if (mask is None and not pad) else valid
-    # (T, ...) -> (C, K, ...) is free; step k of every chunk is then [:, k], read and
-    # written in place (a transposed copy of each array would cost a pass and its memory).
     blocked = lambda a: a.reshape((C, K) + a.shape[1:])
-    Pb, gb = tuple(blocked(p) for p in P), blocked(g)
+    xb, gb = blocked(xs), blocked(g)
     mb = None if m_in is None else blocked(m_in)
     rb = None if reset is None else blocked(reset)
     at = lambda a, k: None if a is None else lax.dynamic_index_in_dim(a, k, 1, keepdims=False)
+    Us = jnp.split(U, cell.blocks, axis=0)
+    U_t = jnp.concatenate(Us).T  # (D, K·N)
+
+    def project(k):
+        x_k = at(xb, k).reshape(C * B, D)
+        return x_k, tuple(p.reshape(C, B, N) for p in jnp.split(x_k @ U_t, cell.blocks, axis=1))
 
     def totals(i, carry):
         mu, prod = carry
         k = K - 1 - i
-        a_bar = jnp.conj(_masked(cell, tuple(at(p, k) for p in Pb), params,
-                                 (at(mb, k), at(rb, k)), bias, h0)[0])
+        a_bar = jnp.conj(_masked(cell, project(k)[1], params, (at(mb, k), at(rb, k)), bias,
+                                 h0)[0])
         return a_bar * (at(gb, k) + mu), a_bar * prod
 
     zeros = jnp.zeros((C, B, N), g.dtype)
@@ -271,28 +280,31 @@ def _backward_blocked(cell, params, bias, P, g, g_final, flags, h0, states):
         return mu_loc + prod_j * mu_in, mu_in
 
     dh0, mu_in = lax.scan(across, g_final, (mu_out, prod), reverse=True)
-    # h_{t−1} for every step: the previous step's state within the chunk, the previous
-    # chunk's last state (or h0) at a chunk's first step.
     states_b = blocked(jnp.concatenate([states, jnp.zeros((pad, B, N), states.dtype)])
                        if pad else states)
     first_prev = jnp.concatenate([h0[None], states_b[:-1, K - 1]])
     dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
     restarts0 = None if reset is None else zeros
+    dU0 = jnp.zeros((U.shape[0], D + 1), U.dtype)  # the last column: dbias
 
     def rescan(i, carry):
-        mu, dparams, restarts, dPb = carry
+        mu, dparams, restarts, dU, dxb = carry
         k = K - 1 - i
         h_prev = jnp.where(k == 0, first_prev, at(states_b, jnp.maximum(k - 1, 0)))
-        mu, dP_t, dparams_t, dh0_t = _step_adjoint(
-            cell, params, bias, mu, tuple(at(p, k) for p in Pb), at(gb, k),
-            (at(mb, k), at(rb, k)), h_prev, h0)
-        dPb = tuple(lax.dynamic_update_index_in_dim(d, d_t, k, 1) for d, d_t in zip(dPb, dP_t))
-        return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dPb
+        x_k, P_t = project(k)
+        mu, dP_t, dparams_t, dh0_t = _step_adjoint(cell, params, bias, mu, P_t, at(gb, k),
+                                                   (at(mb, k), at(rb, k)), h_prev, h0)
+        dP_rows = jnp.concatenate([d.reshape(C * B, N) for d in dP_t], axis=1)
+        ones = jnp.concatenate([x_k, jnp.ones((C * B, 1), x_k.dtype)], axis=1)
+        dU = dU + dP_rows.T @ ones
+        dxb = lax.dynamic_update_index_in_dim(dxb, (dP_rows @ U_t.T).reshape(C, B, D), k, 1)
+        return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dU, dxb
 
-    dPb0 = tuple(jnp.zeros_like(p) for p in Pb)
-    _, dparams, restarts, dPb = lax.fori_loop(0, K, rescan, (mu_in, dparams0, restarts0, dPb0))
-    dP = tuple(d.reshape((C * K, B, N))[:T] for d in dPb)
-    return dP, dparams, dh0 if restarts is None else dh0 + jnp.sum(restarts, axis=0)
+    _, dparams, restarts, dU, dxb = lax.fori_loop(
+        0, K, rescan, (mu_in, dparams0, restarts0, dU0, jnp.zeros_like(xb)))
+    dxs = dxb.reshape((C * K, B, D))[:T]
+    dh0 = dh0 if restarts is None else dh0 + jnp.sum(restarts, axis=0)
+    return dU[:, :-1], dU[:, -1], dxs, dparams, dh0
 
 
 def _linear_manual_bwd(static, residuals, cotangents):
@@ -301,11 +313,17 @@ def _linear_manual_bwd(static, residuals, cotangents):
     g, g_final = cotangents
     if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
         g, g_final = jnp.conj(g), jnp.conj(g_final)
-    P = _project(xs, U, cell.blocks)
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
-    backward = {"sequential": _backward_sequential, "parallel": _backward_blocked}[static.mode]
-    dP, dparams, dh0 = backward(cell, params, _split_bias(bias, cell.blocks), P, g, g_final,
+    if static.mode == "parallel":
+        dU, dbias, dxs, dparams, dh0 = _backward_blocked(
+            cell, params, _split_bias(bias, cell.blocks), U, xs, g, g_final, (mask, reset), h0,
+            states)
+        if cell.complex_state:
+            dh0 = jnp.conj(dh0)
+        return dU, None if bias is None else dbias, dxs, dh0, None, None, dparams
+    P = _project(xs, U, cell.blocks)
+    dP, dparams, dh0 = _backward_sequential(cell, params, _split_bias(bias, cell.blocks), P, g, g_final,
                                 (mask, reset), h0, states)
     rows = _rows(xs)
     if bias is None:

@@ -15,7 +15,7 @@ Three measurements, in one process:
   float64 (forward and every gradient), and float32 against float64 (the plain-
   space scan's stability, the reason no log-space variant is used).
 
-    python benchmarks/linear.py --reps 3
+    python benchmarks/linear.py --reps 3 --cells mingru minlstm lru
 
 Writes ``benchmarks/results/<backend>_linear.{json,md}`` and ``..._linear_sweep.png``.
 """
@@ -189,6 +189,8 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
     parser.add_argument("--sweep", nargs="*", type=int,
                         default=[256, 1024, 4096, 16384, 65536],
                         help="sequence lengths of the mode sweep (none: skip it)")
+    parser.add_argument("--sweep-cells", nargs="+", default=["mingru"],
+                        choices=linear._contract.names(), help="the cells of the mode sweep")
     parser.add_argument("--agreement-T", type=int, default=65536)
     parser.add_argument("--B", type=int, default=8)
     parser.add_argument("--D", type=int, default=64)
@@ -210,7 +212,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     rows = {"targets": [], "sweep": [], "agreement": []}
     for cell in args.cells:
         rows["targets"] += targets(cell, args.T, args.B, args.D, args.H, args.reps)
-        if args.sweep:
+        if args.sweep and cell in args.sweep_cells:
             rows["sweep"] += sweep(cell, args.sweep, args.B, args.D, args.H, args.reps)
         rows["agreement"].append(agreement(cell, args.agreement_T, 2, 8))
     lines = [f"# Linear recurrences: {env['device']} ({env['cpu_count']} cores), jax "
