@@ -70,8 +70,8 @@ class Config:
     keep: int = 3                    # checkpoints kept
 
     def __post_init__(self):
-        if self.cell not in cells.names():
-            raise ValueError(f"cell: expected one of {cells.names()}, got {self.cell!r}")
+        if self.cell not in cells.layer_names():
+            raise ValueError(f"cell: expected one of {cells.layer_names()}, got {self.cell!r}")
         if self.backward not in ("manual", "autodiff"):
             raise ValueError(f"backward: expected 'manual' or 'autodiff', got {self.backward!r}")
         for name in ("hidden", "layers", "seq", "batch", "steps", "checkpoint_every", "keep",

@@ -76,7 +76,7 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     data.add_argument("--max-chars", type=_positive, default=d.max_chars,
                       help="characters of the default corpus")
     model = p.add_argument_group("model")
-    model.add_argument("--cell", default=d.cell, choices=cells.names())
+    model.add_argument("--cell", default=d.cell, choices=cells.layer_names())
     model.add_argument("--hidden", type=_positive, default=d.hidden, help="hidden size H")
     model.add_argument("--layers", type=_positive, default=d.layers, help="stacked layers")
     opt = p.add_argument_group("training")
@@ -123,7 +123,7 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
 def _gradcheck_arguments(p: argparse.ArgumentParser) -> None:
     from jrnn import cells
     from jrnn.gradcheck import ARCHITECTURES, TRUNCATED_BPTT
-    p.add_argument("--cell", default="elman", choices=cells.names())
+    p.add_argument("--cell", default="elman", choices=cells.layer_names())
     p.add_argument("--arch", default="tagger",
                    choices=sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name])
     for name, default, what in (("T", 20, "sequence length"), ("B", 4, "batch"),

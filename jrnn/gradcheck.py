@@ -315,8 +315,7 @@ def applies(arch: str, cell: str) -> bool:
 
 def linear_cells() -> list[str]:
     """The linear cells that run in layers (the LRU has its own readout: jrnn.lru)."""
-    return [name for name in cells.linear_contract.names()
-            if not cells.get(name).complex_state]
+    return [name for name in cells.layer_names() if cells.get(name).driver == "linear"]
 
 
 def split(batch):

@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["Cell", "LSTMState", "LayerNormParams", "all_names", "get", "names", "register"]
+__all__ = ["Cell", "LSTMState", "LayerNormParams", "layer_names", "get", "names", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +109,11 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def all_names() -> list[str]:
-    """Every cell a layer can run: the classic ones and the linear ones."""
-    return sorted(_REGISTRY) + linear_contract.names()
+def layer_names() -> list[str]:
+    """Every cell a layer (:mod:`jrnn.layers`) can run: the classic ones and the real-state
+    linear ones (minGRU, minLSTM; the LRU has its own readout, :mod:`jrnn.lru`)."""
+    return sorted(_REGISTRY) + [name for name in linear_contract.names()
+                                if not linear_contract.get(name).complex_state]
 
 
 # Each module registers its cell on import.
