@@ -236,3 +236,39 @@ def test_lru_initial_eigenvalues_lie_on_the_ring():
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_lru_layer_gradients_match_autodiff_with_real_inputs_and_outputs():
+    from jrnn import lru as lru_layer
+    p = lru_layer.init(jax.random.key(0), hidden_size=3, state_size=4, r_min=0.5, r_max=0.95,
+                       dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (7, 2, 3), jnp.float64)
+    lengths = jnp.array([7, 3])
+    padded = jnp.where((jnp.arange(7)[:, None] >= lengths[None])[..., None], jnp.nan, xs)
+    for mode in linear.MODES:
+        def loss(p, xs, backward):
+            ys, final = lru_layer.apply(p, xs, lengths=lengths, mode=mode, backward=backward)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.abs(final) ** 2)
+        ys, _ = lru_layer.apply(p, padded, lengths=lengths, mode=mode)
+        assert ys.dtype == jnp.float64 and float(jnp.max(jnp.abs(ys[3:, 1]))) == 0
+        grads = {bw: jax.grad(loss)(p, padded, bw) for bw in ("manual", "autodiff")}
+        assert _relative(grads["manual"], grads["autodiff"]) < 1e-10
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads["manual"]))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: __import__("jrnn").layers.init_layer(jax.random.key(0), "lru", 3, 4),
+     r"cell: 'lru' has a complex state and its own readout"),
+    (lambda: __import__("jrnn").layers.run_stack(
+        __import__("jrnn").layers.init_stack(jax.random.key(0), "mingru", 3, 4),
+        jnp.ones((5, 2, 3)), dropout=__import__("jrnn").dropout.Dropout(input=0.1),
+        key=jax.random.key(1), training=True),
+     r"dropout: the linear cell 'mingru' runs on jrnn.linear, which has no dropout"),
+    (lambda: __import__("jrnn").layers.run_stack(
+        __import__("jrnn").layers.init_stack(jax.random.key(0), "minlstm", 3, 4),
+        jnp.ones((5, 2, 3)), unroll=4),
+     r"unroll: the linear cell 'minlstm' runs on jrnn.linear, which has no unroll; got 4"),
+])
+def test_layers_refuse_what_a_linear_cell_cannot_do(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
