@@ -50,6 +50,11 @@ def _nest(stack, initial_carry, batch: tuple):
         for d, part in enumerate(layer):
             spec = cells.get(part.cell)
             name = "initial_carry" if single else f"initial_carry[{l}][{d}]"
+            if spec.driver == "linear":  # the state is h alone
+                _checks.shape(name, nested[l][d], batch + (part.hidden_size,),
+                              str(batch + (part.hidden_size,)))
+                _checks.same_dtype(name, nested[l][d], part.W.dtype, "the module's parameters")
+                continue
             if spec.carry_size == 2 and not isinstance(nested[l][d], cells.LSTMState):
                 raise TypeError(f"{name}: expected jrnn.cells.LSTMState(h, c), got "
                                 f"{type(nested[l][d]).__name__}; a Flax LSTM carry is the "

@@ -134,6 +134,10 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
     directions = layers._check_stack(stack)
     first = stack[0][0]
     cell = cells.get(first.cell).name
+    if cell not in _MODULE_OF:  # minGRU, minLSTM, the normalised cells: torch.nn has none
+        raise ValueError(f"stack: cell {cell!r} has no torch.nn counterpart (torch.nn has "
+                         f"RNN, LSTM and GRU: cells {sorted(_MODULE_OF)}), so it cannot be "
+                         "converted")
     has_bias = any(p.b is not None or p.b_r is not None for layer in stack for p in layer)
     dtype = getattr(torch, np.dtype(first.W.dtype).name)
     kwargs = dict(num_layers=len(stack), bias=has_bias, batch_first=batch_first,
