@@ -362,6 +362,10 @@ def check(arch: str, cell: str, sizes: Sizes = Sizes(), dtype=jnp.float64,
     """
     if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype: float64 needs jax.config.update('jax_enable_x64', True)")
+    if not applies(arch, cell):
+        raise ValueError(f"arch: entry {arch!r} does not run cell {cell!r} (the -parallel and "
+                         f"-sequential entries are the linear cells'; the linear cells "
+                         f"have no {' or '.join(_LINEAR_EXCLUDED)})")
     params, batch = _arch(arch).build(jax.random.key(seed), cell, dtype, sizes)
     if arch == TRUNCATED_BPTT.name:  # its loss is already (Σ loss, Σ gradients, final state)
         run = jax.jit(TRUNCATED_BPTT.loss, static_argnums=2)

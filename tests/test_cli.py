@@ -61,7 +61,8 @@ def test_sample_without_checkpoints_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("cell,arch", [("lstm", "deep-bidirectional"), ("gru", "encoder-decoder"),
-                                       ("elman", "truncated-bptt")])
+                                       ("elman", "truncated-bptt"),
+                                       ("minlstm", "layer-reverse-lengths-parallel")])
 def test_gradcheck_reports_every_gradient(cell, arch, capsys):
     assert cli.main(["gradcheck", "--cell", cell, "--arch", arch, "--T", "7", "--B", "3",
                      "--D", "2", "--H", "3", "--C", "4"]) == 0
@@ -130,6 +131,9 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["gradcheck", "--B", "-1"], 2, "--B"),
     (["gradcheck", "--tolerance", "-1"], 2, "--tolerance"),
     (["gradcheck", "--arch", "nope"], 2, "--arch"),
+    (["gradcheck", "--cell", "lru"], 2, "--cell"),
+    (["gradcheck", "--cell", "elman", "--arch", "layer-parallel"], 1, "arch"),
+    (["gradcheck", "--cell", "mingru", "--arch", "tagger-dropout"], 1, "arch"),
     (["bench", "--configs", "Q"], 2, "--configs"),
     (["bench", "--reps", "0"], 2, "--reps"),
     (["bench", "--remat", "--T", "-3"], 2, "--T"),
