@@ -38,7 +38,7 @@ import doctest, sys
 import jrnn
 from jrnn.models import classifier, generator, seq2seq, tagger
 modules = (jrnn.elman, jrnn.recurrence, jrnn.train, jrnn.layers, tagger, classifier, generator,
-           seq2seq)
+           seq2seq, jrnn.linear, jrnn.lru)
 failed = sum(doctest.testmod(m).failed for m in modules)
 sys.exit(1 if failed else 0)
 """

@@ -272,3 +272,18 @@ def test_lru_layer_gradients_match_autodiff_with_real_inputs_and_outputs():
 def test_layers_refuse_what_a_linear_cell_cannot_do(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_adapters_run_linear_cells_and_pytorch_refuses_them():
+    """The Flax NNX module runs a linear stack as layers.run_stack does; torch.nn has no
+    minGRU or minLSTM, so converting one is refused by name."""
+    import jrnn
+    nnx = pytest.importorskip("flax.nnx")
+    import jrnn.nnx as jnnx
+    module = jnnx.RNN("mingru", 3, 4, rngs=nnx.Rngs(0), param_dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(0), (2, 5, 3), jnp.float64)  # batch-major
+    expected, _ = jrnn.layers.run_stack(module.stack, jnp.swapaxes(xs, 0, 1))
+    np.testing.assert_allclose(module(xs), jnp.swapaxes(expected, 0, 1), rtol=1e-12)
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"stack: cell 'minlstm' has no torch.nn counterpart"):
+        jrnn.pytorch.to_torch(jrnn.layers.init_stack(jax.random.key(0), "minlstm", 3, 4))
