@@ -31,15 +31,15 @@ each one matmul over all rows. The forward keeps only the states h_t (the output
 as residuals: P and a_t are recomputed from X in the backward (one matmul, cheaper
 than storing and reading back 2–3 arrays of T·B·N). docs/derivation.md derives it.
 
-Measured default mode per platform (benchmarks/linear.py, training step of
-minGRU at B 8, D 64, H 256; results in benchmarks/results/cpu_linear.md):
+Default mode per platform (benchmarks/linear.py: the hand-written training step of
+minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
 
-=========  ==========  ================================================
-platform   default     why
-=========  ==========  ================================================
-cpu        sequential  faster than parallel at every T from 256 to 65,536
-gpu        parallel    log-depth scan; the sequential loop pays per step
-=========  ==========  ================================================
+=========  ==========  ============================================================
+platform   default     measured
+=========  ==========  ============================================================
+cpu        sequential  2 cores: sequential 0.41–0.87× the parallel time over the sweep
+gpu        parallel    not yet measured (no GPU in the session that wrote this)
+=========  ==========  ============================================================
 
 Options, as in :func:`jrnn.rnn`: ``mask``/``lengths`` (a masked step has a = 1,
 b = 0: the state passes unchanged, the output is zero, no gradient reaches its
