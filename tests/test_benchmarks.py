@@ -56,3 +56,20 @@ def test_unroll_and_regularisation_benchmarks_write_their_results(tmp_path):
             (tmp_path / f"{jax.default_backend()}_{name}.json").read_text())["rows"]
         assert rows and all(r["median_ms"] > 0 for r in rows)
         assert (tmp_path / f"{jax.default_backend()}_{name}.md").read_text().startswith("# ")
+
+
+def test_linear_benchmark_writes_its_results(tmp_path):
+    """benchmarks/linear.py at tiny sizes: every table row, the sweep and the agreement."""
+    from jrnn.bench import linear
+    assert linear.main(["--cells", "mingru", "lru", "--T", "16", "--sweep", "8", "16",
+                        "--sweep-cells", "mingru", "--agreement-T", "64", "--B", "2", "--D", "3",
+                        "--H", "4", "--reps", "1", "--out", str(tmp_path)]) == 0
+    data = __import__("json").loads((tmp_path / f"{jax.default_backend()}_linear.json")
+                                    .read_text())["rows"]
+    assert {(r["cell"], r["mode"]) for r in data["targets"]} == {
+        (c, m) for c in ("mingru", "lru") for m in ("parallel", "sequential")}
+    assert all(r["manual_ms"] > 0 and r["autodiff_ms"] > 0 for r in data["targets"])
+    assert [r["T"] for r in data["sweep"]] == [8, 16]
+    # float64 agreement of the two modes is exact to rounding (the x64 switch is restored)
+    assert all(r["parallel_vs_sequential_f64"] < 1e-12 for r in data["agreement"])
+    assert (tmp_path / f"{jax.default_backend()}_linear.md").read_text().startswith("# ")
