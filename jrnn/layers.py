@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from jrnn import _checks, cells, recurrence
+from jrnn import _checks, cells, linear, recurrence
 from jrnn import dropout as _dropout
 
 __all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack",
@@ -155,7 +155,6 @@ def _run_linear_layer(layer, xs, h0, options):
             raise ValueError(f"{name}: the linear cell {layer.cell!r} runs on jrnn.linear, "
                              f"which has no {name}; got {value!r}")
     kept = {k: v for k, v in options.items() if k not in _LINEAR_DEFAULTS}
-    from jrnn import linear  # jrnn.linear imports this package's cells and recurrence
     return linear.linear_rnn(layer.cell, layer.U, layer.b, xs, h0,
                              cell_params=layer.cell_params, **kept)
 
@@ -333,7 +332,6 @@ def step_stack(stack: Stack, states, x):
     for (part,), state in zip(stack, states):
         spec = cells.get(part.cell)
         if spec.driver == "linear":
-            from jrnn import linear
             x = linear.linear_step(part.cell, part.U, part.b, x, state, part.cell_params)
             new_states.append(x)
             continue

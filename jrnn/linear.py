@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +60,6 @@ from jax import lax
 
 from jrnn import _checks
 from jrnn.cells import linear_contract as _contract
-from jrnn.cells import lru as _lru, mingru as _mingru, minlstm as _minlstm  # noqa: F401  (register)
 from jrnn.recurrence import check_lengths, lengths_to_mask
 
 __all__ = ["linear_rnn", "linear_step", "default_mode", "MODES"]

@@ -29,7 +29,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jrnn import linear
 from jrnn.bench import suite, write_results
