@@ -24,8 +24,9 @@ h_t (plus that of the final state at t = T),
     da_t = \lambda_t \odot \bar h_{t-1}, \qquad db_t = \lambda_t, \qquad
     dh_0 = \bar a_1 \odot \lambda_1
 
-(bars: complex conjugates, for the LRU's complex state), computed by a reverse
-associative scan in parallel mode and a reverse ``lax.scan`` in sequential mode;
+(bars: complex conjugates, for the LRU's complex state), computed in parallel mode by a blocked parallel scan (chunks of about √T steps:
+a reverse scan inside each chunk, the chunks' carries joined, Blelloch 1990 §1.4)
+and in sequential mode by a reverse ``lax.scan``;
 then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
 each one matmul over all rows. The forward keeps only the states h_t (the output)
 as residuals: P and a_t are recomputed from X in the backward (one matmul, cheaper
