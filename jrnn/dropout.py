@@ -50,7 +50,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Dropout", "check", "layer_noise", "between_layers"]
+__all__ = ["Dropout", "check", "layer_noise", "between_layers", "zoneout_rates"]
 
 
 class Dropout(NamedTuple):
@@ -103,8 +103,7 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
     (probabilities passed to :func:`jrnn.rnn`) and the rest is off.
     """
     H, dtype = W.shape[1], W.dtype
-    z = (dropout.zoneout, dropout.zoneout if dropout.zoneout_cell is None else
-         dropout.zoneout_cell)[:cell.carry_size]
+    z = zoneout_rates(dropout, cell)
     if not training:
         return LayerNoise(None, None, None, z if any(z) else None)
     k_in, k_w, k_r, k_z = jax.random.split(key, 4)
@@ -120,6 +119,12 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
         zoneout = tuple(jax.random.bernoulli(k, p, shape).astype(dtype)
                         for k, p in zip(jax.random.split(k_z, len(z)), z))
     return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)
+
+
+def zoneout_rates(dropout: Dropout, cell) -> tuple:
+    """The zoneout probability of each carry entry of ``cell`` (h; and c for the LSTM)."""
+    return (dropout.zoneout, dropout.zoneout if dropout.zoneout_cell is None else
+            dropout.zoneout_cell)[:cell.carry_size]
 
 
 def between_layers(dropout: Dropout, key, training: bool, outputs):

@@ -92,6 +92,21 @@ def test_zoneout_in_evaluation_is_its_expectation(cell):
         assert rel_error(hs[t], carry[0]) < 1e-14
 
 
+@pytest.mark.parametrize("cell", ["gru", "layernorm_lstm"])
+def test_a_generation_step_in_evaluation_is_the_stack_in_evaluation(cell):
+    """step_stack(dropout=) follows run_stack(training=False): zoneout's expectation."""
+    stack = _stack(cell, num_layers=2)
+    cfg = jd.Dropout(zoneout=0.3, zoneout_cell=0.1, between=0.5, recurrent=0.5)
+    hs, _ = layers.run_stack(stack, XS, dropout=cfg, training=False)
+    states = layers.zero_states(stack, (B,))
+    states = tuple(s for (s,) in states)
+    for t in range(T):
+        states, h = layers.step_stack(stack, states, XS[t], dropout=cfg)
+        assert rel_error(h, hs[t]) < 1e-13
+    plain = layers.run_stack(stack, XS)[0]
+    assert rel_error(hs, plain) > 1e-2  # the expectation does change the recurrence
+
+
 def test_no_dropout_between_after_the_top_layer():
     stack = _stack("elman")
     plain, _ = layers.run_stack(stack, XS)
