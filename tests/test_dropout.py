@@ -148,3 +148,20 @@ def test_bad_masks_are_named():
                                              jnp.ones((T, B), jnp.float64)))
     with pytest.raises(ValueError, match=r"zoneout: expected probabilities in \[0, 1\)"):
         layers.run_layer(layer, XS, zoneout=1.5)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.9])
+def test_per_step_masks_have_the_quantised_probability(p):
+    """Two units per random word: the share of ones is quantised(p) within 5 standard
+    errors over 3·5·7·1001 units (an odd count: the last word's second half is unused),
+    and neighbouring units (the two halves of a word) are uncorrelated."""
+    shape = (3, 5, 7, 1001)
+    ones = np.asarray(jd._per_step_bernoulli(jax.random.key(11), p, shape), np.float64)
+    q, n = jd.quantised(p), ones.size
+    assert abs(q - p) <= 2.0 ** -17
+    assert abs(ones.mean() - q) <= 5 * np.sqrt(q * (1 - q) / n)
+    flat = ones.reshape(-1)[: n - n % 2].reshape(-1, 2)
+    assert abs(np.corrcoef(flat[:, 0], flat[:, 1])[0, 1]) <= 5 / np.sqrt(n / 2)
+    keep = np.asarray(jd._per_step_keep(jax.random.key(11), p, shape, jnp.float64))
+    assert set(np.unique(keep)) == {0.0, 1 / (1 - q)}
+    assert abs(keep.mean() - 1) <= 5 * np.sqrt(q / (1 - q) / n)
