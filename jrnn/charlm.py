@@ -16,8 +16,14 @@ interrupted. A step whose loss or gradients are not finite changes nothing;
 training stops there with the step named, and the checkpoints already written
 stay as they were.
 
+Regularisation (:mod:`jrnn.dropout`: ``Config.dropout``, ``input_dropout``,
+``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``zoneout_cell``) draws
+fresh masks for every chunk from :func:`noise_key` (the seed and the step
+alone), so it keeps the bit-for-bit resume; validation and sampling run in
+evaluation mode (no noise, zoneout as its expectation).
+
 ``scripts/char_lm.py`` and ``jrnn train`` / ``jrnn sample`` are front ends to
-this module.
+this module; ``scripts/regularisation.py`` compares a plain and a regularised run.
 """
 from __future__ import annotations
 

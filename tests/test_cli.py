@@ -9,7 +9,8 @@ TINY = ["--max-chars", "20000", "--hidden", "12", "--seq", "8", "--batch", "4", 
 
 @pytest.mark.parametrize("command,expected", [
     ("train", ["--cell", "--hidden", "--lr", "--clip", "--steps", "--checkpoint-dir",
-               "--resume", "--devices"]),
+               "--resume", "--devices", "--dropout", "--input-dropout",
+               "--recurrent-dropout", "--weight-drop", "--zoneout", "--zoneout-cell"]),
     ("sample", ["--checkpoint-dir", "--temperature", "--prompt", "--length"]),
     ("gradcheck", ["--cell", "--arch", "--T", "--H", "--dtype"]),
     ("bench", ["--remat"]),
