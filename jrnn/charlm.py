@@ -16,8 +16,14 @@ interrupted. A step whose loss or gradients are not finite changes nothing;
 training stops there with the step named, and the checkpoints already written
 stay as they were.
 
+Regularisation (:mod:`jrnn.dropout`: ``Config.dropout``, ``input_dropout``,
+``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``zoneout_cell``) draws
+fresh masks for every chunk from :func:`noise_key` (the seed and the step
+alone), so it keeps the bit-for-bit resume; validation and sampling run in
+evaluation mode (no noise, zoneout as its expectation).
+
 ``scripts/char_lm.py`` and ``jrnn train`` / ``jrnn sample`` are front ends to
-this module.
+this module; ``scripts/regularisation.py`` compares a plain and a regularised run.
 """
 from __future__ import annotations
 
@@ -36,11 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import cells, checkpoint, diagnostics, layers, parallel, train as training
+from jrnn.dropout import Dropout
 from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
 from jrnn.models import tagger
 
 __all__ = ["Config", "Result", "NonFiniteError", "CorpusError", "RunFolderError", "run", "load",
-           "generate", "corpus", "read_text", "check_prompt", "default_prompt", "LOG_NAME"]
+           "generate", "evaluate", "noise_key", "saved_config", "corpus", "read_text",
+           "check_prompt", "default_prompt", "LOG_NAME"]
 
 LOG_NAME = "train_log.jsonl"   # one JSON object per step, beside the checkpoints
 VALID_SHARE = 0.05             # the end of the text, held out for the validation loss
@@ -68,6 +76,24 @@ class Config:
     checkpoint_dir: Optional[str] = None
     checkpoint_every: int = 500
     keep: int = 3                    # checkpoints kept
+    # Regularisation (jrnn.dropout), each a probability in [0, 1); 0 turns it off.
+    dropout: float = 0.0             # between stacked layers (PyTorch's dropout=)
+    input_dropout: float = 0.0       # one mask per stream on each layer's input
+    recurrent_dropout: float = 0.0   # one mask per stream on h_{t-1} before W
+    weight_drop: float = 0.0         # DropConnect on W, one mask per chunk
+    zoneout: float = 0.0             # every unit of h keeps its value with this probability
+    zoneout_cell: Optional[float] = None  # the same for the LSTM's c (None: as zoneout)
+
+    REGULARISATION = {"dropout": "between", "input_dropout": "input",
+                      "recurrent_dropout": "recurrent", "weight_drop": "weight",
+                      "zoneout": "zoneout", "zoneout_cell": "zoneout_cell"}
+
+    def regularisation(self) -> Optional[Dropout]:
+        """The run's :class:`jrnn.dropout.Dropout`, or None when every option is off."""
+        if not any(getattr(self, name) for name in self.REGULARISATION):
+            return None
+        return Dropout(**{field: getattr(self, name)
+                          for name, field in self.REGULARISATION.items()})
 
     def __post_init__(self):
         if self.cell not in cells.layer_names():
@@ -80,10 +106,23 @@ class Config:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
         if not self.lr > 0 or not self.clip > 0:
             raise ValueError(f"lr, clip: expected positive numbers, got {self.lr}, {self.clip}")
+        for name in self.REGULARISATION:
+            p = getattr(self, name)
+            if not (p is None and name == "zoneout_cell") and not (
+                    isinstance(p, (int, float)) and 0 <= p < 1):
+                raise ValueError(f"{name}: expected a probability in [0, 1), got {p!r}")
+        if self.dropout and self.layers == 1:
+            raise ValueError("dropout: acts between stacked layers (not after the last), so "
+                             "with one layer it would do nothing; stack two or more layers, "
+                             "or use input or recurrent dropout, weight drop or zoneout")
+        if self.zoneout_cell is not None and cells.get(self.cell).carry_size < 2:
+            raise ValueError(f"zoneout_cell: zones out the LSTM's cell state c, and cell "
+                             f"{self.cell!r} has none; use zoneout")
 
     # What must match for a checkpoint to be resumed by this configuration.
     MODEL_FIELDS = ("text", "max_chars", "cell", "hidden", "layers", "seq", "batch", "steps",
-                    "lr", "clip", "seed", "backward")
+                    "lr", "clip", "seed", "backward", "dropout", "input_dropout",
+                    "recurrent_dropout", "weight_drop", "zoneout", "zoneout_cell")
 
 
 class Result(NamedTuple):
@@ -185,18 +224,29 @@ def _initial(config: Config, vocab_size: int):
             "h": layers.zero_states(params.rnn, (config.batch,)), "key": key_sample}
 
 
-def _loss_and_state(backward: str, vocab_size: int):
-    def loss_and_state(p, xs, ys, h0):
+def _loss_and_state(backward: str, vocab_size: int, dropout: Optional[Dropout] = None):
+    """The chunk loss; with ``dropout``, a training loss that takes each chunk's ``key``."""
+    def loss_and_state(p, xs, ys, h0, key=None):
         one_hot = jax.nn.one_hot(xs, vocab_size, dtype=p.head.V.dtype)
-        return tagger.loss_and_state(p, one_hot, ys, h0, reduction="mean", backward=backward)
+        regularise = {} if dropout is None else dict(dropout=dropout, key=key, training=True)
+        return tagger.loss_and_state(p, one_hot, ys, h0, reduction="mean", backward=backward,
+                                     **regularise)
     return loss_and_state
 
 
+def noise_key(seed: int, step: int):
+    """The PRNG key of training step ``step`` + 1's dropout masks: a function of the seed and
+    the step alone, so that a resumed run draws the masks an uninterrupted one would."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), step)
+
+
 def _check_resumable(path: str, saved: dict, config: Config, vocab: CharVocab) -> None:
+    defaults = Config()  # a checkpoint written before a field existed ran with its default
     for name in Config.MODEL_FIELDS:
-        if saved["config"].get(name) != getattr(config, name):
+        was = saved["config"].get(name, getattr(defaults, name))
+        if was != getattr(config, name):
             raise checkpoint.CheckpointError(
-                f"{path}: saved with {name}={saved['config'].get(name)!r}, this run has "
+                f"{path}: saved with {name}={was!r}, this run has "
                 f"{name}={getattr(config, name)!r}; resume with the same settings or start a "
                 f"new checkpoint directory")
     if saved["vocab"] != vocab.chars:
@@ -326,6 +376,10 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
     log(f"model: {config.cell}, {config.layers} layer(s), H={config.hidden}, {config.batch} "
         f"streams x {T} steps per chunk, backward={config.backward}, "
         f"devices={config.devices} x {jax.devices()[0].platform}")
+    if config.regularisation() is not None:
+        log("regularisation: " + ", ".join(f"{name}={getattr(config, name)}" for name in
+                                           Config.REGULARISATION
+                                           if getattr(config, name) is not None))
 
     state = _initial(config, V)
     # Gradient flow over a fixed window of 4 chunks, drawn beside the checkpoints, at step 0
@@ -354,8 +408,11 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
         state = {**parallel.replicate({k: v for k, v in state.items() if k != "h"}, mesh),
                  "h": parallel.shard_batch(state["h"], mesh, axis=0)}
 
-    train_step = training.make_tbptt_step(_loss_and_state(config.backward, V),
+    regularisation = config.regularisation()
+    train_step = training.make_tbptt_step(_loss_and_state(config.backward, V, regularisation),
                                           _optimizer(config))
+    step_key = ((lambda step: None) if regularisation is None else
+                functools.partial(noise_key, config.seed))
     zeros = layers.zero_states(state["params"].rnn, (config.batch,))
     if mesh is not None:
         zeros = parallel.shard_batch(zeros, mesh, axis=0)
@@ -381,7 +438,7 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
             if mesh is not None:
                 xs, ys = parallel.shard_batch((xs, ys), mesh, axis=1)
             params, opt_state, h, metrics = train_step(state["params"], state["opt_state"],
-                                                       state["h"], xs, ys)
+                                                       state["h"], xs, ys, step_key(step))
             loss = float(metrics.loss)
             if not bool(metrics.finite):
                 bar.close()
@@ -422,24 +479,30 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
             f"{', '.join(map(str, kept))} kept); training log: "
             f"{os.path.join(config.checkpoint_dir, LOG_NAME)}")
 
-    val_loss = evaluate(state["params"], valid_ids, V)
+    val_loss = evaluate(state["params"], valid_ids, V, dropout=config.regularisation())
     return Result(jax.device_get(state["params"]), vocab, losses, val_loss, baseline, seconds,
                   state["key"])
 
 
-def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512) -> float:
-    """Mean NLL (nats/char) over time-major streams ``valid_ids`` (N, B), state carried."""
+def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512,
+             dropout: Optional[Dropout] = None) -> float:
+    """Mean NLL (nats/char) over time-major streams ``valid_ids`` (N, B), state carried.
+
+    Deterministic: a regularised model (``dropout``) runs in evaluation mode, where
+    only zoneout acts, as its expectation."""
     score = _evaluator()
     total, h = 0.0, layers.zero_states(params.rnn, (valid_ids.shape[1],))
     for xs, ys in training.chunks(valid_ids[:-1], valid_ids[1:], chunk):
-        J, h = score(params, jax.nn.one_hot(xs, vocab_size, dtype=params.head.V.dtype), ys, h)
+        J, h = score(params, jax.nn.one_hot(xs, vocab_size, dtype=params.head.V.dtype), ys, h,
+                     dropout=dropout)
         total += float(J)
     return total / ((len(valid_ids) - 1) * valid_ids.shape[1])
 
 
 @functools.lru_cache(maxsize=None)
 def _evaluator():
-    return jax.jit(functools.partial(tagger.loss_and_state, reduction="sum"))
+    return jax.jit(functools.partial(tagger.loss_and_state, reduction="sum"),
+                   static_argnames=("dropout",))
 
 
 def _write_loss_plot(directory: str, losses, baseline: float, log) -> None:
@@ -495,17 +558,25 @@ def load(checkpoint_dir: str) -> tuple[object, CharVocab, dict]:
         raise checkpoint.CheckpointError(f"{path}: a jrnn checkpoint, but not of a `jrnn train` "
                                          f"run (no configuration or vocabulary in it)")
     # The configuration lies in the file: it builds the template to fill.
-    fields = {f.name for f in dataclasses.fields(Config)}
-    config = Config(**{k: v for k, v in meta["config"].items() if k in fields})
+    config = saved_config(meta)
     state, meta = checkpoint.restore(path, _initial(config, len(meta["vocab"])))
     return state["params"], CharVocab(meta["vocab"]), meta
 
 
+def saved_config(meta: dict) -> Config:
+    """The :class:`Config` a checkpoint's metadata holds (fields it lacks: the defaults)."""
+    fields = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in meta["config"].items() if k in fields})
+
+
 def generate(params, vocab: CharVocab, key, prompt: str, length: int,
-             temperature: float = 0.7) -> str:
-    """``length`` characters sampled after ``prompt`` (which must use the vocabulary)."""
+             temperature: float = 0.7, dropout: Optional[Dropout] = None) -> str:
+    """``length`` characters sampled after ``prompt`` (which must use the vocabulary).
+
+    ``dropout``: the run's regularisation (:meth:`Config.regularisation`); sampling
+    runs in evaluation mode, so only zoneout acts, as its expectation."""
     tokens = tagger.sample(params, key, jnp.asarray(check_prompt(vocab, prompt)), length,
-                           temperature=temperature)
+                           temperature=temperature, dropout=dropout)
     return vocab.decode(tokens)
 
 

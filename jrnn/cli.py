@@ -2,6 +2,7 @@
 
     jrnn train --checkpoint-dir runs/lm             # char-LM on the stdlib source
     jrnn train --checkpoint-dir runs/lm --resume    # continue after an interruption
+    jrnn train --cell layernorm_lstm --layers 2 --dropout 0.2 --zoneout 0.1   # regularised
     jrnn sample --checkpoint-dir runs/lm --prompt "def " --temperature 0.8
     jrnn bench --configs S X                        # the benchmark suite
     jrnn gradcheck --cell lstm --arch deep-bidirectional --T 100 --H 32
@@ -20,7 +21,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-__all__ = ["main", "parser", "parse", "ArgumentParser", "integer", "number"]
+__all__ = ["main", "parser", "parse", "ArgumentParser", "integer", "number", "probability"]
 
 BENCH_OUT = "runs/bench"   # `jrnn bench` writes here unless --out says otherwise
 BENCH_PROGRAMS = {"--remat": "remat_curve", "--precision": "precision"}  # default: suite
@@ -63,6 +64,19 @@ def number(positive: bool):
     return parse
 
 
+def probability(text: str) -> float:
+    """An argparse type: a probability p with 0 <= p < 1 (1 would drop everything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0 <= value < 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text}")
+    return value
+
+
+probability.__name__ = "probability in [0, 1)"
+
 _positive, _natural = integer(1), integer(0)
 _rate, _nonnegative = number(positive=True), number(positive=False)
 
@@ -79,6 +93,27 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--cell", default=d.cell, choices=cells.layer_names())
     model.add_argument("--hidden", type=_positive, default=d.hidden, help="hidden size H")
     model.add_argument("--layers", type=_positive, default=d.layers, help="stacked layers")
+    reg = p.add_argument_group(
+        "regularisation", "each a probability in [0, 1), 0 (the default) turns it off; masks are "
+        "drawn afresh for every chunk in training, and validation and sampling run without "
+        "them (zoneout as its expectation)")
+    reg.add_argument("--dropout", type=probability, default=d.dropout,
+                     help="dropout on the outputs of every layer but the last (PyTorch's "
+                          "dropout=); needs --layers >= 2")
+    reg.add_argument("--input-dropout", type=probability, default=d.input_dropout,
+                     help="variational dropout of each layer's input: one mask per stream "
+                          "and chunk (Gal & Ghahramani 2016)")
+    reg.add_argument("--recurrent-dropout", type=probability, default=d.recurrent_dropout,
+                     help="variational dropout of h_{t-1} where it feeds W: one mask per "
+                          "stream and chunk (Gal & Ghahramani 2016)")
+    reg.add_argument("--weight-drop", type=probability, default=d.weight_drop,
+                     help="DropConnect on the recurrent weights W: one mask per chunk "
+                          "(AWD-LSTM, Merity et al. 2017)")
+    reg.add_argument("--zoneout", type=probability, default=d.zoneout,
+                     help="each unit of h keeps its previous value with this probability at "
+                          "every step (Krueger et al. 2017)")
+    reg.add_argument("--zoneout-cell", type=probability, default=d.zoneout_cell,
+                     help="zoneout of the LSTM's cell state c (default: as --zoneout)")
     opt = p.add_argument_group("training")
     opt.add_argument("--seq", type=_positive, default=d.seq, help="truncated-BPTT chunk length")
     opt.add_argument("--batch", type=_positive, default=d.batch, help="parallel streams")
@@ -122,10 +157,10 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
 
 def _gradcheck_arguments(p: argparse.ArgumentParser) -> None:
     from jrnn import cells
-    from jrnn.gradcheck import ARCHITECTURES, TRUNCATED_BPTT
+    from jrnn.gradcheck import ARCHITECTURES, TRUNCATED
     p.add_argument("--cell", default="elman", choices=cells.layer_names())
     p.add_argument("--arch", default="tagger",
-                   choices=sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name])
+                   choices=sorted(ARCHITECTURES) + sorted(TRUNCATED))
     for name, default, what in (("T", 20, "sequence length"), ("B", 4, "batch"),
                                 ("D", 8, "input size"), ("H", 16, "hidden size"),
                                 ("C", 5, "classes")):
@@ -217,7 +252,12 @@ def _fail(message) -> int:
 def _train(args) -> int:
     from jrnn import charlm, checkpoint
     fields = {f.name for f in dataclasses.fields(charlm.Config)}
-    config = charlm.Config(**{k: v for k, v in vars(args).items() if k in fields})
+    try:
+        config = charlm.Config(**{k: v for k, v in vars(args).items() if k in fields})
+    except ValueError as e:  # options that do not go together: a malformed command line
+        name, _, rest = str(e).partition(": ")
+        print(f"jrnn train: error: --{name.replace('_', '-')}: {rest}", file=sys.stderr)
+        return 2
     if args.resume and not args.checkpoint_dir:
         print("jrnn train: error: --resume needs --checkpoint-dir", file=sys.stderr)
         return 2
@@ -227,7 +267,7 @@ def _train(args) -> int:
         if args.sample:
             prompt = charlm.default_prompt(result.vocab) if args.prompt is None else args.prompt
             text = charlm.generate(result.params, result.vocab, result.key, prompt,
-                                   args.sample, args.temperature)
+                                   args.sample, args.temperature, config.regularisation())
     except (charlm.NonFiniteError, checkpoint.CheckpointError, ValueError, OSError) as e:
         return _fail(e)
     except KeyboardInterrupt:
@@ -248,7 +288,8 @@ def _sample(args) -> int:
         params, vocab, meta = charlm.load(args.checkpoint_dir)
         prompt = charlm.default_prompt(vocab) if args.prompt is None else args.prompt
         text = charlm.generate(params, vocab, jax.random.key(args.seed), prompt,
-                               args.length, args.temperature)
+                               args.length, args.temperature,
+                               charlm.saved_config(meta).regularisation())
     except (checkpoint.CheckpointError, ValueError, OSError) as e:
         return _fail(e)
     print(f"{prompt}{text}")

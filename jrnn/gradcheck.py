@@ -27,8 +27,8 @@ from jrnn import dropout as _dropout
 from jrnn import cells, heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
-__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "applies", "check", "linear_cells",
-           "split"]
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies", "check",
+           "linear_cells", "split"]
 
 
 class Sizes(NamedTuple):
@@ -100,19 +100,31 @@ def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, l
     return build, loss
 
 
-def _classifier(num_layers=1, bidirectional=False, learn_h0=False):
+def _noise(dropout, key, batch):
+    """Adds the masks' key to a batch; returns the regularisation keywords of the loss."""
+    if dropout is None:
+        return batch
+    return {**batch, "key": jax.random.fold_in(key, 99)}  # the same masks for both backwards
+
+
+def _regularise(dropout, batch):
+    return {} if dropout is None else dict(dropout=dropout, key=batch["key"], training=True)
+
+
+def _classifier(num_layers=1, bidirectional=False, learn_h0=False, dropout=None):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
         p = classifier.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
                             bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype)
         if learn_h0:
             p = p._replace(h0=jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5), p.h0))
-        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
-                   "ys": jax.random.randint(k[2], (s.B,), 0, s.C), "lengths": s.lengths}
+        return p, _noise(dropout, key, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                                        "ys": jax.random.randint(k[2], (s.B,), 0, s.C),
+                                        "lengths": s.lengths})
 
     def loss(p, batch, backward):
         return classifier.loss(p, batch["xs"], batch["ys"], lengths=batch["lengths"],
-                               backward=backward)
+                               backward=backward, **_regularise(dropout, batch))
     return build, loss
 
 
@@ -130,31 +142,35 @@ def _regressor():
     return build, loss
 
 
-def _generator(num_layers=1):
+def _generator(num_layers=1, dropout=None):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
         p = generator.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, dtype=dtype)
-        return p, {"context": _normal(k[1], (s.B, s.D), dtype),
-                   "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C), "lengths": s.lengths}
+        return p, _noise(dropout, key, {"context": _normal(k[1], (s.B, s.D), dtype),
+                                        "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C),
+                                        "lengths": s.lengths})
 
     def loss(p, batch, backward):
         return generator.loss(p, batch["context"], batch["ys"], lengths=batch["lengths"],
-                              reduction="mean", backward=backward)
+                              reduction="mean", backward=backward,
+                              **_regularise(dropout, batch))
     return build, loss
 
 
-def _seq2seq(num_layers=1, bidirectional_encoder=False):
+def _seq2seq(num_layers=1, bidirectional_encoder=False, dropout=None):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
         p = seq2seq.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
                          bidirectional_encoder=bidirectional_encoder, dtype=dtype)
-        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "x_lengths": s.lengths,
-                   "ys": jax.random.randint(k[2], (s.T + 2, s.B), 0, s.C),   # T_y ≠ T_x
-                   "y_lengths": s.y_lengths}
+        return p, _noise(dropout, key, {
+            "xs": _normal(k[1], (s.T, s.B, s.D), dtype), "x_lengths": s.lengths,
+            "ys": jax.random.randint(k[2], (s.T + 2, s.B), 0, s.C),   # T_y ≠ T_x
+            "y_lengths": s.y_lengths})
 
     def loss(p, batch, backward):
         return seq2seq.loss(p, batch["xs"], batch["ys"], x_lengths=batch["x_lengths"],
-                            y_lengths=batch["y_lengths"], backward=backward)
+                            y_lengths=batch["y_lengths"], backward=backward,
+                            **_regularise(dropout, batch))
     return build, loss
 
 
@@ -190,43 +206,61 @@ def _single_layer(reverse=False, mode=None, **options):
     return build, loss
 
 
-def _tbptt(chunk=2):
-    """Truncated BPTT: chunk gradients accumulated, no gradient across boundaries."""
+def _tbptt(chunk=2, dropout=None):
+    """Truncated BPTT: chunk gradients accumulated, no gradient across boundaries; with
+    ``dropout``, chunk i draws its masks from fold_in(key, i)."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
         p = tagger.init(k[0], cell, s.D, s.H, s.C, dtype=dtype)
-        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
-                   "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)}
+        return p, _noise(dropout, key, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                                        "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)})
 
     def loss(p, batch, backward):
-        def loss_and_state(p, xs, ys, h0):
-            outputs, finals = tagger.hidden(p, xs, ((h0,),), backward=backward)
+        def loss_and_state(p, xs, ys, h0, key=None):
+            regularise = {} if dropout is None else dict(dropout=dropout, key=key,
+                                                         training=True)
+            outputs, finals = tagger.hidden(p, xs, ((h0,),), backward=backward, **regularise)
             J = heads.softmax_nll(p.head.V, p.head.c, outputs, ys, backward=backward)
             return J, finals[0][0]
         h0 = layers.zero_states(p.rnn, batch["xs"].shape[1:2])[0][0]
         # Differentiable through params: the helper's value is a sum of chunk
         # losses, and its gradient is checked against jax.grad of that sum.
         return train.tbptt_value_and_grad(loss_and_state, p, batch["xs"], batch["ys"],
-                                               h0, chunk)
+                                          h0, chunk, key=batch.get("key"))
     return build, loss
 
 
-def _remat_segments(segment=2):
+def _remat_segments(segment=2, dropout=None):
     """Memory-bounded BPTT: the manual side recomputes segments of 2 steps (with a
-    shorter last one where T is odd); the reference is autodiff of the whole sequence."""
+    shorter last one where T is odd); the reference is autodiff of the whole sequence.
+    With ``dropout``, segment s draws its masks from fold_in(key, s), and the reference
+    is autodiff of that forward: the segments run one after the other, state carried."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
         p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=2, dtype=dtype)
         h0 = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
                           layers.zero_states(p.rnn, (s.B,)))
-        return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
-                   "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C), "h0": h0}
+        return p, _noise(dropout, key, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
+                                        "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C),
+                                        "h0": h0})
 
     def loss(p, batch, backward):
         fn = functools.partial(tagger.loss_and_state, backward=backward)
-        if backward == "manual":
-            fn = remat.segmented(fn, segment)
-        J, finals = fn(p, batch["xs"], batch["ys"], batch["h0"])
+        xs, ys, h0 = batch["xs"], batch["ys"], batch["h0"]
+        if dropout is None:
+            if backward == "manual":
+                fn = remat.segmented(fn, segment)
+            J, finals = fn(p, xs, ys, h0)
+        else:
+            fn = functools.partial(fn, dropout=dropout, training=True)
+            if backward == "manual":
+                J, finals = remat.segmented(fn, segment)(p, xs, ys, h0, key=batch["key"])
+            else:
+                J, finals = 0.0, h0
+                for i, start in enumerate(range(0, xs.shape[0], segment)):
+                    J_i, finals = fn(p, xs[start:start + segment], ys[start:start + segment],
+                                     finals, key=jax.random.fold_in(batch["key"], i))
+                    J = J + J_i
         return J + sum(jnp.sum(jnp.sin(s)) for s in jax.tree.leaves(finals))
     return build, loss
 
@@ -287,8 +321,18 @@ ARCHITECTURES = {a.name: a for a in [
                                                 dropout=ALL_NOISE)),
     _arch_entry("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
                                              training=False)),
+    _arch_entry("many-to-one-deep-bidirectional-dropout",
+                *_classifier(num_layers=2, bidirectional=True, dropout=ALL_NOISE)),
+    _arch_entry("one-to-many-deep-dropout", *_generator(num_layers=2, dropout=ALL_NOISE)),
+    _arch_entry("encoder-decoder-deep-bidirectional-dropout",
+                *_seq2seq(num_layers=2, bidirectional_encoder=True, dropout=ALL_NOISE)),
+    _arch_entry("memory-bounded-bptt-dropout", *_remat_segments(dropout=ALL_NOISE)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
+TRUNCATED_BPTT_DROPOUT = _arch_entry("truncated-bptt-dropout", *_tbptt(dropout=ALL_NOISE))
+# Entries whose loss is already (Σ chunk losses, Σ chunk gradients, final state).
+TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT)}
+
 # The linear driver's two scan modes, for the linear cells (jrnn.linear); every other
 # entry runs them in the platform's default mode.
 for _mode in ("parallel", "sequential"):
@@ -326,10 +370,10 @@ def split(batch):
 
 
 def _arch(name: str) -> Arch:
-    if name == TRUNCATED_BPTT.name:
-        return TRUNCATED_BPTT
+    if name in TRUNCATED:
+        return TRUNCATED[name]
     if name not in ARCHITECTURES:
-        raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name]}"
+        raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES) + sorted(TRUNCATED)}"
                          f", got {name!r}")
     return ARCHITECTURES[name]
 
@@ -367,8 +411,8 @@ def check(arch: str, cell: str, sizes: Sizes = Sizes(), dtype=jnp.float64,
                          f"-sequential entries are the linear cells'; the linear cells "
                          f"have no {' or '.join(_LINEAR_EXCLUDED)})")
     params, batch = _arch(arch).build(jax.random.key(seed), cell, dtype, sizes)
-    if arch == TRUNCATED_BPTT.name:  # its loss is already (Σ loss, Σ gradients, final state)
-        run = jax.jit(TRUNCATED_BPTT.loss, static_argnums=2)
+    if arch in TRUNCATED:  # its loss is already (Σ loss, Σ gradients, final state)
+        run = jax.jit(TRUNCATED[arch].loss, static_argnums=2)
         (J_m, g_m, h_m), (J_a, g_a, h_a) = run(params, batch, "manual"), run(params, batch,
                                                                               "autodiff")
         errors = {"loss": relative_error(J_m, J_a), "final state": relative_error(h_m, h_a)}

@@ -318,12 +318,15 @@ def hidden_of(cell: str, state) -> jax.Array:
     return state if spec.driver == "linear" else spec.to_carry(state)[0]
 
 
-def step_stack(stack: Stack, states, x):
+def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = None):
     """One time step of a unidirectional stack, for generation.
 
     ``states[l]`` is layer l's state (B, H) (LSTM: its ``(h, c)``); x (B, D).
     Returns the new states and the top layer's h (B, H). The same pointwise
-    cells as the scan, so sampling follows exactly the trained equations.
+    cells as the scan, so sampling follows exactly the trained equations;
+    with ``dropout``, in evaluation mode as :func:`run_stack` with
+    ``training=False``: zoneout's expectation p ⊙ carry_{t−1} + (1 − p) ⊙ carry_t,
+    every other kind of noise off.
     """
     if _check_stack(stack) != 1:
         raise ValueError("stack: step_stack runs left to right one step at a time, so it "
@@ -338,7 +341,11 @@ def step_stack(stack: Stack, states, x):
         carry = tuple(spec.to_carry(state))
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
         R = recurrence.gate_blocks(recurrence.affine(carry[0], part.W, part.b_r), spec.gates)
-        carry, _ = spec.step(A, R, carry, part.cell_params)
+        new, _ = spec.step(A, R, carry, part.cell_params)
+        rates = () if dropout is None else _dropout.zoneout_rates(dropout, spec)
+        if any(rates):
+            new = tuple(p * c + (1 - p) * n for p, c, n in zip(rates, carry, new))
+        carry = new
         new_states.append(spec.from_carry(carry))
         x = carry[0]
     return tuple(new_states), x

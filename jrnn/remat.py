@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jrnn import _diagnostics
@@ -60,75 +61,102 @@ def _split(stream, k: int):
     return n, whole, rest
 
 
-def _call(fn, params, stream, h):
+def _call(fn, params, stream, h, keys=None, index=None):
+    """One segment's loss and final state; with ``keys`` (a :class:`_Keys`), the
+    segment's masks come from ``fold_in(key, index)``."""
     xs, ys = stream
-    return fn(params, xs, ys, h)
+    if keys is None:
+        return fn(params, xs, ys, h)
+    return fn(params, xs, ys, h, key=jax.random.fold_in(keys.key(), index))
 
 
-def _forward(fn, k, params, stream, h0):
+class _Keys(NamedTuple):
+    """A PRNG key as plain data, so that it can cross the custom_vjp boundary (its
+    cotangent is float0): typed keys are unwrapped, legacy uint32 keys pass as is."""
+
+    data: jax.Array
+    impl: Any = None  # static: the key's implementation, None for a legacy key
+
+    @classmethod
+    def of(cls, key):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return cls(jax.random.key_data(key), jax.random.key_impl(key))
+        return cls(key)
+
+    def key(self):
+        return self.data if self.impl is None else jax.random.wrap_key_data(self.data,
+                                                                            impl=self.impl)
+
+
+def _forward(fn, k, params, stream, h0, keys=None, first=0):
     n, whole, rest = _split(stream, k)
-    loss_dtype = jax.eval_shape(functools.partial(_call, fn), params,
+    loss_dtype = jax.eval_shape(lambda p, s, h: _call(fn, p, s, h, keys, first), params,
                                 jax.tree.map(lambda a: a[:k], stream), h0)[0].dtype
 
-    def segment(carry, piece):
+    def segment(carry, inputs):
+        piece, index = inputs
         h, total = carry
-        J, h_next = _call(fn, params, piece, h)
+        J, h_next = _call(fn, params, piece, h, keys, index)
         return (h_next, total + J), h  # keep the state this segment started from
 
     carry = (h0, jnp.zeros((), loss_dtype))
     starts = None
     if n:
-        carry, starts = lax.scan(segment, carry, whole)
+        carry, starts = lax.scan(segment, carry, (whole, first + jnp.arange(n)))
     rest_start = carry[0]
     if rest is not None:
-        carry, _ = segment(carry, rest)
+        carry, _ = segment(carry, (rest, first + n))
     h_T, total = carry
     return (total, h_T), (starts, rest_start)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _segmented(fn, k, params, stream, h0):
-    return _forward(fn, k, params, stream, h0)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 6, 7))
+def _segmented(fn, k, params, stream, h0, key_data=None, impl=None, first=0):
+    keys = None if key_data is None else _Keys(key_data, impl)
+    return _forward(fn, k, params, stream, h0, keys, first)[0]
 
 
-def _segmented_fwd(fn, k, params, stream, h0):
-    out, (starts, rest_start) = _forward(fn, k, params, stream, h0)
-    return out, (params, stream, starts, rest_start)
+def _segmented_fwd(fn, k, params, stream, h0, key_data, impl, first):
+    keys = None if key_data is None else _Keys(key_data, impl)
+    out, (starts, rest_start) = _forward(fn, k, params, stream, h0, keys, first)
+    return out, (params, stream, starts, rest_start, key_data)
 
 
-def _segmented_bwd(fn, k, residuals, cotangents):
-    params, stream, starts, rest_start = residuals
+def _segmented_bwd(fn, k, impl, first, residuals, cotangents):
+    params, stream, starts, rest_start, key_data = residuals
+    keys = None if key_data is None else _Keys(key_data, impl)
     dJ, dh = cotangents
     n, whole, rest = _split(stream, k)
     leaves, treedef = jax.tree.flatten(stream)
     floats = [i for i, leaf in enumerate(leaves) if _is_float(leaf)]
 
-    def segment_vjp(piece, h_start, dh_end):
-        """Recompute one segment's forward, then run its backward."""
+    def segment_vjp(piece, h_start, dh_end, index):
+        """Recompute one segment's forward (with the forward's masks), then run its backward."""
         piece_leaves = jax.tree.leaves(piece)
 
         def f(p, float_leaves, h):
             merged = list(piece_leaves)
             for i, leaf in zip(floats, float_leaves):
                 merged[i] = leaf
-            return _call(fn, p, jax.tree.unflatten(treedef, merged), h)
+            return _call(fn, p, jax.tree.unflatten(treedef, merged), h, keys, index)
         _, vjp = jax.vjp(f, params, [piece_leaves[i] for i in floats], h_start)
         return vjp((dJ, dh_end))
 
     grads = jax.tree.map(jnp.zeros_like, params)
     d_rest = None
     if rest is not None:
-        grads, d_rest, dh = segment_vjp(rest, rest_start, dh)
+        grads, d_rest, dh = segment_vjp(rest, rest_start, dh, first + n)
 
     def back(carry, inputs):
         dh, grads = carry
-        piece, h_start = inputs
-        dp, d_floats, dh_start = segment_vjp(piece, h_start, dh)
+        piece, h_start, index = inputs
+        dp, d_floats, dh_start = segment_vjp(piece, h_start, dh, index)
         return (dh_start, jax.tree.map(jnp.add, grads, dp)), d_floats
 
     d_whole = None
     if n:
-        (dh, grads), d_whole = lax.scan(back, (dh, grads), (whole, starts), reverse=True)
+        (dh, grads), d_whole = lax.scan(back, (dh, grads),
+                                        (whole, starts, first + jnp.arange(n)), reverse=True)
 
     d_leaves = [None] * len(leaves)
     for j, i in enumerate(floats):
@@ -138,7 +166,8 @@ def _segmented_bwd(fn, k, residuals, cotangents):
         if rest is not None:
             parts.append(d_rest[j])
         d_leaves[i] = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
-    return grads, jax.tree.unflatten(treedef, d_leaves), dh
+    d_key = None if key_data is None else np.zeros(key_data.shape, jax.dtypes.float0)
+    return grads, jax.tree.unflatten(treedef, d_leaves), dh, d_key
 
 
 _segmented.defvjp(_segmented_fwd, _segmented_bwd)
@@ -199,12 +228,18 @@ def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
     * ``reduction="mean"`` (bound with ``functools.partial``) gives the true
       mean over all T·B steps: the segments are summed and the sum divided by
       the number of labels, ``ys.size``.
+    * ``key`` (a regularised loss, :mod:`jrnn.dropout`): segment s is called
+      as ``loss_and_state(params, xs_s, ys_s, h, key=fold_in(key, s))``, so
+      each segment draws its own masks, as the chunks of truncated BPTT do
+      (:func:`jrnn.train.tbptt_value_and_grad`), and its backward replays
+      exactly the masks of its forward. The gradient is that of this forward,
+      the state cotangent crossing every boundary.
     * Refused with an error, because a segment cannot compute them from its
       start state: bidirectional stacks (the backward direction reads the
       future), ``reverse=True``, and per-sequence or per-step arguments bound
       with ``functools.partial`` (``mask``, ``lengths``, ``reset``).
     """
-    def wrapped(params, xs, ys, h0):
+    def wrapped(params, xs, ys, h0, key=None):
         mean = _check_cuttable(loss_and_state, params)
         fn = functools.partial(loss_and_state, reduction="sum") if mean else loss_and_state
         lengths = {a.shape[0] for a in jax.tree.leaves((xs, ys))}
@@ -224,16 +259,19 @@ def segmented(loss_and_state: Callable[..., tuple[jax.Array, Any]],
                              "without jrnn.remat.segmented")
         # The loss's own checks on the whole sequence (an abstract trace, no
         # computation), so that an error names the shapes the caller passed.
-        jax.eval_shape(fn, params, xs, ys, h0)
+        keys = None if key is None else _Keys.of(key)
+        jax.eval_shape(lambda p, x, y, h: _call(fn, p, (x, y), h, keys, 0), params, xs, ys, h0)
         k, count = min(k, T), jax.tree.leaves(ys)[0].size
+        data, impl = (None, None) if keys is None else keys
         if h0 is None:  # the first segment starts from fn's own default state
-            J, h_T = fn(params, *jax.tree.map(lambda a: a[:k], (xs, ys)), None)
+            J, h_T = _call(fn, params, jax.tree.map(lambda a: a[:k], (xs, ys)), None, keys, 0)
             if T > k:
                 J_rest, h_T = _segmented(fn, k, params,
-                                         jax.tree.map(lambda a: a[k:], (xs, ys)), h_T)
+                                         jax.tree.map(lambda a: a[k:], (xs, ys)), h_T,
+                                         data, impl, 1)
                 J = J + J_rest
         else:
-            J, h_T = _segmented(fn, k, params, (xs, ys), h0)
+            J, h_T = _segmented(fn, k, params, (xs, ys), h0, data, impl, 0)
         if mean:
             J = J / jnp.asarray(count, J.dtype)
         return J, h_T

@@ -85,15 +85,26 @@ def make_tbptt_step(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]],
 
     ``loss_and_state_fn(params, xs, ys, h0) -> (loss, h_T)``, for instance
     ``functools.partial(jrnn.elman.loss_and_state, reduction="mean")``.
-    Returns ``step(params, opt_state, h, xs, ys) -> (params, opt_state, h_T, metrics)``.
-    The state ``h_T`` feeds the next chunk as a plain input, so no gradient
-    crosses a chunk boundary (min-char-rnn's ``hprev``).
-    """
-    inner = make_train_step(lambda p, batch: loss_and_state_fn(p, batch[1], batch[2], batch[0]),
-                            optimizer, jit=False)
+    Returns ``step(params, opt_state, h, xs, ys, key=None) -> (params, opt_state, h_T,
+    metrics)``. The state ``h_T`` feeds the next chunk as a plain input, so no
+    gradient crosses a chunk boundary (min-char-rnn's ``hprev``).
 
-    def step(params, opt_state, h, xs, ys):
-        params, opt_state, h_T, metrics = inner(params, opt_state, (h, xs, ys))
+    A regularised model (:mod:`jrnn.dropout`) needs fresh masks for every
+    chunk: pass each step its own PRNG ``key``, which goes on to
+    ``loss_and_state_fn(params, xs, ys, h0, key=key)``. Derive it from the
+    step number, e.g. ``jax.random.fold_in(run_key, step)``, so that a run
+    resumed from a checkpoint draws exactly the masks of an uninterrupted one.
+    """
+    def loss_fn(p, batch):
+        h, xs, ys, key = batch
+        if key is None:
+            return loss_and_state_fn(p, xs, ys, h)
+        return loss_and_state_fn(p, xs, ys, h, key=key)
+
+    inner = make_train_step(loss_fn, optimizer, jit=False)
+
+    def step(params, opt_state, h, xs, ys, key=None):
+        params, opt_state, h_T, metrics = inner(params, opt_state, (h, xs, ys, key))
         h_T = jax.tree.map(lambda new, old: jnp.where(metrics.finite, new, old), h_T, h)
         return params, opt_state, jax.lax.stop_gradient(h_T), metrics
 
@@ -101,7 +112,7 @@ def make_tbptt_step(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]],
 
 
 def tbptt_value_and_grad(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]], params,
-                         xs, ys, h0, chunk: int):
+                         xs, ys, h0, chunk: int, key=None):
     """Loss and gradient of a long stream by truncated BPTT, without updating.
 
     The stream (T, B, ...) runs in consecutive chunks of ``chunk`` steps; the
@@ -111,28 +122,36 @@ def tbptt_value_and_grad(loss_and_state_fn: Callable[..., tuple[jax.Array, Any]]
     the chunks, so memory grows with ``chunk``, not with T.
 
     ``loss_and_state_fn(params, xs, ys, h0) -> (loss, h_T)``, e.g.
-    :func:`jrnn.elman.loss_and_state`.
+    :func:`jrnn.elman.loss_and_state`. With a PRNG ``key`` (a regularised
+    model), chunk i is called as ``loss_and_state_fn(params, xs_i, ys_i, h, key=k_i)``
+    with ``k_i = jax.random.fold_in(key, i)``: fresh masks for every chunk, the
+    same ones as :func:`make_tbptt_step` given ``fold_in(key, i)`` at step i.
     """
     if chunk < 1:
         raise ValueError(f"chunk: expected a chunk length >= 1, got {chunk}")
     if xs.shape[0] != ys.shape[0]:
         raise ValueError(f"ys: expected {xs.shape[0]} steps like xs, got {ys.shape[0]}")
-    grad_fn = jax.value_and_grad(loss_and_state_fn, has_aux=True)
+    if key is None:
+        fn = lambda p, xs, ys, h, i: loss_and_state_fn(p, xs, ys, h)
+    else:
+        fn = lambda p, xs, ys, h, i: loss_and_state_fn(p, xs, ys, h,
+                                                       key=jax.random.fold_in(key, i))
+    grad_fn = jax.value_and_grad(fn, has_aux=True)
 
     def one_chunk(carry, piece):
         h, total, grads = carry
-        (J, h_next), g = grad_fn(params, piece[0], piece[1], h)
+        (J, h_next), g = grad_fn(params, piece[0], piece[1], h, piece[2])
         return (jax.lax.stop_gradient(h_next), total + J, jax.tree.map(jnp.add, grads, g)), None
 
     T, n = xs.shape[0], xs.shape[0] // chunk
     split = lambda a: a[:n * chunk].reshape((n, chunk) + a.shape[1:])
     zero_grads = jax.tree.map(jnp.zeros_like, params)
-    loss_dtype = jax.eval_shape(loss_and_state_fn, params, xs[:chunk], ys[:chunk], h0)[0].dtype
+    loss_dtype = jax.eval_shape(fn, params, xs[:chunk], ys[:chunk], h0, 0)[0].dtype
     carry = (h0, jnp.zeros((), loss_dtype), zero_grads)
     if n:
-        carry, _ = jax.lax.scan(one_chunk, carry, (split(xs), split(ys)))
+        carry, _ = jax.lax.scan(one_chunk, carry, (split(xs), split(ys), jnp.arange(n)))
     if T > n * chunk:  # the shorter last chunk
-        carry, _ = one_chunk(carry, (xs[n * chunk:], ys[n * chunk:]))
+        carry, _ = one_chunk(carry, (xs[n * chunk:], ys[n * chunk:], n))
     h, total, grads = carry
     return total, grads, h
 

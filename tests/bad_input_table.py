@@ -307,6 +307,76 @@ KEY_INPUTS = {"legacy key": lambda: jax.random.PRNGKey(0),
               "float key": lambda: jnp.zeros(2, F32)}
 
 
+# Regularisation (jrnn.dropout): every entry point that takes dropout=, key=, training=.
+CTX = jnp.ones((B, D), F32)
+REGULARISED = {
+    "layers.run_stack": lambda **r: layers.run_stack(
+        layers.init_stack(KEY, "lstm", D, H, num_layers=2), XS, **r)[0],
+    "tagger.loss": lambda **r: tagger.loss(tagger.init(KEY, "lstm", D, H, C), XS, YS, **r),
+    "classifier.loss": lambda **r: classifier.loss(classifier.init(KEY, "gru", D, H, C), XS,
+                                                   YS[0], **r),
+    "generator.loss": lambda **r: generator.loss(generator.init(KEY, "elman", D, H, C), CTX,
+                                                 YS, **r),
+    "seq2seq.loss": lambda **r: seq2seq.loss(seq2seq.init(KEY, "gru", D, H, C), XS, YS, **r),
+    "remat.segmented(tagger.loss_and_state)": lambda dropout, training, key=None:
+        remat.segmented(functools.partial(tagger.loss_and_state, dropout=dropout,
+                                          training=training), 2)(
+            tagger.init(KEY, "gru", D, H, C), XS, YS, None, key=key)[0],
+}
+Dropout = jrnn.dropout.Dropout
+# What an accepted regularisation input must give: evaluation with zoneout alone.
+REGULARISATION_REFERENCE = dict(dropout=Dropout(zoneout=0.1), training=False)
+REGULARISATION_CLASSES = {  # name -> (description, keywords, expectation)
+    "p = 1": ("a probability of 1", dict(dropout=Dropout(recurrent=1.0), key=KEY,
+                                          training=True),
+              Error(ValueError, r"dropout.recurrent: expected a probability in \[0, 1\), "
+                                r"got 1.0", "names dropout.recurrent, [0, 1) and 1.0")),
+    "p < 0": ("a negative probability", dict(dropout=Dropout(zoneout=-0.1), key=KEY,
+                                             training=True),
+              Error(ValueError, r"dropout.zoneout: expected a probability in \[0, 1\), "
+                                r"got -0.1", "names dropout.zoneout, [0, 1) and -0.1")),
+    "no key": ("training=True without a key", dict(dropout=Dropout(input=0.2), training=True),
+               Error(ValueError, r"key: training with dropout draws random masks and needs a "
+                                 r"PRNG key", "names key, what needs it and training=False as "
+                                              "the alternative")),
+    "no key, evaluation": ("training=False without a key", dict(
+        dropout=Dropout(input=0.2, zoneout=0.1), training=False), Accepted(
+        "deterministic: the same result as zoneout alone (its expectation), the rest off",
+        _finite_and_equal)),
+    "a dict": ("a dict instead of a Dropout", dict(dropout={"input": 0.2}, key=KEY,
+                                                   training=True),
+               Error(TypeError, r"dropout: expected jrnn.dropout.Dropout, got dict",
+                     "names dropout, jrnn.dropout.Dropout and dict")),
+}
+# The masks jrnn.rnn takes itself (a test passes fixed ones).
+_LSTM = layers.init_layer(KEY, "lstm", D, H)
+MASKS = {  # name -> (description, keywords of jrnn.rnn, expectation)
+    "recurrent_mask shape": ("recurrent_mask (B, H + 1)", dict(
+        recurrent_mask=jnp.ones((B, H + 1), F32)), Error(
+        ValueError, r"recurrent_mask: expected shape \(3, 3\).*got \(3, 4\)",
+        "names recurrent_mask, (B, H) = (3, 3) and (3, 4)")),
+    "zoneout shape": ("zoneout masks (T − 1, B, H)", dict(
+        zoneout=(jnp.ones((T - 1, B, H), F32),) * 2), Error(
+        ValueError, r"zoneout\[0\]: expected shape \(4, 3, 3\).*got \(3, 3, 3\)",
+        "names zoneout[0], (T, B, H) = (4, 3, 3) and (3, 3, 3)")),
+    "zoneout entries": ("one zoneout mask for the LSTM's (h, c)", dict(
+        zoneout=(jnp.ones((T, B, H), F32),)), Error(
+        ValueError, r"zoneout: expected one entry per carry entry of cell 'lstm' \(2\), got 1",
+        "names zoneout, the LSTM's 2 carry entries and 1")),
+    "zoneout p = 1": ("zoneout probability 1 (evaluation)", dict(zoneout=(1.0, 0.1)), Error(
+        ValueError, r"zoneout: expected probabilities in \[0, 1\), got 1.0",
+        "names zoneout, [0, 1) and 1.0")),
+    "mask dtype": ("a float64 recurrent_mask for float32 weights", dict(
+        recurrent_mask=np.ones((B, H), np.float64)), Error(
+        TypeError, r"recurrent_mask: expected dtype float32.*got float64",
+        "names recurrent_mask, float32 and float64")),
+}
+
+
+def run_masks(keywords):
+    return jrnn.rnn("lstm", _LSTM.U, _LSTM.W, _LSTM.b, XS, b_r=_LSTM.b_r, **keywords)[0]
+
+
 def render() -> str:
     """The table as Markdown (docs/bad_inputs.md)."""
     lines = ["# What each entry point does with bad input", "",
@@ -331,6 +401,16 @@ def render() -> str:
     for name in KEYS:
         lines.append(f"| `{name}` | " + " | ".join(e.describe() for _, e in
                                                    KEY_CLASSES.values()) + " |")
+    lines += ["", "## Regularisation (`dropout=`, `key=`, `training=`)", "",
+              "The same outcome at every entry point that takes them: " + ", ".join(
+                  f"`{name}`" for name in REGULARISED) + ".", "",
+              "| input | outcome |", "|---|---|"]
+    for description, _, outcome in REGULARISATION_CLASSES.values():
+        lines.append(f"| {description} | {outcome.describe()} |")
+    lines += ["", "## Regularisation masks of `jrnn.rnn` (an LSTM layer)", "",
+              "| input | outcome |", "|---|---|"]
+    for description, _, outcome in MASKS.values():
+        lines.append(f"| {description} | {outcome.describe()} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ import pytest
 import jrnn
 from jrnn import layers
 from jrnn.models import classifier, generator, seq2seq, tagger
-from architectures import ARCHS, B, C, D, H, LENGTHS, T, TBPTT
+from architectures import ARCHS, B, C, D, H, LENGTHS, T, TBPTT, TRUNCATED_ARCHS
 from helpers import TOL, rel_error
 
 CELLS = jrnn.cells.names()
@@ -104,6 +104,22 @@ def test_truncated_bptt_gradients(cell):
     # Differs from full BPTT: the boundaries really cut the gradient.
     full = jax.jit(jax.grad(lambda p: tagger.loss(p, batch["xs"], batch["ys"])))(params)
     assert rel_error(g_m.rnn, full.rnn) > 1e-3
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_truncated_bptt_with_dropout_gradients(cell):
+    """Every kind of noise, fresh masks per chunk: manual equals autodiff, and every
+    parameter gets a gradient."""
+    arch = TRUNCATED_ARCHS["truncated-bptt-dropout"]
+    params, batch = arch.build(jax.random.key(1), cell, jnp.float64)
+    run = jax.jit(arch.loss, static_argnums=2)
+    J_m, g_m, h_m = run(params, batch, "manual")
+    J_a, g_a, h_a = run(params, batch, "autodiff")
+    assert rel_error((J_m, g_m, h_m), (J_a, g_a, h_a)) <= 1e-10
+    for path, g in jax.tree_util.tree_leaves_with_path(g_m):
+        assert np.any(np.asarray(g) != 0), jax.tree_util.keystr(path)
+    plain = jax.jit(TBPTT.loss, static_argnums=2)(params, batch, "manual")
+    assert rel_error(J_m, plain[0]) > 1e-3  # the masks do act
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -238,3 +254,27 @@ def test_memory_bounded_bptt_stores_one_state_per_segment():
     shapes = [leaf.shape for leaf in jax.tree.leaves(vjp)]
     assert (8, B, H) in shapes                      # the 8 segment start states
     assert not any(s[:2] == (T_long, B) and s[-1] == H for s in shapes)
+
+
+@pytest.mark.parametrize("key", [jax.random.key(4), jax.random.PRNGKey(4)], ids=["typed", "uint32"])
+def test_memory_bounded_bptt_with_dropout_draws_one_fold_per_segment(key):
+    """Segment s is the loss with key fold_in(key, s), h0=None included (segment 0 then
+    runs outside the recomputed part); its gradient is that forward's autodiff."""
+    p = tagger.init(jax.random.key(0), "gru", D, H, C, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
+    ys = jax.random.randint(jax.random.key(2), (T, B), 0, C)
+    noise = jrnn.dropout.Dropout(recurrent=0.3, zoneout=0.2, input=0.2)
+    fn = functools.partial(tagger.loss_and_state, dropout=noise, training=True)
+
+    def loop(p, backward):
+        J, h = 0.0, None
+        for i, start in enumerate(range(0, T, 2)):
+            J_i, h = fn(p, xs[start:start + 2], ys[start:start + 2], h, backward=backward,
+                        key=jax.random.fold_in(key, i))
+            J = J + J_i
+        return J
+    segmented = jrnn.remat.segmented(fn, 2)
+    J, grads = jax.value_and_grad(lambda p: segmented(p, xs, ys, None, key=key)[0])(p)
+    J_ref, grads_ref = jax.value_and_grad(lambda p: loop(p, "autodiff"))(p)
+    assert rel_error(J, J_ref) <= 1e-12 and rel_error(grads, grads_ref) <= 1e-10
+    assert rel_error(J, segmented(p, xs, ys, None, key=jax.random.fold_in(key, 1))[0]) > 1e-3

@@ -46,6 +46,25 @@ def test_key_cell(name, cls):
         expected.check(call(table.KEY_INPUTS[cls]()), call(jax.random.key(0)))
 
 
+@pytest.mark.parametrize("name", list(table.REGULARISED))
+@pytest.mark.parametrize("cls", list(table.REGULARISATION_CLASSES))
+def test_regularisation_cell(name, cls):
+    _, keywords, expected = table.REGULARISATION_CLASSES[cls]
+    call = table.REGULARISED[name]
+    if isinstance(expected, table.Error):
+        with pytest.raises(expected.type, match=expected.match):
+            call(**keywords)
+    else:
+        expected.check(call(**keywords), call(**table.REGULARISATION_REFERENCE))
+
+
+@pytest.mark.parametrize("cls", list(table.MASKS))
+def test_mask_cell(cls):
+    _, keywords, expected = table.MASKS[cls]
+    with pytest.raises(expected.type, match=expected.match):
+        table.run_masks(keywords)
+
+
 def test_every_entry_has_a_cell_for_every_class_of_its_arguments():
     assert len(CELLS) >= 100
     for entry in table.ENTRIES:

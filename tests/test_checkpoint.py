@@ -112,32 +112,40 @@ def test_non_array_leaves_are_refused(tmp_path):
 # A tiny char-LM run, in a subprocess so that SIGKILL is real. With KILL_AT set,
 # the process kills itself with SIGKILL right after that chunk, between checkpoints.
 RUN = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     from jrnn import charlm
     kill_at = int(os.environ.get("KILL_AT", "0"))
     def on_chunk(step, state):
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     config = charlm.Config(max_chars=20000, cell=sys.argv[2], hidden=12, seq=8, batch=4,
-                           steps=24, checkpoint_every=5, keep=2, checkpoint_dir=sys.argv[1])
+                           steps=24, checkpoint_every=5, keep=2, checkpoint_dir=sys.argv[1],
+                           **json.loads(sys.argv[3]))
     charlm.run(config, resume=True, progress=False, on_chunk=on_chunk, log=lambda s: None)
 """)
 
 
-def run_lm(directory, cell, kill_at=0):
+def run_lm(directory, cell, options, kill_at=0):
     env = {**os.environ, "KILL_AT": str(kill_at), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-c", RUN, str(directory), cell], env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", RUN, str(directory), cell, json.dumps(options)],
+                          env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("cell", ["gru"])
-def test_killed_run_resumes_bit_identical(tmp_path, cell):
+# Every kind of regularisation: masks drawn afresh at every step must be drawn again,
+# identically, after the resume.
+REGULARISED = dict(layers=2, dropout=0.2, input_dropout=0.1, recurrent_dropout=0.2,
+                   weight_drop=0.2, zoneout=0.1, zoneout_cell=0.05)
+
+
+@pytest.mark.parametrize("cell,options", [("gru", {}), ("lstm", REGULARISED)],
+                         ids=["gru", "lstm-regularised"])
+def test_killed_run_resumes_bit_identical(tmp_path, cell, options):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert run_lm(whole, cell).returncode == 0
-    crash = run_lm(killed, cell, kill_at=13)
+    assert run_lm(whole, cell, options).returncode == 0
+    crash = run_lm(killed, cell, options, kill_at=13)
     assert crash.returncode == -signal.SIGKILL
     assert checkpoint.list_steps(str(killed)) == [5, 10]
-    resumed = run_lm(killed, cell)
+    resumed = run_lm(killed, cell, options)
     assert resumed.returncode == 0, resumed.stderr
     a, b = (np.load(str(d / "step_000000024.npz")) for d in (whole, killed))
     names = [k for k in a.files if k != "__meta__"]

@@ -9,7 +9,8 @@ TINY = ["--max-chars", "20000", "--hidden", "12", "--seq", "8", "--batch", "4", 
 
 @pytest.mark.parametrize("command,expected", [
     ("train", ["--cell", "--hidden", "--lr", "--clip", "--steps", "--checkpoint-dir",
-               "--resume", "--devices"]),
+               "--resume", "--devices", "--dropout", "--input-dropout",
+               "--recurrent-dropout", "--weight-drop", "--zoneout", "--zoneout-cell"]),
     ("sample", ["--checkpoint-dir", "--temperature", "--prompt", "--length"]),
     ("gradcheck", ["--cell", "--arch", "--T", "--H", "--dtype"]),
     ("bench", ["--remat"]),
@@ -42,6 +43,29 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     assert cli.main(["train", *TINY, "--steps", "2", "--hidden", "16", "--checkpoint-dir", d,
                      "--resume", "--sample", "0"]) == 1
     assert "hidden=12" in capsys.readouterr().err
+
+
+def test_regularisation_is_saved_a_resume_must_repeat_it_and_sample_applies_it(tmp_path,
+                                                                                capsys):
+    from jrnn import charlm
+    from jrnn.dropout import Dropout
+    d = str(tmp_path / "run")
+    options = ["--cell", "lstm", "--layers", "2", "--dropout", "0.3", "--zoneout", "0.1",
+               "--checkpoint-dir", d, "--sample", "0"]
+    assert cli.main(["train", *TINY, "--steps", "2", *options]) == 0
+    _, _, meta = charlm.load(d)
+    assert charlm.saved_config(meta).regularisation() == Dropout(between=0.3, zoneout=0.1)
+    capsys.readouterr()
+    assert cli.main(["train", *TINY, "--steps", "2", *options[:-4], "--zoneout", "0.2",
+                     "--checkpoint-dir", d, "--resume", "--sample", "0"]) == 1
+    assert "zoneout=0.1" in capsys.readouterr().err
+    assert cli.main(["sample", "--checkpoint-dir", d, "--length", "20", "--temperature", "0"]
+                    ) == 0
+    greedy = capsys.readouterr().out
+    params, vocab, _ = charlm.load(d)
+    expected = charlm.generate(params, vocab, None, "def ", 20, 0.0,
+                               Dropout(between=0.3, zoneout=0.1))
+    assert greedy.strip() == ("def " + expected).strip()
 
 
 def test_non_finite_training_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, capsys):
@@ -108,6 +132,14 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["train", "--steps", "many"], 2, "expected an integer, got 'many'"),
     (["train", "--bogus"], 2, "unrecognized arguments: --bogus"),
     (["train", "--resume"], 2, "--resume needs --checkpoint-dir"),
+    (["train", "--dropout", "1"], 2, "--dropout: expected a probability in [0, 1), got 1"),
+    (["train", "--zoneout", "-0.1"], 2, "--zoneout: expected a probability in [0, 1)"),
+    (["train", "--recurrent-dropout", "nan"], 2, "--recurrent-dropout: expected a probability"),
+    (["train", "--weight-drop", "half"], 2, "--weight-drop: expected a probability, got 'half'"),
+    (["train", "--input-dropout", "1.5"], 2, "--input-dropout: expected a probability"),
+    (["train", "--dropout", "0.2", "--layers", "1"], 2, "--dropout: acts between stacked"),
+    (["train", "--cell", "gru", "--zoneout-cell", "0.1"], 2, "--zoneout-cell: zones out the "
+     "LSTM's cell state c, and cell 'gru' has none"),
     (["train", "--text", "{r}/missing.txt"], 1, "missing.txt: no such file"),
     (["train", "--text", "{r}/folder"], 1, "folder is a folder"),
     (["train", "--text", "{r}/binary.bin"], 1, "binary.bin is not UTF-8 text"),

@@ -1,4 +1,5 @@
 """Corpora and tasks, and every script end to end at tiny sizes."""
+import json
 import math
 import pathlib
 import runpy
@@ -88,3 +89,16 @@ def test_adding_script(capsys, tmp_path):
 def test_seq2seq_script(capsys):
     out = run_script("seq2seq.py", ["--steps", "5", "--hidden", "8", "--max-digits", "2"], capsys)
     assert "exact-match accuracy" in out
+
+
+def test_regularisation_script(capsys, tmp_path):
+    """The worked example at a tiny budget: both models train and are scored, the table
+    and its JSON are written."""
+    out = run_script("regularisation.py", ["--max-chars", "20000", "--steps", "3", "--hidden",
+                                           "12", "--seq", "8", "--batch", "4", "--zoneout",
+                                           "0.1", "--quiet", "--out", str(tmp_path / "r.md")],
+                     capsys)
+    assert "| none |" in out and "zoneout 0.1" in out and "the validation loss by" in out
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [r["dropout"] for r in rows] == [0.0, 0.3] and rows[1]["zoneout"] == 0.1
+    assert rows[0]["validation"] != rows[1]["validation"]

@@ -92,6 +92,21 @@ def test_zoneout_in_evaluation_is_its_expectation(cell):
         assert rel_error(hs[t], carry[0]) < 1e-14
 
 
+@pytest.mark.parametrize("cell", ["gru", "layernorm_lstm"])
+def test_a_generation_step_in_evaluation_is_the_stack_in_evaluation(cell):
+    """step_stack(dropout=) follows run_stack(training=False): zoneout's expectation."""
+    stack = _stack(cell, num_layers=2)
+    cfg = jd.Dropout(zoneout=0.3, zoneout_cell=0.1, between=0.5, recurrent=0.5)
+    hs, _ = layers.run_stack(stack, XS, dropout=cfg, training=False)
+    states = layers.zero_states(stack, (B,))
+    states = tuple(s for (s,) in states)
+    for t in range(T):
+        states, h = layers.step_stack(stack, states, XS[t], dropout=cfg)
+        assert rel_error(h, hs[t]) < 1e-13
+    plain = layers.run_stack(stack, XS)[0]
+    assert rel_error(hs, plain) > 1e-2  # the expectation does change the recurrence
+
+
 def test_no_dropout_between_after_the_top_layer():
     stack = _stack("elman")
     plain, _ = layers.run_stack(stack, XS)
@@ -133,3 +148,20 @@ def test_bad_masks_are_named():
                                              jnp.ones((T, B), jnp.float64)))
     with pytest.raises(ValueError, match=r"zoneout: expected probabilities in \[0, 1\)"):
         layers.run_layer(layer, XS, zoneout=1.5)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3, 0.9])
+def test_per_step_masks_have_the_quantised_probability(p):
+    """Two units per random word: the share of ones is quantised(p) within 5 standard
+    errors over 3·5·7·1001 units (an odd count: the last word's second half is unused),
+    and neighbouring units (the two halves of a word) are uncorrelated."""
+    shape = (3, 5, 7, 1001)
+    ones = np.asarray(jd._per_step_bernoulli(jax.random.key(11), p, shape), np.float64)
+    q, n = jd.quantised(p), ones.size
+    assert abs(q - p) <= 2.0 ** -17
+    assert abs(ones.mean() - q) <= 5 * np.sqrt(q * (1 - q) / n)
+    flat = ones.reshape(-1)[: n - n % 2].reshape(-1, 2)
+    assert abs(np.corrcoef(flat[:, 0], flat[:, 1])[0, 1]) <= 5 / np.sqrt(n / 2)
+    keep = np.asarray(jd._per_step_keep(jax.random.key(11), p, shape, jnp.float64))
+    assert set(np.unique(keep)) == {0.0, 1 / (1 - q)}
+    assert abs(keep.mean() - 1) <= 5 * np.sqrt(q / (1 - q) / n)

@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import jrnn  # noqa: E402
 from jrnn import layers, remat, train  # noqa: E402
-from jrnn.gradcheck import ARCHITECTURES, TRUNCATED_BPTT, Sizes, check  # noqa: E402
+from jrnn.gradcheck import ARCHITECTURES, TRUNCATED, Sizes, check  # noqa: E402
 from jrnn.models import tagger  # noqa: E402
 from helpers import TOL, rel_error  # noqa: E402
 
@@ -147,7 +147,7 @@ def test_hand_written_gradients_equal_autodiff(c):
     assert rel_error(manual, autodiff) <= TOL[F64], c
 
 
-ARCHS = sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name]
+ARCHS = sorted(ARCHITECTURES) + sorted(TRUNCATED)
 
 
 @settings(max_examples=TABLE_EXAMPLES)

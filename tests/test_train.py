@@ -54,3 +54,47 @@ def test_chunks_cover_the_stream():
     pieces = list(jrnn.train.chunks(XS, YS, 4))
     assert [x.shape[0] for x, _ in pieces] == [4, 4, 2]
     np.testing.assert_array_equal(jnp.concatenate([y for _, y in pieces]), YS)
+
+
+# A regularised tagger for the keyed TBPTT helpers: every chunk draws its own masks.
+NOISE = jrnn.dropout.Dropout(recurrent=0.3, zoneout=0.2)
+TAGGER = jrnn.models.tagger.init(jax.random.key(1), "gru", 3, 8, 3, dtype=jnp.float32)
+TAGGER_H0 = jnp.zeros((4, 8), jnp.float32)
+
+
+def regularised_loss_and_state(p, xs, ys, h0, key=None):
+    J, finals = jrnn.models.tagger.loss_and_state(p, xs, ys, ((h0,),), reduction="mean",
+                                                  dropout=NOISE, key=key, training=True)
+    return J, finals[0][0]
+
+
+def test_tbptt_step_draws_its_masks_from_the_key_it_is_given():
+    step = jrnn.train.make_tbptt_step(regularised_loss_and_state, OPT)
+    run = lambda key: step(TAGGER, OPT.init(TAGGER), TAGGER_H0, XS[:4], YS[:4], key)
+    same, again, other = run(jax.random.key(5)), run(jax.random.key(5)), run(jax.random.key(6))
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(a, b)
+    expected = regularised_loss_and_state(TAGGER, XS[:4], YS[:4], TAGGER_H0,
+                                          key=jax.random.key(5))[0]
+    np.testing.assert_allclose(same[3].loss, expected, rtol=1e-6)
+    assert float(other[3].loss) != float(same[3].loss)
+
+
+def test_tbptt_value_and_grad_folds_the_chunk_index_into_the_key():
+    """Chunk i's masks come from fold_in(key, i): the sum of per-chunk losses and
+    gradients, the last (shorter) chunk included."""
+    key = jax.random.key(7)
+    total, grads, h = jrnn.train.tbptt_value_and_grad(regularised_loss_and_state, TAGGER, XS, YS,
+                                                      TAGGER_H0, 4, key=key)
+    grad_fn = jax.value_and_grad(regularised_loss_and_state, has_aux=True)
+    want_total, want_grads, want_h = 0.0, jax.tree.map(jnp.zeros_like, TAGGER), TAGGER_H0
+    for i, (xs, ys) in enumerate(jrnn.train.chunks(XS, YS, 4)):
+        (J, want_h), g = grad_fn(TAGGER, xs, ys, want_h, key=jax.random.fold_in(key, i))
+        want_total, want_grads = want_total + J, jax.tree.map(jnp.add, want_grads, g)
+    np.testing.assert_allclose(total, want_total, rtol=1e-5)
+    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    unkeyed = jrnn.train.tbptt_value_and_grad(regularised_loss_and_state, TAGGER, XS, YS,
+                                              TAGGER_H0, 4, key=jax.random.key(8))[0]
+    assert float(unkeyed) != float(total)

@@ -57,12 +57,14 @@ def check_tokens(name: str, tokens, shape, vocab_size: int, mask=None) -> None:
 
 
 def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
-                temperature: float):
+                temperature: float, dropout=None):
     """Generates ``length`` tokens, each fed back (through ``embed``) as the next input.
 
     Starts from ``states`` and first input ``x0`` (B, D); at every step the
     stack advances one step, the head gives logits, and a token is drawn
     (``temperature=0``: the most likely). Returns (length, B) int32 tokens.
+    ``dropout``: a regularised stack's :class:`jrnn.dropout.Dropout`, applied as
+    in evaluation (zoneout's expectation).
     """
     _checks.size("length", length)
     if not (np.ndim(temperature) == 0 and np.isfinite(temperature) and temperature >= 0):
@@ -71,7 +73,7 @@ def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
 
     def step(carry, key):
         states, x = carry
-        states, h = layers.step_stack(stack, states, x)
+        states, h = layers.step_stack(stack, states, x, dropout)
         o = heads.logits(head.V, head.c, h)
         token = (jnp.argmax(o, axis=-1) if temperature == 0 else
                  jax.random.categorical(key, o / jnp.asarray(temperature, o.dtype)))

@@ -76,8 +76,12 @@ def teacher_inputs(context, ys, vocab_size: int):
 
 
 def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
-         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
-    """Teacher-forced NLL of the sequences ys (T, B) given one context each (B, D)."""
+         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
+         dropout=None, key=None, training: bool = False):
+    """Teacher-forced NLL of the sequences ys (T, B) given one context each (B, D).
+
+    ``dropout``, ``key``, ``training``: regularisation, see :mod:`jrnn.dropout`.
+    """
     _common.check_reduction(reduction)
     context = _check_context(params, context)
     _, vocab = _sizes(params)
@@ -89,14 +93,18 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
     _common.check_tokens("ys", ys, (ys.shape[0], context.shape[0]), vocab, valid)
     xs = teacher_inputs(context, ys, vocab)
     outputs, _ = layers.run_stack(params.rnn, xs, mask=valid, unroll=unroll,
-                                  matmul_dtype=matmul_dtype, backward=backward)
+                                  matmul_dtype=matmul_dtype, backward=backward,
+                                  dropout=dropout, key=key, training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
                           matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
 
 
-def sample(params: Params, key, context, length: int, *, temperature: float = 1.0):
-    """Draws (length, B) tokens, feeding each draw back as the next input."""
+def sample(params: Params, key, context, length: int, *, temperature: float = 1.0,
+           dropout=None):
+    """Draws (length, B) tokens, feeding each draw back as the next input.
+
+    ``dropout``: the model's regularisation, applied as in evaluation."""
     context = _check_context(params, context)
     context_size, vocab = _sizes(params)
     B, dtype = context.shape[0], context.dtype
@@ -105,4 +113,4 @@ def sample(params: Params, key, context, length: int, *, temperature: float = 1.
         [jnp.zeros((B, context_size), dtype), jax.nn.one_hot(token, vocab, dtype=dtype)], -1)
     states = tuple(state for (state,) in layers.zero_states(params.rnn, (B,)))
     return _common.autoregress(params.rnn, params.head, states, x0, embed, key, length,
-                               temperature)
+                               temperature, dropout)

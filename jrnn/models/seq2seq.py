@@ -55,9 +55,10 @@ def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
 
 
 def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
-           matmul_dtype=None, backward: str = "manual"):
+           matmul_dtype=None, backward: str = "manual", dropout=None, key=None,
+           training: bool = False):
     """The decoder's initial states: per layer, the encoder's final states summed
-    over directions."""
+    over directions. ``dropout``, ``key``, ``training``: see :func:`loss`."""
     if len(params.encoder) != len(params.decoder):
         raise ValueError(f"params: encoder and decoder need the same number of layers, got "
                          f"{len(params.encoder)} and {len(params.decoder)}")
@@ -66,7 +67,8 @@ def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
     if lengths is not None:  # named as the caller knows it
         lengths = recurrence.check_lengths(lengths, xs.shape[0], xs.shape[1:2], "x_lengths")
     _, finals = layers.run_stack(params.encoder, xs, lengths=lengths, unroll=unroll,
-                                 matmul_dtype=matmul_dtype, backward=backward)
+                                 matmul_dtype=matmul_dtype, backward=backward,
+                                 dropout=dropout, key=key, training=training)
     summed = [jax.tree.map(lambda *parts: sum(parts), *directions) for directions in finals]
     return tuple((state,) for state in summed)
 
@@ -79,8 +81,14 @@ def decoder_inputs(ys, vocab_size: int, dtype):
 
 
 def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: str = "sum",
-         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual"):
-    """Teacher-forced NLL of targets ys (T_y, B) given inputs xs (T_x, B, D)."""
+         unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
+         dropout=None, key=None, training: bool = False):
+    """Teacher-forced NLL of targets ys (T_y, B) given inputs xs (T_x, B, D).
+
+    ``dropout``, ``key``, ``training``: regularisation of both stacks (see
+    :mod:`jrnn.dropout`); the encoder draws its masks from ``fold_in(key, 0)``,
+    the decoder from ``fold_in(key, 1)``.
+    """
     _common.check_reduction(reduction)
     xs, ys = _checks.arrays(xs=xs, ys=ys)
     _checks.rank("xs", xs, (3,), "(T_x, B, D)")
@@ -90,24 +98,29 @@ def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: s
     vocab = params.head.V.shape[0]
     valid = _common.valid_steps(ys.shape, None, y_lengths, "y_lengths")
     _common.check_tokens("ys", ys, (ys.shape[0], xs.shape[1]), vocab, valid)
+    keys = (None, None) if key is None else (jax.random.fold_in(key, 0),
+                                             jax.random.fold_in(key, 1))
     states = encode(params, xs, lengths=x_lengths, unroll=unroll, matmul_dtype=matmul_dtype,
-                    backward=backward)
+                    backward=backward, dropout=dropout, key=keys[0], training=training)
     outputs, _ = layers.run_stack(params.decoder, decoder_inputs(ys, vocab, xs.dtype), states,
                                   mask=valid, unroll=unroll, matmul_dtype=matmul_dtype,
-                                  backward=backward)
+                                  backward=backward, dropout=dropout, key=keys[1],
+                                  training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
                           matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
 
 
 def decode(params: Params, xs, length: int, *, x_lengths=None, key=None,
-           temperature: float = 0.0):
-    """(length, B) output tokens, each fed back; greedy unless ``temperature`` > 0."""
+           temperature: float = 0.0, dropout=None):
+    """(length, B) output tokens, each fed back; greedy unless ``temperature`` > 0.
+
+    ``dropout``: the model's regularisation, applied as in evaluation."""
     vocab = params.head.V.shape[0]
     (xs,) = _checks.arrays(xs=xs)
-    states = encode(params, xs, lengths=x_lengths)
+    states = encode(params, xs, lengths=x_lengths, dropout=dropout)
     start = jnp.full(xs.shape[1:2], vocab)
     embed = lambda token: jax.nn.one_hot(token, vocab + 1, dtype=xs.dtype)
     states = tuple(s for (s,) in states)
     return _common.autoregress(params.decoder, params.head, states, embed(start), embed, key,
-                               length, temperature)
+                               length, temperature, dropout)

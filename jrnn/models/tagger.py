@@ -103,13 +103,15 @@ def loss(params: Params, xs, ys, h0=None, **options):
     return loss_and_state(params, xs, ys, h0, **options)[0]
 
 
-def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0, h0=None):
+def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0, h0=None,
+           dropout=None):
     """Generates ``length`` tokens after ``prompt``, each fed back as a one-hot input.
 
     For a unidirectional model whose inputs are its own outputs (a character
     model: input size = output size). ``prompt`` is an integer (P,) array,
     P ≥ 1; ``temperature=0`` takes the most likely token. Returns (length,)
-    int32 tokens.
+    int32 tokens. ``dropout``: the model's regularisation, applied as in
+    evaluation (zoneout's expectation; the rest is off).
     """
     D, C = params.rnn[0][0].input_size, params.head.V.shape[0]
     if D != C:
@@ -125,8 +127,8 @@ def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0
     embed = lambda token: jax.nn.one_hot(token, D, dtype=dtype)
     states = h0 if h0 is not None else layers.zero_states(params.rnn)
     if prompt.shape[0] > 1:  # read all but the last token; the last is the first input
-        _, states = hidden(params, embed(prompt[:-1]), states)
+        _, states = hidden(params, embed(prompt[:-1]), states, dropout=dropout)
     batched = tuple(jax.tree.map(lambda a: a[None], state) for (state,) in states)
     tokens = _common.autoregress(params.rnn, params.head, batched, embed(prompt[-1:]), embed,
-                                 key, length, temperature)
+                                 key, length, temperature, dropout)
     return tokens[:, 0]
