@@ -64,6 +64,10 @@ class Cell:
         parameters of its own; None for a cell without (then ``params`` is None).
       default_bias: whether layers of this cell get the biases b (and b_r) by
         default; a normalised cell's own biases replace them.
+      projectable: h_{t−1} reaches the cell only through R_t, so the driver may
+        project the cell's h-output u_t (H) to h_t = u_t W_hrᵀ (P < H) before it
+        is emitted and fed back (LSTMP, Sak et al. 2014). Such a cell's
+        ``step_vjp`` returns, for h_{t−1}, zeros shaped like ``carry_in[0]`` (P).
     """
 
     name: str
@@ -76,6 +80,7 @@ class Cell:
     needs_recurrent_bias: bool = False
     init_params: Any = None
     default_bias: bool = True
+    projectable: bool = False
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"

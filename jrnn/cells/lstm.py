@@ -65,7 +65,7 @@ def step_vjp(carry_in, carry, gates, dcarry, params=None):
     dz_f = dc * c_prev * f * (1 - f)
     dz_g = dc * i * ((1 - g) * (1 + g))
     dz_o = dh * tanh_c * o * (1 - o)
-    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(dh), dc * f), None
+    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(carry_in[0]), dc * f), None
 
 
 CELL = register(Cell(
@@ -76,4 +76,5 @@ CELL = register(Cell(
     step_vjp=step_vjp,
     to_carry=lambda state: (state[0], state[1]),
     from_carry=lambda carry: LSTMState(*carry),
+    projectable=True,
 ))
