@@ -122,10 +122,10 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
 
 def _gradcheck_arguments(p: argparse.ArgumentParser) -> None:
     from jrnn import cells
-    from jrnn.gradcheck import ARCHITECTURES, TRUNCATED_BPTT
+    from jrnn.gradcheck import ARCHITECTURES, TRUNCATED
     p.add_argument("--cell", default="elman", choices=cells.names())
     p.add_argument("--arch", default="tagger",
-                   choices=sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name])
+                   choices=sorted(ARCHITECTURES) + sorted(TRUNCATED))
     for name, default, what in (("T", 20, "sequence length"), ("B", 4, "batch"),
                                 ("D", 8, "input size"), ("H", 16, "hidden size"),
                                 ("C", 5, "classes")):

@@ -8,7 +8,9 @@ same forward (``backward="autodiff"``), and returns the relative error
 ‖g_manual − g_autodiff‖ / ‖g_autodiff‖ of every gradient leaf. The test suite
 runs every entry with every cell, so an architecture, an option or a cell is
 tested the moment it is registered here or in :mod:`jrnn.cells`; ``jrnn
-gradcheck`` runs one at the sizes a user asks for.
+gradcheck`` runs one at the sizes a user asks for. An entry that needs what
+only some cells have (``*-projection``: LSTMP, for the cells that take a
+projection) names it in ``needs``; :func:`pairs` lists the (entry, cell) pairs.
 
     >>> errors = jrnn.gradcheck.check("deep-bidirectional", "lstm", Sizes(T=50, B=4, D=8, H=16, C=5))
     >>> max(errors.values())   # ~1e-15 in float64
@@ -23,11 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import cells
 from jrnn import dropout as _dropout
 from jrnn import heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
-__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "check", "split"]
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "check", "split", "pairs"]
 
 
 class Sizes(NamedTuple):
@@ -57,6 +60,17 @@ class Arch:
     name: str
     build: Callable  # (key, cell, dtype, sizes) -> (params, batch dict)
     loss: Callable   # (params, batch, backward) -> scalar
+    needs: str = ""  # "projection": only cells that take one (LSTMP); "": every cell
+
+    def accepts(self, cell: str) -> bool:
+        """Whether this entry runs with ``cell``."""
+        return self.needs != "projection" or cells.get(cell).projectable
+
+
+def _widths(s: "Sizes", proj: bool) -> tuple[int, dict]:
+    """(hidden size, layer options): with a projection the cell is H + 1 wide and
+    projects to P = H, so that every entry's outputs keep the width H of its sizes."""
+    return (s.H + 1, dict(proj_size=s.H)) if proj else (s.H, {})
 
 
 def _normal(key, shape, dtype, scale=1.0):
@@ -66,14 +80,17 @@ def _normal(key, shape, dtype, scale=1.0):
 # Every kind of noise at once, at rates high enough that each mask matters.
 ALL_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, zoneout=0.3,
                              zoneout_cell=0.2, between=0.3)
+# Every kind that a projected layer takes (zoneout's h and c differ in width there).
+PROJECTION_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, between=0.3)
 
 
 def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
-            mask=False, reset=False, reduction="sum", dropout=None, training=True):
+            mask=False, reset=False, reduction="sum", dropout=None, training=True, proj=False):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 6)
-        p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, bidirectional=bidirectional,
-                        learn_h0=learn_h0, dtype=dtype)
+        H, options = _widths(s, proj)
+        p = tagger.init(k[0], cell, s.D, H, s.C, num_layers=num_layers, bidirectional=bidirectional,
+                        learn_h0=learn_h0, dtype=dtype, **options)
         if learn_h0:  # nonzero learned states, so that their gradient paths are exercised
             p = p._replace(h0=jax.tree.map(lambda a: _normal(k[5], a.shape, dtype, 0.5), p.h0))
         batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
@@ -99,11 +116,13 @@ def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, l
     return build, loss
 
 
-def _classifier(num_layers=1, bidirectional=False, learn_h0=False):
+def _classifier(num_layers=1, bidirectional=False, learn_h0=False, proj=False):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        p = classifier.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
-                            bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype)
+        H, options = _widths(s, proj)
+        p = classifier.init(k[0], cell, s.D, H, s.C, num_layers=num_layers,
+                            bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype,
+                            **options)
         if learn_h0:
             p = p._replace(h0=jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5), p.h0))
         return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
@@ -129,10 +148,12 @@ def _regressor():
     return build, loss
 
 
-def _generator(num_layers=1):
+def _generator(num_layers=1, proj=False):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        p = generator.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, dtype=dtype)
+        H, options = _widths(s, proj)
+        p = generator.init(k[0], cell, s.D, H, s.C, num_layers=num_layers, dtype=dtype,
+                           **options)
         return p, {"context": _normal(k[1], (s.B, s.D), dtype),
                    "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C), "lengths": s.lengths}
 
@@ -142,11 +163,12 @@ def _generator(num_layers=1):
     return build, loss
 
 
-def _seq2seq(num_layers=1, bidirectional_encoder=False):
+def _seq2seq(num_layers=1, bidirectional_encoder=False, proj=False):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        p = seq2seq.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
-                         bidirectional_encoder=bidirectional_encoder, dtype=dtype)
+        H, options = _widths(s, proj)
+        p = seq2seq.init(k[0], cell, s.D, H, s.C, num_layers=num_layers,
+                         bidirectional_encoder=bidirectional_encoder, dtype=dtype, **options)
         return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "x_lengths": s.lengths,
                    "ys": jax.random.randint(k[2], (s.T + 2, s.B), 0, s.C),   # T_y ≠ T_x
                    "y_lengths": s.y_lengths}
@@ -157,11 +179,13 @@ def _seq2seq(num_layers=1, bidirectional_encoder=False):
     return build, loss
 
 
-def _single_layer(reverse=False, **options):
+def _single_layer(reverse=False, proj=False, **options):
     """One layer through jrnn.layers.run_layer, with a loss on outputs and final state."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        layer = layers.init_layer(k[0], cell, s.D, s.H, recurrent_bias=True, dtype=dtype)
+        H, widths = _widths(s, proj)
+        layer = layers.init_layer(k[0], cell, s.D, H, recurrent_bias=True, dtype=dtype,
+                                  **widths)
         h0 = jax.tree.map(lambda a: _normal(k[2], a.shape, dtype, 0.5),
                           layers.zero_states(((layer,),), (s.B,))[0][0])
         batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "h0": h0}
@@ -172,6 +196,7 @@ def _single_layer(reverse=False, **options):
         if options.get("noise"):  # fixed masks, differentiated like any input
             batch["recurrent_mask"] = jax.random.bernoulli(k[3], 0.6, (s.B, s.H)).astype(
                 dtype) / 0.6
+        if options.get("noise") and not proj:  # zoneout: not with a projection
             batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, s.H)).astype(dtype)
                                      for kz in jax.random.split(k[2], len(jax.tree.leaves(h0))))
         return layer, batch
@@ -186,11 +211,12 @@ def _single_layer(reverse=False, **options):
     return build, loss
 
 
-def _tbptt(chunk=2):
+def _tbptt(chunk=2, proj=False):
     """Truncated BPTT: chunk gradients accumulated, no gradient across boundaries."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        p = tagger.init(k[0], cell, s.D, s.H, s.C, dtype=dtype)
+        H, options = _widths(s, proj)
+        p = tagger.init(k[0], cell, s.D, H, s.C, dtype=dtype, **options)
         return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
                    "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)}
 
@@ -207,12 +233,13 @@ def _tbptt(chunk=2):
     return build, loss
 
 
-def _remat_segments(segment=2):
+def _remat_segments(segment=2, proj=False):
     """Memory-bounded BPTT: the manual side recomputes segments of 2 steps (with a
     shorter last one where T is odd); the reference is autodiff of the whole sequence."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=2, dtype=dtype)
+        H, options = _widths(s, proj)
+        p = tagger.init(k[0], cell, s.D, H, s.C, num_layers=2, dtype=dtype, **options)
         h0 = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
                           layers.zero_states(p.rnn, (s.B,)))
         return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
@@ -246,8 +273,13 @@ def _random_cell_params(build):
     return wrapped
 
 
-def _arch_entry(name, build, loss) -> Arch:
-    return Arch(name, _random_cell_params(build), loss)
+def _arch_entry(name, build, loss, needs="") -> Arch:
+    return Arch(name, _random_cell_params(build), loss, needs)
+
+
+def _projected(name, entry) -> Arch:
+    """An entry built with proj_size (LSTMP): for the cells that take a projection."""
+    return _arch_entry(name, *entry, needs="projection")
 
 
 ARCHITECTURES = {a.name: a for a in [
@@ -283,8 +315,32 @@ ARCHITECTURES = {a.name: a for a in [
                                                 dropout=ALL_NOISE)),
     _arch_entry("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
                                              training=False)),
+    _projected("layer-projection", _single_layer(proj=True, lengths=True)),
+    _projected("layer-reverse-projection-recurrent-dropout-reset",
+               _single_layer(reverse=True, proj=True, lengths=True, reset=True, noise=True)),
+    _projected("tagger-mask-projection", _tagger(mask=True, proj=True)),
+    _projected("deep-bidirectional-projection",
+               _tagger(num_layers=2, bidirectional=True, lengths=True, learn_h0=True, reset=True,
+                       proj=True)),
+    _projected("deep-bidirectional-dropout-projection",
+               _tagger(num_layers=2, bidirectional=True, lengths=True, dropout=PROJECTION_NOISE,
+                       proj=True)),
+    _projected("many-to-one-deep-bidirectional-projection",
+               _classifier(num_layers=2, bidirectional=True, learn_h0=True, proj=True)),
+    _projected("one-to-many-deep-projection", _generator(num_layers=2, proj=True)),
+    _projected("encoder-decoder-deep-bidirectional-projection",
+               _seq2seq(num_layers=2, bidirectional_encoder=True, proj=True)),
+    _projected("memory-bounded-bptt-projection", _remat_segments(proj=True)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
+TRUNCATED_BPTT_PROJECTION = _projected("truncated-bptt-projection", _tbptt(proj=True))
+TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_PROJECTION)}
+
+
+def pairs(names=None) -> list[tuple[str, str]]:
+    """Every (entry, cell) pair the table runs: each entry with each cell it accepts."""
+    names = list(ARCHITECTURES) + list(TRUNCATED) if names is None else names
+    return [(a, c) for a in names for c in cells.names() if _arch(a).accepts(c)]
 
 
 def split(batch):
@@ -295,10 +351,10 @@ def split(batch):
 
 
 def _arch(name: str) -> Arch:
-    if name == TRUNCATED_BPTT.name:
-        return TRUNCATED_BPTT
+    if name in TRUNCATED:
+        return TRUNCATED[name]
     if name not in ARCHITECTURES:
-        raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES) + [TRUNCATED_BPTT.name]}"
+        raise ValueError(f"arch: expected one of {sorted(ARCHITECTURES) + sorted(TRUNCATED)}"
                          f", got {name!r}")
     return ARCHITECTURES[name]
 
@@ -331,9 +387,14 @@ def check(arch: str, cell: str, sizes: Sizes = Sizes(), dtype=jnp.float64,
     """
     if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype: float64 needs jax.config.update('jax_enable_x64', True)")
-    params, batch = _arch(arch).build(jax.random.key(seed), cell, dtype, sizes)
-    if arch == TRUNCATED_BPTT.name:  # its loss is already (Σ loss, Σ gradients, final state)
-        run = jax.jit(TRUNCATED_BPTT.loss, static_argnums=2)
+    entry = _arch(arch)
+    if not entry.accepts(cell):
+        raise ValueError(f"cell: entry {arch!r} needs a cell that takes a projection "
+                         f"({', '.join(c for c in cells.names() if entry.accepts(c))}), "
+                         f"got {cell!r}")
+    params, batch = entry.build(jax.random.key(seed), cell, dtype, sizes)
+    if arch in TRUNCATED:  # its loss is already (Σ loss, Σ gradients, final state)
+        run = jax.jit(entry.loss, static_argnums=2)
         (J_m, g_m, h_m), (J_a, g_a, h_a) = run(params, batch, "manual"), run(params, batch,
                                                                               "autodiff")
         errors = {"loss": relative_error(J_m, J_a), "final state": relative_error(h_m, h_a)}

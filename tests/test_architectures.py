@@ -9,7 +9,7 @@ import pytest
 import jrnn
 from jrnn import layers
 from jrnn.models import classifier, generator, seq2seq, tagger
-from architectures import ARCHS, B, C, D, H, LENGTHS, T, TBPTT
+from architectures import ARCHS, B, C, D, H, LENGTHS, PAIRS, T, TBPTT, TBPTT_PAIRS
 from helpers import TOL, rel_error
 
 CELLS = jrnn.cells.names()
@@ -46,15 +46,15 @@ def check(arch, cell, dtype, seed=0):
         assert np.any(np.asarray(ga) != 0), f"{name}: no gradient reaches it"
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch,cell", PAIRS)
 def test_gradients_match_autodiff_float64(arch, cell):
     check(arch, cell, jnp.float64)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("arch", ["deep-bidirectional", "many-to-one", "encoder-decoder",
-                                  "deep-bidirectional-dropout"])
+@pytest.mark.parametrize("arch,cell", [
+    (a, c) for a, c in PAIRS if a in ("deep-bidirectional", "many-to-one", "encoder-decoder",
+                                      "deep-bidirectional-dropout",
+                                      "deep-bidirectional-projection")])
 def test_gradients_match_autodiff_float32(arch, cell):
     """float32: the hand-written gradients are as accurate as autodiff's.
 
@@ -78,12 +78,12 @@ def test_gradients_match_autodiff_float32(arch, cell):
                                                            err_a)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_truncated_bptt_gradients(cell):
+@pytest.mark.parametrize("entry,cell", TBPTT_PAIRS)
+def test_truncated_bptt_gradients(entry, cell):
     """Chunked gradients: manual equals autodiff, and equals an explicit loop over chunks
     with the state carried and stopped at each boundary."""
-    params, batch = TBPTT.build(jax.random.key(1), cell, jnp.float64)
-    run = jax.jit(TBPTT.loss, static_argnums=2)
+    params, batch = TBPTT[entry].build(jax.random.key(1), cell, jnp.float64)
+    run = jax.jit(TBPTT[entry].loss, static_argnums=2)
     J_m, g_m, h_m = run(params, batch, "manual")
     J_a, g_a, h_a = run(params, batch, "autodiff")
     assert rel_error((J_m, g_m, h_m), (J_a, g_a, h_a)) <= 1e-10
