@@ -301,6 +301,45 @@ KEY_INPUTS = {"legacy key": lambda: jax.random.PRNGKey(0),
               "float key": lambda: jnp.zeros(2, F32)}
 
 
+# Options of the layers: (what is passed, the call, the expected error).
+def _projected_layer():
+    return layers.init_layer(KEY, "lstm", D, H, proj_size=2)
+
+
+OPTIONS = {
+    "proj_size = H": ("`layers.init_layer(..., \"lstm\", hidden_size=3, proj_size=3)`",
+                      lambda: layers.init_layer(KEY, "lstm", D, H, proj_size=H), Error(
+        ValueError, r"proj_size: expected 0 < proj_size < hidden_size = 3 .*got 3",
+        "names proj_size, 0 < proj_size < hidden_size = 3 and 3")),
+    "proj_size < 0": ("`layers.init_stack(..., \"lstm\", proj_size=-1)`",
+                      lambda: layers.init_stack(KEY, "lstm", D, H, proj_size=-1), Error(
+        ValueError, r"proj_size: expected 0 < proj_size < hidden_size = 3 .*got -1",
+        "names proj_size, 0 < proj_size < hidden_size = 3 and -1")),
+    "proj_size float": ("`layers.init_layer(..., proj_size=2.0)`",
+                        lambda: layers.init_layer(KEY, "lstm", D, H, proj_size=2.0), Error(
+        TypeError, r"proj_size: expected an int \(0 for no projection\), got float",
+        "names proj_size, an int and float")),
+    "proj_size GRU": ("`tagger.init(..., \"gru\", ..., proj_size=2)`",
+                      lambda: tagger.init(KEY, "gru", D, H, C, proj_size=2), Error(
+        ValueError, r"proj_size: a projection needs a cell .*\(layernorm_lstm, lstm\), got "
+                    r"cell 'gru'", "names proj_size, the cells that take one and 'gru'")),
+    "W_hr shape": ("`jrnn.rnn(\"lstm\", ..., W_hr=)` of shape (3, 3)",
+                   lambda: jrnn.rnn("lstm", _projected_layer().U, _projected_layer().W,
+                                    _projected_layer().b, XS, W_hr=jnp.zeros((H, H), F32)),
+                   Error(ValueError, r"W_hr: expected shape \(P, H\) with 1 <= P < H.*got "
+                                     r"\(3, 3\)", "names W_hr, (P, H) with P < H and (3, 3)")),
+    "projection zoneout": ("zoneout on a layer with a projection",
+                           lambda: layers.run_layer(_projected_layer(), XS, zoneout=0.1), Error(
+        ValueError, r"zoneout: not supported with a projection", "names zoneout and the "
+                                                                  "projection")),
+    "projection persistent": ("`kernel=\"persistent\"` on a layer with a projection",
+                              lambda: layers.run_layer(_projected_layer(), XS,
+                                                       kernel="persistent"), Error(
+        ValueError, r"kernel='persistent' cannot run this layer: a projection W_hr",
+        "names kernel='persistent' and the projection")),
+}
+
+
 def render() -> str:
     """The table as Markdown (docs/bad_inputs.md)."""
     lines = ["# What each entry point does with bad input", "",
@@ -325,6 +364,9 @@ def render() -> str:
     for name in KEYS:
         lines.append(f"| `{name}` | " + " | ".join(e.describe() for _, e in
                                                    KEY_CLASSES.values()) + " |")
+    lines += ["", "## Options of the layers", "", "| input | outcome |", "|---|---|"]
+    for description, _, outcome in OPTIONS.values():
+        lines.append(f"| {description} | {outcome.describe()} |")
     return "\n".join(lines) + "\n"
 
 

@@ -46,6 +46,13 @@ def test_key_cell(name, cls):
         expected.check(call(table.KEY_INPUTS[cls]()), call(jax.random.key(0)))
 
 
+@pytest.mark.parametrize("name", sorted(table.OPTIONS))
+def test_option_cell(name):
+    _, call, expected = table.OPTIONS[name]
+    with pytest.raises(expected.type, match=expected.match):
+        call()
+
+
 def test_every_entry_has_a_cell_for_every_class_of_its_arguments():
     assert len(CELLS) >= 100
     for entry in table.ENTRIES:
