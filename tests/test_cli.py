@@ -130,6 +130,8 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["gradcheck", "--B", "-1"], 2, "--B"),
     (["gradcheck", "--tolerance", "-1"], 2, "--tolerance"),
     (["gradcheck", "--arch", "nope"], 2, "--arch"),
+    (["gradcheck", "--arch", "layer-projection", "--cell", "gru"], 1,
+     "needs a cell that takes a projection"),
     (["bench", "--configs", "Q"], 2, "--configs"),
     (["bench", "--reps", "0"], 2, "--reps"),
     (["bench", "--remat", "--T", "-3"], 2, "--T"),
