@@ -96,13 +96,14 @@ class LayerNoise(NamedTuple):
 
 
 def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
-                batch_shape: tuple, input_size: int, W) -> LayerNoise:
+                batch_shape: tuple, input_size: int, W, hidden_size=None) -> LayerNoise:
     """Every mask for one direction of one layer, drawn from ``key``.
 
     In evaluation nothing is drawn: zoneout becomes its expectation
     (probabilities passed to :func:`jrnn.rnn`) and the rest is off.
     """
-    H, dtype = W.shape[1], W.dtype
+    # H: the width of h (the layer's output_size: W.shape[1] unless W is block-diagonal)
+    H, dtype = W.shape[1] if hidden_size is None else hidden_size, W.dtype
     z = (dropout.zoneout, dropout.zoneout if dropout.zoneout_cell is None else
          dropout.zoneout_cell)[:cell.carry_size]
     if not training:

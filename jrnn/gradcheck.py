@@ -67,10 +67,13 @@ class Arch:
         return self.needs != "projection" or cells.get(cell).projectable
 
 
-def _widths(s: "Sizes", proj: bool) -> tuple[int, dict]:
+def _widths(s: "Sizes", proj: bool = False, heads: int = 1) -> tuple[int, dict]:
     """(hidden size, layer options): with a projection the cell is H + 1 wide and
-    projects to P = H, so that every entry's outputs keep the width H of its sizes."""
-    return (s.H + 1, dict(proj_size=s.H)) if proj else (s.H, {})
+    projects to P = H, so that every entry's outputs keep the width H of its sizes;
+    with heads the cell is heads·H wide, each head H (any H of the sizes divides)."""
+    if proj:
+        return s.H + 1, dict(proj_size=s.H)
+    return (heads * s.H, dict(heads=heads)) if heads > 1 else (s.H, {})
 
 
 def _normal(key, shape, dtype, scale=1.0):
@@ -85,10 +88,11 @@ PROJECTION_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, betwee
 
 
 def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
-            mask=False, reset=False, reduction="sum", dropout=None, training=True, proj=False):
+            mask=False, reset=False, reduction="sum", dropout=None, training=True, proj=False,
+            heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 6)
-        H, options = _widths(s, proj)
+        H, options = _widths(s, proj, heads)
         p = tagger.init(k[0], cell, s.D, H, s.C, num_layers=num_layers, bidirectional=bidirectional,
                         learn_h0=learn_h0, dtype=dtype, **options)
         if learn_h0:  # nonzero learned states, so that their gradient paths are exercised
@@ -116,10 +120,10 @@ def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, l
     return build, loss
 
 
-def _classifier(num_layers=1, bidirectional=False, learn_h0=False, proj=False):
+def _classifier(num_layers=1, bidirectional=False, learn_h0=False, proj=False, heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        H, options = _widths(s, proj)
+        H, options = _widths(s, proj, heads)
         p = classifier.init(k[0], cell, s.D, H, s.C, num_layers=num_layers,
                             bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype,
                             **options)
@@ -148,10 +152,10 @@ def _regressor():
     return build, loss
 
 
-def _generator(num_layers=1, proj=False):
+def _generator(num_layers=1, proj=False, heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        H, options = _widths(s, proj)
+        H, options = _widths(s, proj, heads)
         p = generator.init(k[0], cell, s.D, H, s.C, num_layers=num_layers, dtype=dtype,
                            **options)
         return p, {"context": _normal(k[1], (s.B, s.D), dtype),
@@ -163,10 +167,10 @@ def _generator(num_layers=1, proj=False):
     return build, loss
 
 
-def _seq2seq(num_layers=1, bidirectional_encoder=False, proj=False):
+def _seq2seq(num_layers=1, bidirectional_encoder=False, proj=False, heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        H, options = _widths(s, proj)
+        H, options = _widths(s, proj, heads)
         p = seq2seq.init(k[0], cell, s.D, H, s.C, num_layers=num_layers,
                          bidirectional_encoder=bidirectional_encoder, dtype=dtype, **options)
         return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "x_lengths": s.lengths,
@@ -179,11 +183,11 @@ def _seq2seq(num_layers=1, bidirectional_encoder=False, proj=False):
     return build, loss
 
 
-def _single_layer(reverse=False, proj=False, **options):
+def _single_layer(reverse=False, proj=False, heads=1, **options):
     """One layer through jrnn.layers.run_layer, with a loss on outputs and final state."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        H, widths = _widths(s, proj)
+        H, widths = _widths(s, proj, heads)
         layer = layers.init_layer(k[0], cell, s.D, H, recurrent_bias=True, dtype=dtype,
                                   **widths)
         h0 = jax.tree.map(lambda a: _normal(k[2], a.shape, dtype, 0.5),
@@ -194,10 +198,10 @@ def _single_layer(reverse=False, proj=False, **options):
         if options.get("reset"):
             batch["reset"] = jax.random.bernoulli(k[3], 0.3, (s.T, s.B))
         if options.get("noise"):  # fixed masks, differentiated like any input
-            batch["recurrent_mask"] = jax.random.bernoulli(k[3], 0.6, (s.B, s.H)).astype(
-                dtype) / 0.6
+            batch["recurrent_mask"] = jax.random.bernoulli(
+                k[3], 0.6, (s.B, layer.output_size)).astype(dtype) / 0.6
         if options.get("noise") and not proj:  # zoneout: not with a projection
-            batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, s.H)).astype(dtype)
+            batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, H)).astype(dtype)
                                      for kz in jax.random.split(k[2], len(jax.tree.leaves(h0))))
         return layer, batch
 
@@ -211,11 +215,11 @@ def _single_layer(reverse=False, proj=False, **options):
     return build, loss
 
 
-def _tbptt(chunk=2, proj=False):
+def _tbptt(chunk=2, proj=False, num_heads=1):
     """Truncated BPTT: chunk gradients accumulated, no gradient across boundaries."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        H, options = _widths(s, proj)
+        H, options = _widths(s, proj, num_heads)
         p = tagger.init(k[0], cell, s.D, H, s.C, dtype=dtype, **options)
         return p, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
                    "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)}
@@ -233,12 +237,12 @@ def _tbptt(chunk=2, proj=False):
     return build, loss
 
 
-def _remat_segments(segment=2, proj=False):
+def _remat_segments(segment=2, proj=False, heads=1):
     """Memory-bounded BPTT: the manual side recomputes segments of 2 steps (with a
     shorter last one where T is odd); the reference is autodiff of the whole sequence."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        H, options = _widths(s, proj)
+        H, options = _widths(s, proj, heads)
         p = tagger.init(k[0], cell, s.D, H, s.C, num_layers=2, dtype=dtype, **options)
         h0 = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
                           layers.zero_states(p.rnn, (s.B,)))
@@ -331,10 +335,24 @@ ARCHITECTURES = {a.name: a for a in [
     _projected("encoder-decoder-deep-bidirectional-projection",
                _seq2seq(num_layers=2, bidirectional_encoder=True, proj=True)),
     _projected("memory-bounded-bptt-projection", _remat_segments(proj=True)),
+    _arch_entry("layer-heads", *_single_layer(heads=2, lengths=True)),
+    _arch_entry("layer-reverse-heads-recurrent-dropout-zoneout-reset",
+                *_single_layer(reverse=True, heads=2, lengths=True, reset=True, noise=True)),
+    _arch_entry("deep-bidirectional-heads",
+                *_tagger(num_layers=2, bidirectional=True, lengths=True, learn_h0=True, reset=True,
+                         heads=2)),
+    _arch_entry("deep-bidirectional-dropout-heads",
+                *_tagger(num_layers=2, bidirectional=True, lengths=True, dropout=ALL_NOISE,
+                         heads=2)),
+    _arch_entry("encoder-decoder-deep-bidirectional-heads",
+                *_seq2seq(num_layers=2, bidirectional_encoder=True, heads=2)),
+    _arch_entry("memory-bounded-bptt-heads", *_remat_segments(heads=2)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
 TRUNCATED_BPTT_PROJECTION = _projected("truncated-bptt-projection", _tbptt(proj=True))
-TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_PROJECTION)}
+TRUNCATED_BPTT_HEADS = _arch_entry("truncated-bptt-heads", *_tbptt(num_heads=2))
+TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_PROJECTION,
+                                 TRUNCATED_BPTT_HEADS)}
 
 
 def pairs(names=None) -> list[tuple[str, str]]:

@@ -3,7 +3,8 @@
 A :class:`Layer` holds one direction of one layer: ``U`` (G·H, D), ``W``
 (G·H, H), ``b`` (G·H,) and an optional recurrent bias ``b_r`` (G·H,), for an
 LSTM optionally a projection ``W_hr`` (P, H) (then W is (G·H, P): LSTMP, made
-by ``proj_size=P``), plus the name of its cell as static metadata (a pytree with only the arrays as leaves,
+by ``proj_size=P``), plus the name of its cell and the number of heads of a
+block-diagonal W (``heads``; W is then (G·H, H/heads)) as static metadata (a pytree with only the arrays as leaves,
 so ``jax.grad``, optax and ``jit`` see arrays alone).
 
 A stack is a tuple of layers, each a tuple of one (unidirectional) or two
@@ -56,16 +57,17 @@ class Layer:
     cell: str = "elman"               # static: a registered cell name
     cell_params: Any = None           # the cell's own parameters (layer-normalised cells)
     W_hr: Optional[jax.Array] = None  # (P, H), PyTorch's weight_hr: LSTMP's projection
+    heads: int = 1                    # static: NH, W block-diagonal (G·H, H/NH); 1: dense
 
     @property
     def hidden_size(self) -> int:
         """H, the width of the cell's state (the LSTM's c)."""
-        return self.W.shape[1] if self.W_hr is None else self.W_hr.shape[1]
+        return self.W.shape[1] * self.heads if self.W_hr is None else self.W_hr.shape[1]
 
     @property
     def output_size(self) -> int:
         """The width of the emitted h: P with a projection, else H."""
-        return self.W.shape[1]
+        return self.W.shape[1] * self.heads
 
     @property
     def proj_size(self) -> int:
@@ -79,7 +81,7 @@ class Layer:
 
 jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r", "cell_params",
                                                    "W_hr"],
-                                 meta_fields=["cell"])
+                                 meta_fields=["cell", "heads"])
 
 Stack = tuple  # tuple[tuple[Layer, ...], ...]: layers, then directions
 
@@ -89,7 +91,7 @@ RECURRENT_INITS = ("uniform", "orthogonal")
 
 def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optional[bool] = None,
                recurrent_bias: Optional[bool] = None, recurrent_init: str = "uniform",
-               forget_bias: Optional[float] = None, proj_size: int = 0,
+               forget_bias: Optional[float] = None, proj_size: int = 0, heads: int = 1,
                dtype=jnp.float32) -> Layer:
     """PyTorch's initialisation by default: every entry uniform in ±1/√H.
 
@@ -109,6 +111,11 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
         2014; PyTorch's ``proj_size``): the layer gets ``W_hr`` (P, H), its W is
         (G·H, P), and it emits and feeds back h_t = (o_t ⊙ tanh c_t) W_hrᵀ. 0:
         none. Cells: :func:`jrnn.recurrence.projectable_cells`.
+      heads: NH dividing H: a block-diagonal recurrent matrix, per gate NH blocks
+        of (H/NH, H/NH) (multi-head recurrence; Beck et al. 2024), stored as W
+        (G·H, H/NH) (:func:`jrnn.rnn`'s ``heads``). 1: dense. Every block is
+        uniform in ±1/√H like the dense W (orthogonal per block with
+        ``recurrent_init="orthogonal"``).
     """
     spec = cells.get(cell)
     key = _checks.key("key", key)
@@ -120,6 +127,12 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     if forget_bias is not None and spec.name != "lstm":
         raise ValueError(f"forget_bias: only the LSTM has a forget gate, got cell {spec.name!r}")
     P = check_proj_size(proj_size, spec.name, hidden_size)
+    heads = recurrence.check_heads(heads)
+    if hidden_size % heads:
+        raise ValueError(f"heads: expected a divisor of hidden_size = {hidden_size}, got {heads}")
+    if heads > 1 and P:
+        raise ValueError(f"heads: a projection (proj_size={P}) and a block-diagonal W do not "
+                         f"combine; got heads={heads}")
     if bias is None:
         bias = spec.default_bias
     if recurrent_bias is None:
@@ -128,10 +141,11 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     bound = 1.0 / float(H) ** 0.5
     kU, kW, kb, kr = jax.random.split(key, 4)
     uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
-    width = P or H  # the h that W reads
+    width = (P or H) // heads  # what each row of W reads: h, or its own head of h
     if recurrent_init == "orthogonal":
-        blocks = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (H, width), dtype))(
-            jax.random.split(kW, G))
+        rows = H // heads
+        blocks = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (rows, width), dtype))(
+            jax.random.split(kW, G * heads))
         W = blocks.reshape(G * H, width)
     else:
         W = uniform(kW, (G * H, width))
@@ -145,7 +159,7 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     cell_params = None if spec.init_params is None else spec.init_params(kr, H, dtype)
     W_hr = uniform(jax.random.fold_in(kW, 1), (P, H)) if P else None
     return Layer(U=uniform(kU, (G * H, input_size)), W=W, b=b, b_r=b_r, cell=spec.name,
-                 cell_params=cell_params, W_hr=W_hr)
+                 cell_params=cell_params, W_hr=W_hr, heads=heads)
 
 
 def check_proj_size(proj_size, cell: str, hidden_size: int) -> int:
@@ -171,7 +185,8 @@ def run_layer(layer: Layer, xs, h0=None, **options):
     if not isinstance(layer, Layer):
         raise TypeError(f"layer: expected jrnn.layers.Layer, got {type(layer).__name__}")
     return recurrence.rnn(layer.cell, layer.U, layer.W, layer.b, xs, h0, b_r=layer.b_r,
-                          cell_params=layer.cell_params, W_hr=layer.W_hr, **options)
+                          cell_params=layer.cell_params, W_hr=layer.W_hr, heads=layer.heads,
+                          **options)
 
 
 def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
@@ -179,7 +194,7 @@ def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers:
     """``num_layers`` layers of one or two directions, all of hidden size H.
 
     ``layer_options`` go to :func:`init_layer` for every layer: ``bias``,
-    ``recurrent_bias``, ``recurrent_init``, ``forget_bias``, ``proj_size`` (then
+    ``recurrent_bias``, ``recurrent_init``, ``forget_bias``, ``heads``, ``proj_size`` (then
     layer l > 0 reads directions·P features).
     """
     key = _checks.key("key", key)
@@ -297,7 +312,7 @@ def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
     noise = _dropout.layer_noise(
         dropout, None if key is None else _fold(key, l, d), training,
         cell=cells.get(part.cell), num_steps=x.shape[0], batch_shape=x.shape[1:-1],
-        input_size=x.shape[-1], W=part.W)
+        input_size=x.shape[-1], W=part.W, hidden_size=part.output_size)
     if noise.weight_mask is not None:
         part = dataclasses.replace(part, W=part.W * noise.weight_mask)
     if noise.input_mask is not None:
@@ -341,7 +356,8 @@ def step_stack(stack: Stack, states, x):
         spec = cells.get(part.cell)
         carry = tuple(spec.to_carry(state))
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
-        R = recurrence.gate_blocks(recurrence.affine(carry[0], part.W, part.b_r), spec.gates)
+        R = recurrence.gate_blocks(recurrence.recurrent(carry[0], part.W, part.b_r, spec.gates,
+                                                        part.heads), spec.gates)
         carry, _ = spec.step(A, R, carry, part.cell_params)
         if part.W_hr is not None:  # LSTMP: the emitted h is the projected one
             carry = (recurrence.affine(carry[0], part.W_hr),) + tuple(carry[1:])

@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _checks, _diagnostics, _matmul, persistent
+from jrnn import _blockdiag, _checks, _diagnostics, _matmul, persistent
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -91,6 +91,7 @@ class _Static:
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
     kernel: str = "scan"  # "scan" (lax.scan) or "persistent" (jrnn/persistent.py)
     zoneout_p: Optional[tuple] = None  # evaluation-mode zoneout: one probability per carry
+    heads: int = 1  # block-diagonal W with this many heads (jrnn/_blockdiag.py); 1: dense
 
 
 class Noise(NamedTuple):
@@ -137,6 +138,13 @@ def affine(h, W, bias=None, matmul_dtype=None):
     """
     R = _matmul.einsum("bh,gh->bg", h, W, matmul_dtype)
     return R if bias is None else R + bias[None, :]
+
+
+def recurrent(h, W, b_r, G: int, heads: int = 1, matmul_dtype=None):
+    """R = h Wᵀ + b_r for a dense (heads = 1) or block-diagonal W: one generation step."""
+    R = (affine(h, W, None, matmul_dtype) if heads == 1 else
+         _blockdiag.product(h, W, G, heads, matmul_dtype))
+    return R if b_r is None else R + b_r[None, :]
 
 
 def _select(flag, on_true, on_false):
@@ -189,7 +197,8 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
-    W_t = (W if md is None else W.astype(md)).T
+    W_t = (W if md is None else W.astype(md))
+    W_t = W_t.T if static.heads == 1 else W_t
     W_hr_t = None if W_hr is None else (W_hr if md is None else W_hr.astype(md)).T
 
     def step(carry, inputs):
@@ -197,7 +206,8 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
         h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
-        R_t = _matmul.einsum("bh,hg->bg", h_feed, W_t, md)
+        R_t = (_matmul.einsum("bh,hg->bg", h_feed, W_t, md) if static.heads == 1 else
+               _blockdiag.product(h_feed, W_t, G, static.heads, md))
         R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
         new, extra = cell.step(A_t, R_t, carry_in, cell_params)
         if W_hr_t is not None:  # LSTMP: h_t = u_t W_hrᵀ, u_t = the cell's o ⊙ tanh(c)
@@ -278,7 +288,8 @@ def _rnn_manual_bwd(static, residuals, cotangents):
             d_params = _add(d_params, d_params_t)
         dR = dA if dR is None else dR
         dR_all = dR[0] if G == 1 else jnp.concatenate(dR, axis=-1)
-        dh_prev = _matmul.einsum("bg,gh->bh", dR_all, W_mm, md)
+        dh_prev = (_matmul.einsum("bg,gh->bh", dR_all, W_mm, md) if static.heads == 1 else
+                   _blockdiag.transpose(dR_all, W_mm, G, static.heads, md))
         if noise.recurrent is not None:  # R_t read h_{t−1} ⊙ m
             d_rec = d_rec + dh_prev * carry_in[0]
             dh_prev = dh_prev * noise.recurrent
@@ -321,7 +332,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     # After the scan, one matmul per gate block over all T·B rows.
     dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
     stack = lambda parts: parts[0] if G == 1 else jnp.concatenate(parts, axis=0)
-    dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) for r in dR])
+    dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) if static.heads == 1
+                else _blockdiag.weight_gradient(_rows(r), _rows(h_in), static.heads, md)
+                for r in dR])
     db_r = None if b_r is None else stack([_rows(r).sum(0) for r in dR])
     dU = stack([_matmul.einsum("ng,nd->gd", _rows(a), _rows(xs), md) for a in dA])
     db = None if b is None else stack([_rows(a).sum(0) for a in dA])
@@ -331,31 +344,46 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     if W_hr is not None:  # one matmul over all T·B rows: dW_hr = Σ_t (dJ/dh_t)ᵀ u_t
         dW_hr = _matmul.einsum("np,nh->ph", _rows(d_out), _rows(extras[1]), md)
     if static.record is not None:
-        _report_flow(static.record, dh, dR, h_in)
+        _report_flow(static.record, dh, dR, h_in, static.heads)
     return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise, d_params, dW_hr
 
 
-def _report_flow(index: int, dh, dR, h_in) -> None:
+def _report_flow(index: int, dh, dR, h_in, heads: int = 1) -> None:
     """Sends this layer's per-step gradient norms to :mod:`jrnn.diagnostics`.
 
     ‖dJ/dh_t‖ over (B, H), and ‖∇W^(t)‖ = ‖dR_tᵀ h_{t-1}‖_F without building
-    the (T, G·H, H) stack: ‖Σ_b r_b h_bᵀ‖² = Σ_{b,b'} (r_b·r_b')(h_b·h_b').
+    the (T, G·H, H) stack: ‖Σ_b r_b h_bᵀ‖² = Σ_{b,b'} (r_b·r_b')(h_b·h_b'),
+    summed over the heads' blocks for a block-diagonal W.
     """
     dh_norm = jnp.sqrt(jnp.sum(jnp.square(dh), axis=(1, 2)))
-    gram_h = jnp.einsum("tbh,tch->tbc", h_in, h_in)
-    gram_r = sum(jnp.einsum("tbg,tcg->tbc", r, r) for r in dR)
-    dW_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram_r * gram_h, axis=(1, 2)), 0))
+    by_head = lambda a: a.reshape(a.shape[:2] + (heads, -1))
+    gram_h = jnp.einsum("tbnh,tcnh->tnbc", by_head(h_in), by_head(h_in))
+    gram_r = sum(jnp.einsum("tbng,tcng->tnbc", by_head(r), by_head(r)) for r in dR)
+    dW_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram_r * gram_h, axis=(1, 2, 3)), 0))
     jax.debug.callback(_diagnostics.deliver, index, dh_norm, dW_norm)
 
 
 _rnn_manual.defvjp(_rnn_manual_fwd, _rnn_manual_bwd)
 
 
-def _check_projection(cell, W, W_hr) -> tuple[int, int]:
+def check_heads(heads) -> int:
+    """``heads`` as an int >= 1 (1: a dense recurrent matrix)."""
+    if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)):
+        raise TypeError(f"heads: expected an int >= 1 (1: a dense W), got "
+                        f"{type(heads).__name__}")
+    if heads < 1:
+        raise ValueError(f"heads: expected an int >= 1 (1: a dense W), got {heads}")
+    return int(heads)
+
+
+def _check_projection(cell, W, W_hr, heads: int = 1) -> tuple[int, int]:
     """(H, P): the cell's width and the width of the h it emits (P = H without W_hr)."""
     if W_hr is None:
         _checks.rank("W", W, (2,), f"(G·H, H) with G = {cell.gates} for cell {cell.name!r}")
-        return W.shape[1], W.shape[1]
+        return W.shape[1] * heads, W.shape[1] * heads
+    if heads != 1:
+        raise ValueError(f"heads: a projection W_hr and a block-diagonal W (heads > 1) do not "
+                         f"combine; got heads={heads} with W_hr")
     if not cell.projectable:
         raise ValueError(f"W_hr: a projection of h needs a cell whose h_(t-1) enters only "
                          f"through the recurrent product ({', '.join(projectable_cells())}), "
@@ -377,14 +405,20 @@ def projectable_cells() -> list[str]:
     return [name for name in _cells.names() if _cells.get(name).projectable]
 
 
-def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None):
+def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
+    """Validates every argument; returns (H, P): the cell's width and the emitted h's."""
     for name, x in (("U", U), ("W", W), ("xs", xs)):
         _checks.floating(name, x)
-    H, P = _check_projection(cell, W, W_hr)
+    H, P = _check_projection(cell, W, W_hr, heads)
     GH = W.shape[0]
-    if W.shape != (cell.gates * H, P):
-        what = (f"({cell.gates}·H, H) = ({cell.gates * H}, {H})" if W_hr is None else
-                f"({cell.gates}·H, P) = ({cell.gates * H}, {P}) with W_hr {tuple(W_hr.shape)}")
+    if W.shape != (cell.gates * H, P if heads == 1 else H // heads):
+        if W_hr is not None:
+            what = f"({cell.gates}·H, P) = ({cell.gates * H}, {P}) with W_hr {tuple(W_hr.shape)}"
+        elif heads > 1:
+            what = (f"({cell.gates}·H, H/heads) = ({cell.gates * H}, {H // heads}) with "
+                    f"heads={heads}: each row holds the weights from its own head")
+        else:
+            what = f"({cell.gates}·H, H) = ({cell.gates * H}, {H})"
         _checks.fail_shape("W", f"{what} for cell {cell.name!r}", W.shape)
     _checks.rank("U", U, (2,), f"({GH}, D)")
     D = U.shape[1]
@@ -419,6 +453,7 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None):
         if flags is not None:
             _checks.boolean(name, flags)
             _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
+    return H, P
 
 
 KERNELS = ("auto", "scan", "persistent")
@@ -446,9 +481,10 @@ def _check_cell_params(cell, W, cell_params, H):
         _checks.same_dtype(name, leaf, W.dtype, "W")
 
 
-def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, projected=False):
+def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, projected=False, H=None):
     """Validates the regularisation masks; returns (Noise, evaluation zoneout or None)."""
-    T, B, H = xs.shape[0], xs.shape[1], W.shape[1]  # H: the width of the h that W reads
+    T, B = xs.shape[0], xs.shape[1]
+    H = W.shape[1] if H is None else H  # the width of h (P with a projection)
     batch = () if unbatched else (B,)
     if recurrent_mask is not None:
         _checks.floating("recurrent_mask", recurrent_mask)
@@ -487,7 +523,7 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, projected=Fals
 
 
 def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None,
-                  record=None, noise=False, projected=False) -> str:
+                  record=None, noise=False, projected=False, heads=1) -> str:
     """``"scan"`` or ``"persistent"``: the loop implementation for one layer."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
@@ -497,6 +533,7 @@ def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None
                              "backward='autodiff' differentiates the scan (use kernel='scan')")
         return "scan"
     reason = ("a projection W_hr (proj_size) runs on the scan path only" if projected else
+              "a block-diagonal W (heads > 1) runs on the scan path only" if heads > 1 else
               persistent.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
                                      reset=reset, record=record, noise=noise))
     if kernel == "persistent":
@@ -549,7 +586,7 @@ def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "leng
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
         reverse: bool = False, unroll: Optional[int] = None, matmul_dtype=None,
         backward: str = "manual", kernel: str = "auto", recurrent_mask=None,
-        zoneout=None, cell_params=None, W_hr=None) -> tuple[jax.Array, Any]:
+        zoneout=None, cell_params=None, W_hr=None, heads: int = 1) -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
 
     Args:
@@ -595,6 +632,12 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         the carry (and the output) is (h_t: P, c_t: H), and W is (G·H, P). The
         projection is one more matmul of the driver's per step, forward and
         backward; dW_hr = Σ_t (dJ/dh_t)ᵀ u_t is one matmul after the scan.
+      heads: NH >= 1: a block-diagonal recurrent matrix, per gate NH blocks of
+        (H/NH, H/NH) (multi-head recurrence, as in the sLSTM of Beck et al.
+        2024), stored as W of shape (G·H, H/NH): row j holds the weights from
+        unit j's own head (:mod:`jrnn._blockdiag`). R_t is then one batched
+        matmul over the heads per step, forward and backward, and dW one einsum
+        after the scan. 1 (the default) is the dense W.
 
     Returns:
       ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),
@@ -612,7 +655,8 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         ("U", "W", "b", "b_r", "xs", "mask", "reset", "W_hr"),
         (U, W, b, b_r, xs, mask, reset, W_hr)))
     h0 = jax.tree.map(lambda a: _checks.array("h0", a), h0)
-    _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr)
+    heads = check_heads(heads)
+    H, P = _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr, heads)
     if lengths is not None:
         lengths = check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
         by_length = lengths_to_mask(lengths, xs.shape[0])
@@ -623,22 +667,21 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     if unbatched:  # a batch of one: (T, D) -> (T, 1, D), (T,) -> (T, 1), (H,) -> (1, H)
         xs, mask, reset = jax.tree.map(lambda a: a[:, None], (xs, mask, reset))
         h0 = jax.tree.map(lambda a: a[None], h0)
-    H = W.shape[1] if W_hr is None else W_hr.shape[1]
     carry0 = tuple(cell.to_carry(h0) if h0 is not None else
-                   tuple(jnp.zeros((xs.shape[1], W.shape[1] if i == 0 else H), W.dtype)
+                   tuple(jnp.zeros((xs.shape[1], P if i == 0 else H), W.dtype)
                          for i in range(cell.carry_size)))
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
     noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched,
-                                    projected=W_hr is not None)
+                                    projected=W_hr is not None, H=P)
     md = _matmul.check(matmul_dtype)
     _check_cell_params(cell, W, cell_params, H)
     loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record,
                          noise=noise != Noise() or zoneout_p is not None,
-                         projected=W_hr is not None)
+                         projected=W_hr is not None, heads=heads)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
-                     md, record, loop, zoneout_p)
+                     md, record, loop, zoneout_p, heads)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0, W_hr)
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise,

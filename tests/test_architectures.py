@@ -54,7 +54,8 @@ def test_gradients_match_autodiff_float64(arch, cell):
 @pytest.mark.parametrize("arch,cell", [
     (a, c) for a, c in PAIRS if a in ("deep-bidirectional", "many-to-one", "encoder-decoder",
                                       "deep-bidirectional-dropout",
-                                      "deep-bidirectional-projection")])
+                                      "deep-bidirectional-projection",
+                                      "deep-bidirectional-heads")])
 def test_gradients_match_autodiff_float32(arch, cell):
     """float32: the hand-written gradients are as accurate as autodiff's.
 
