@@ -135,6 +135,15 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
     directions = layers._check_stack(stack)
     first = stack[0][0]
     cell = cells.get(first.cell).name
+    if cell not in _MODULE_OF:
+        raise ValueError(f"stack: PyTorch has no recurrent module for jrnn's cell {cell!r} "
+                         f"(it has {sorted(_MODULE_OF)})")
+    for l, layer in enumerate(stack):
+        for d, part in enumerate(layer):
+            if part.heads != 1:
+                raise ValueError(f"stack[{l}][{d}]: heads={part.heads}: PyTorch's recurrent "
+                                 "modules have no block-diagonal (multi-head) recurrent matrix, "
+                                 "so it has no counterpart there")
     has_bias = any(p.b is not None or p.b_r is not None for layer in stack for p in layer)
     dtype = getattr(torch, np.dtype(first.W.dtype).name)
     kwargs = dict(num_layers=len(stack), bias=has_bias, batch_first=batch_first,

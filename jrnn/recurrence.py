@@ -380,7 +380,13 @@ def _check_projection(cell, W, W_hr, heads: int = 1) -> tuple[int, int]:
     """(H, P): the cell's width and the width of the h it emits (P = H without W_hr)."""
     if W_hr is None:
         _checks.rank("W", W, (2,), f"(G·H, H) with G = {cell.gates} for cell {cell.name!r}")
-        return W.shape[1] * heads, W.shape[1] * heads
+        if heads == 1:
+            return W.shape[1], W.shape[1]
+        H = W.shape[0] // cell.gates  # block-diagonal: the rows say H, as for a dense W
+        if W.shape[0] % cell.gates or H % heads:
+            _checks.fail_shape("W", f"({cell.gates}·H, H/heads) with H divisible by "
+                               f"heads={heads} for cell {cell.name!r}", W.shape)
+        return H, H
     if heads != 1:
         raise ValueError(f"heads: a projection W_hr and a block-diagonal W (heads > 1) do not "
                          f"combine; got heads={heads} with W_hr")

@@ -337,6 +337,19 @@ OPTIONS = {
                                                        kernel="persistent"), Error(
         ValueError, r"kernel='persistent' cannot run this layer: a projection W_hr",
         "names kernel='persistent' and the projection")),
+    "heads not dividing H": ("`layers.init_stack(..., hidden_size=3, heads=2)`",
+                             lambda: layers.init_stack(KEY, "lstm", D, H, heads=2), Error(
+        ValueError, r"heads: expected a divisor of hidden_size = 3, got 2",
+        "names heads, a divisor of hidden_size = 3 and 2")),
+    "heads = 0": ("`layers.init_layer(..., heads=0)`",
+                  lambda: layers.init_layer(KEY, "gru", D, H, heads=0), Error(
+        ValueError, r"heads: expected an int >= 1 \(1: a dense W\), got 0",
+        "names heads, an int >= 1 and 0")),
+    "heads W shape": ("`jrnn.rnn(\"gru\", ..., heads=3)` with a dense W (9, 3)",
+                      lambda: jrnn.rnn("gru", *(lambda l: (l.U, l.W, l.b))(
+                          layers.init_layer(KEY, "gru", D, H)), XS, heads=3), Error(
+        ValueError, r"W: expected shape \(3·H, H/heads\) = \(9, 1\) with heads=3.*got "
+                    r"\(9, 3\)", "names W, (G·H, H/heads) = (9, 1) and (9, 3)")),
 }
 
 
