@@ -104,8 +104,10 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
     """
     # H: the width of h (the layer's output_size: W.shape[1] unless W is block-diagonal)
     H, dtype = W.shape[1] if hidden_size is None else hidden_size, W.dtype
-    z = (dropout.zoneout, dropout.zoneout if dropout.zoneout_cell is None else
-         dropout.zoneout_cell)[:cell.carry_size]
+    # h, then every other carry entry (the LSTM's c; the sLSTM's c, n and m, zoned out
+    # together: one mask for the whole cell state, so that c / n keeps its meaning)
+    z = (dropout.zoneout,) + (dropout.zoneout if dropout.zoneout_cell is None else
+                              dropout.zoneout_cell,) * (cell.carry_size - 1)
     if not training:
         return LayerNoise(None, None, None, z if any(z) else None)
     k_in, k_w, k_r, k_z = jax.random.split(key, 4)
@@ -118,8 +120,9 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
     zoneout = None
     if any(z):
         shape = (num_steps,) + batch + (H,)
-        zoneout = tuple(jax.random.bernoulli(k, p, shape).astype(dtype)
-                        for k, p in zip(jax.random.split(k_z, len(z)), z))
+        drawn = tuple(jax.random.bernoulli(k, p, shape).astype(dtype)
+                      for k, p in zip(jax.random.split(k_z, min(len(z), 2)), z))
+        zoneout = drawn + drawn[1:] * (len(z) - 2)
     return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)
 
 

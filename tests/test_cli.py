@@ -61,7 +61,9 @@ def test_sample_without_checkpoints_says_so(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("cell,arch", [("lstm", "deep-bidirectional"), ("gru", "encoder-decoder"),
-                                       ("elman", "truncated-bptt")])
+                                       ("elman", "truncated-bptt"),
+                                       ("slstm", "deep-bidirectional-heads"),
+                                       ("lstm", "deep-bidirectional-projection")])
 def test_gradcheck_reports_every_gradient(cell, arch, capsys):
     assert cli.main(["gradcheck", "--cell", cell, "--arch", arch, "--T", "7", "--B", "3",
                      "--D", "2", "--H", "3", "--C", "4"]) == 0

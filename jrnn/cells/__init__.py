@@ -16,7 +16,8 @@ as its own array: slicing gate blocks inside the loop keeps XLA:CPU from
 vectorising the pointwise kernel).
 
 A carry is a tuple of (B, H) arrays whose first entry is the hidden state h
-that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``).
+that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``;
+sLSTM: ``(h, c, n, m)``).
 ``extra_t`` is whatever the hand-written backward needs beyond the carries,
 which the driver stores for every step. The backward is the mirror image:
 
@@ -41,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["Cell", "LSTMState", "LayerNormParams", "get", "names", "register"]
+__all__ = ["Cell", "LSTMState", "LayerNormParams", "SLSTMState", "get", "names", "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,7 @@ def names() -> list[str]:
 
 
 # Each module registers its cell on import.
-from jrnn.cells import elman, gru, layernorm, lstm  # noqa: E402,F401
+from jrnn.cells import elman, gru, layernorm, lstm, slstm  # noqa: E402,F401
 from jrnn.cells.layernorm import LayerNormParams  # noqa: E402
 from jrnn.cells.lstm import LSTMState  # noqa: E402
+from jrnn.cells.slstm import SLSTMState  # noqa: E402
