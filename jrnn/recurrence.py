@@ -47,6 +47,11 @@ Options, each with its hand-written backward:
 * ``reset`` (T, B) bool: at a flagged (and unmasked) step the state restarts
   from the initial state before the step runs; the initial state's gradient
   collects every restart.
+* ``W_hr`` (P, H), LSTMP (Sak et al. 2014): the cell's h-output u_t is
+  projected, h_t = u_t W_hrᵀ, a second matmul per step; W is (G·H, P) and
+  dW_hr = Σ_t (dJ/dh_t)ᵀ u_t is one matmul after the scan (docs/derivation.md §9).
+* ``heads`` NH: W block-diagonal per gate, stored (G·H, H/NH); R_t is one matmul
+  batched over the heads, and dW one einsum after the scan (:mod:`jrnn._blockdiag`).
 * ``reverse``: run from t = T−1 down to 0. With right-padded ``mask`` this
   reverses each sequence within its own length: the padded tail is skipped
   (state unchanged) before the valid steps run.
