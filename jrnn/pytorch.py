@@ -19,6 +19,9 @@ PyTorch                    jrnn ``stack[l][d]``
 with ``sfx = "_reverse"`` for the backward direction (d = 1). Both biases are
 kept, so ``to_torch(from_torch(m))`` has exactly the parameters of ``m``.
 Inputs are time-major in jrnn; for a ``batch_first`` module, transpose them.
+PyTorch has no counterpart of jrnn's other cells (the layer-normalised ones, the
+sLSTM) nor of a block-diagonal recurrent matrix (``heads`` > 1): :func:`to_torch`
+refuses those stacks and says so.
 
 torch is imported only inside these functions: it is an optional extra,
 never a dependency of jrnn (the example below runs in the torch tests).
