@@ -79,6 +79,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--cell", default=d.cell, choices=cells.names())
     model.add_argument("--hidden", type=_positive, default=d.hidden, help="hidden size H")
     model.add_argument("--layers", type=_positive, default=d.layers, help="stacked layers")
+    model.add_argument("--heads", type=_positive, default=d.heads,
+                       help="heads of a block-diagonal recurrent matrix (dividing --hidden)")
+    model.add_argument("--proj-size", type=_natural, default=d.proj_size,
+                       help="LSTM projection to this many units, < --hidden (0: none)")
     opt = p.add_argument_group("training")
     opt.add_argument("--seq", type=_positive, default=d.seq, help="truncated-BPTT chunk length")
     opt.add_argument("--batch", type=_positive, default=d.batch, help="parallel streams")

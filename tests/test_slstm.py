@@ -109,7 +109,7 @@ def test_no_pytorch_counterpart_is_said():
 
 
 def test_train_from_the_command_line(tmp_path, capsys):
-    assert cli.main(["train", "--cell", "slstm", "--max-chars", "20000", "--hidden", "8",
-                     "--seq", "8", "--batch", "4", "--steps", "3", "--sample", "10",
-                     "--quiet"]) == 0
+    assert cli.main(["train", "--cell", "slstm", "--heads", "2", "--max-chars", "20000",
+                     "--hidden", "8", "--seq", "8", "--batch", "4", "--steps", "3",
+                     "--sample", "10", "--quiet"]) == 0
     assert "val" in capsys.readouterr().out.lower()
