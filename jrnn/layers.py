@@ -104,9 +104,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
       recurrent_init: ``"orthogonal"`` makes each gate's (H, H) block of W a
         random orthogonal matrix (Saxe et al. 2014): every singular value is 1,
         so at the start the recurrence neither shrinks nor grows gradients.
-      forget_bias: LSTM only: the forget gate's block of ``b`` (Gers et al.
-        2000; Jozefowicz et al. 2015 use 1.0), with ``b_r``'s block at zero,
-        so that the cell starts out remembering.
+      forget_bias: LSTM and sLSTM only: the forget gate's block of ``b`` (Gers et
+        al. 2000; Jozefowicz et al. 2015 use 1.0; Beck et al. 2024 start the sLSTM's
+        higher), with ``b_r``'s block at zero, so that the cell starts out remembering.
       proj_size: P, 0 < P < H, for an LSTM with a projection (LSTMP, Sak et al.
         2014; PyTorch's ``proj_size``): the layer gets ``W_hr`` (P, H), its W is
         (G·H, P), and it emits and feeds back h_t = (o_t ⊙ tanh c_t) W_hrᵀ. 0:
@@ -124,8 +124,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     if recurrent_init not in RECURRENT_INITS:
         raise ValueError(f"recurrent_init: expected one of {RECURRENT_INITS}, "
                          f"got {recurrent_init!r}")
-    if forget_bias is not None and spec.name != "lstm":
-        raise ValueError(f"forget_bias: only the LSTM has a forget gate, got cell {spec.name!r}")
+    if forget_bias is not None and spec.name not in ("lstm", "slstm"):
+        raise ValueError(f"forget_bias: only the LSTM and the sLSTM have a forget gate (their "
+                         f"gate order puts it second), got cell {spec.name!r}")
     P = check_proj_size(proj_size, spec.name, hidden_size)
     heads = recurrence.check_heads(heads)
     if hidden_size % heads:
@@ -154,7 +155,7 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     if forget_bias is not None:
         if b is None:
             raise ValueError("forget_bias: needs bias=True")
-        b = b.at[H:2 * H].set(forget_bias)  # the gate order is i, f, g, o
+        b = b.at[H:2 * H].set(forget_bias)  # the gate order is i, f, g, o (sLSTM: i, f, z, o)
         b_r = None if b_r is None else b_r.at[H:2 * H].set(0)
     cell_params = None if spec.init_params is None else spec.init_params(kr, H, dtype)
     W_hr = uniform(jax.random.fold_in(kW, 1), (P, H)) if P else None

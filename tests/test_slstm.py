@@ -113,3 +113,11 @@ def test_train_from_the_command_line(tmp_path, capsys):
                      "--hidden", "8", "--seq", "8", "--batch", "4", "--steps", "3",
                      "--sample", "10", "--quiet"]) == 0
     assert "val" in capsys.readouterr().out.lower()
+
+
+def test_forget_bias_sets_the_forget_gate_block():
+    layer = layers.init_layer(jax.random.key(0), "slstm", D, H, forget_bias=3.0,
+                              recurrent_bias=True)
+    np.testing.assert_array_equal(layer.b[H:2 * H], 3.0)
+    np.testing.assert_array_equal(layer.b_r[H:2 * H], 0.0)
+    assert not np.any(np.asarray(layer.b[:H]) == 3.0)

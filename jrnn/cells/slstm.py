@@ -27,6 +27,10 @@ stabiliser wherever a row's state is reset to zeros. The forget gate is the
 sigmoid one (the paper also allows \exp(\tilde f); the sigmoid keeps
 f'_t ≤ \exp(m_{t-1} − m_t) ≤ 1 without relying on m).
 
+Layers initialise it like every cell (uniform in ±1/√H); ``forget_bias=`` in
+:func:`jrnn.layers.init_layer` sets the forget gate's bias, which the paper starts
+positive so that the cell starts out remembering.
+
 The stabiliser cancels from h: with \bar c_t = c_t e^{m_t} and \bar n_t =
 n_t e^{m_t}, \bar c_t = \sigma(\tilde f_t) \bar c_{t-1} + e^{\tilde\imath_t}
 \tanh\tilde z_t (likewise \bar n_t) does not involve m, and h_t = o_t \bar
