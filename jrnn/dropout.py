@@ -25,6 +25,10 @@ option             what is dropped                               mask           
                    ``dropout=`` of ``nn.RNN/LSTM/GRU``
 =================  ============================================  ===================  ==========
 
+The sLSTM's cell state is (c, n, m): zoneout keeps the three together, with one mask
+(``zoneout_cell``), so that c / n and the stabiliser keep their meaning. A layer with
+an LSTM projection (``proj_size``) refuses zoneout: its h and c differ in width.
+
 The recurrent mask and zoneout act inside the recurrence, so the driver
 (:func:`jrnn.rnn`, arguments ``recurrent_mask`` and ``zoneout``) applies them and
 differentiates through them by hand:
@@ -60,7 +64,7 @@ class Dropout(NamedTuple):
     recurrent: float = 0.0
     weight: float = 0.0
     zoneout: float = 0.0
-    zoneout_cell: Optional[float] = None  # the LSTM's c; None: the same as ``zoneout``
+    zoneout_cell: Optional[float] = None  # the LSTM's c (sLSTM: c, n, m); None: ``zoneout``
     between: float = 0.0
 
 
