@@ -121,3 +121,9 @@ def test_forget_bias_sets_the_forget_gate_block():
     np.testing.assert_array_equal(layer.b[H:2 * H], 3.0)
     np.testing.assert_array_equal(layer.b_r[H:2 * H], 0.0)
     assert not np.any(np.asarray(layer.b[:H]) == 3.0)
+
+
+def test_a_bare_array_as_the_state_is_named():
+    with pytest.raises(TypeError, match=r"h0: expected the sLSTM state .*SLSTMState\(h, c, n, m\), "
+                                        r"got ArrayImpl"):
+        layers.run_layer(_layer(), _xs(), jnp.zeros((B, H), F64))

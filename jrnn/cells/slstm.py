@@ -128,12 +128,21 @@ def step_vjp(carry_in, carry, extra, dcarry, params=None):
     return (dz_i, dz_f, dz_z, dz_o), None, d_in, None
 
 
+def to_carry(state) -> tuple:
+    """The public state (an :class:`SLSTMState` or any 4-tuple) as the carry tuple."""
+    if not (isinstance(state, (tuple, list)) and len(state) == 4):
+        raise TypeError(f"h0: expected the sLSTM state jrnn.cells.SLSTMState(h, c, n, m), got "
+                        f"{type(state).__name__}" + (f" of length {len(state)}"
+                                                     if isinstance(state, (tuple, list)) else ""))
+    return tuple(state)
+
+
 CELL = register(Cell(
     name="slstm",
     gates=4,
     carry_size=4,
     step=step,
     step_vjp=step_vjp,
-    to_carry=lambda state: tuple(state[:4]),
+    to_carry=to_carry,
     from_carry=lambda carry: SLSTMState(*carry),
 ))
