@@ -65,9 +65,9 @@ def _nest(stack, initial_carry, batch: tuple):
                 raise TypeError(f"{name}: expected the {spec.name} state "
                                 f"({'LSTMState(h, c)' if spec.carry_size == 2 else 'h'}), "
                                 f"got {type(nested[l][d]).__name__}") from None
-            for leaf in leaves:
-                _checks.shape(name, leaf, batch + (part.hidden_size,),
-                              str(batch + (part.hidden_size,)))
+            for i, leaf in enumerate(leaves):
+                width = part.output_size if i == 0 else part.hidden_size  # h: P with W_hr
+                _checks.shape(name, leaf, batch + (width,), str(batch + (width,)))
                 _checks.same_dtype(name, leaf, part.W.dtype, "the module's parameters")
     return nested
 

@@ -84,6 +84,14 @@ def from_layer(kind: Kind, layer: layers.Layer, name: str = "layer") -> dict:
     if layer.cell != kind.cell:
         raise ValueError(f"{name}: expected a {kind.cell!r} layer for this Flax cell, "
                          f"got cell {layer.cell!r}")
+    if layer.heads != 1:
+        raise ValueError(f"{name}: Flax's cells have a dense recurrent matrix, so this "
+                         f"layer's block-diagonal W (heads={layer.heads}) has no counterpart "
+                         "there; keep the jrnn module (jrnn.nnx.RNN / jrnn.linen.RNN take heads)")
+    if layer.W_hr is not None:
+        raise ValueError(f"{name}: Flax's cells have no projection, so this layer's W_hr "
+                         f"(proj_size={layer.proj_size}) has no place there; keep the jrnn "
+                         "module (jrnn.nnx.RNN / jrnn.linen.RNN take proj_size)")
     letters = _letters(kind)
     G, H = len(letters), layer.hidden_size
     split = lambda a: [None] * G if a is None else list(jnp.split(a, G))

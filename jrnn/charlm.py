@@ -65,6 +65,8 @@ class Config:
     cell: str = "elman"
     hidden: int = 512
     layers: int = 1
+    heads: int = 1                   # block-diagonal recurrent matrix (1: dense)
+    proj_size: int = 0               # LSTM projection P < hidden (0: none)
     seq: int = 64                    # truncated-BPTT chunk length
     batch: int = 32                  # parallel streams
     steps: int = 6000                # training chunks
@@ -219,7 +221,8 @@ def _initial(config: Config, vocab_size: int):
     """The state at step 0: {"params", "opt_state", "h", "key"}."""
     key_init, key_sample = jax.random.split(jax.random.key(config.seed))
     params = tagger.init(key_init, config.cell, vocab_size, config.hidden, vocab_size,
-                         num_layers=config.layers)
+                         num_layers=config.layers, heads=config.heads,
+                         proj_size=config.proj_size)
     return {"params": params, "opt_state": _optimizer(config).init(params),
             "h": layers.zero_states(params.rnn, (config.batch,)), "key": key_sample}
 

@@ -93,6 +93,10 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--cell", default=d.cell, choices=cells.layer_names())
     model.add_argument("--hidden", type=_positive, default=d.hidden, help="hidden size H")
     model.add_argument("--layers", type=_positive, default=d.layers, help="stacked layers")
+    model.add_argument("--heads", type=_positive, default=d.heads,
+                       help="heads of a block-diagonal recurrent matrix (dividing --hidden)")
+    model.add_argument("--proj-size", type=_natural, default=d.proj_size,
+                       help="LSTM projection to this many units, < --hidden (0: none)")
     reg = p.add_argument_group(
         "regularisation", "each a probability in [0, 1), 0 (the default) turns it off; masks are "
         "drawn afresh for every chunk in training, and validation and sampling run without "

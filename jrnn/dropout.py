@@ -25,6 +25,10 @@ option             what is dropped                               mask           
                    ``dropout=`` of ``nn.RNN/LSTM/GRU``
 =================  ============================================  ===================  ==========
 
+The sLSTM's cell state is (c, n, m): zoneout keeps the three together, with one mask
+(``zoneout_cell``), so that c / n and the stabiliser keep their meaning. A layer with
+an LSTM projection (``proj_size``) refuses zoneout: its h and c differ in width.
+
 The recurrent mask and zoneout act inside the recurrence, so the driver
 (:func:`jrnn.rnn`, arguments ``recurrent_mask`` and ``zoneout``) applies them and
 differentiates through them by hand:
@@ -67,7 +71,7 @@ class Dropout(NamedTuple):
     recurrent: float = 0.0
     weight: float = 0.0
     zoneout: float = 0.0
-    zoneout_cell: Optional[float] = None  # the LSTM's c; None: the same as ``zoneout``
+    zoneout_cell: Optional[float] = None  # the LSTM's c (sLSTM: c, n, m); None: ``zoneout``
     between: float = 0.0
 
 
@@ -131,13 +135,14 @@ class LayerNoise(NamedTuple):
 
 
 def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
-                batch_shape: tuple, input_size: int, W) -> LayerNoise:
+                batch_shape: tuple, input_size: int, W, hidden_size=None) -> LayerNoise:
     """Every mask for one direction of one layer, drawn from ``key``.
 
     In evaluation nothing is drawn: zoneout becomes its expectation
     (probabilities passed to :func:`jrnn.rnn`) and the rest is off.
     """
-    H, dtype = W.shape[1], W.dtype
+    # H: the width of h (the layer's output_size: W.shape[1] unless W is block-diagonal)
+    H, dtype = W.shape[1] if hidden_size is None else hidden_size, W.dtype
     z = zoneout_rates(dropout, cell)
     if not training:
         return LayerNoise(None, None, None, z if any(z) else None)
@@ -151,15 +156,19 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
     zoneout = None
     if any(z):
         shape = (num_steps,) + batch + (H,)
-        zoneout = tuple(_per_step_bernoulli(k, p, shape).astype(dtype)
-                        for k, p in zip(jax.random.split(k_z, len(z)), z))
+        # h, then every other carry entry (the LSTM's c; the sLSTM's c, n and m, zoned out
+        # together: one mask for the whole cell state, so that c / n keeps its meaning)
+        drawn = tuple(_per_step_bernoulli(k, p, shape).astype(dtype)
+                      for k, p in zip(jax.random.split(k_z, min(len(z), 2)), z))
+        zoneout = drawn + drawn[1:] * (len(z) - 2)
     return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)
 
 
 def zoneout_rates(dropout: Dropout, cell) -> tuple:
-    """The zoneout probability of each carry entry of ``cell`` (h; and c for the LSTM)."""
-    return (dropout.zoneout, dropout.zoneout if dropout.zoneout_cell is None else
-            dropout.zoneout_cell)[:cell.carry_size]
+    """The zoneout probability of each carry entry of ``cell``: h, then every other entry
+    (the LSTM's c; the sLSTM's c, n and m) at ``zoneout_cell``."""
+    return (dropout.zoneout,) + (dropout.zoneout if dropout.zoneout_cell is None else
+                                 dropout.zoneout_cell,) * (cell.carry_size - 1)
 
 
 def between_layers(dropout: Dropout, key, training: bool, outputs):

@@ -50,7 +50,8 @@ class RNN(eqx.Module):
       num_layers, bidirectional: the stack; bidirectional outputs are ``[h_f; h_b]``.
       time_major: inputs (T, B, D) instead of (B, T, D).
       return_carry: calls return ``(carry, outputs)``.
-      bias, recurrent_bias, recurrent_init, forget_bias: :func:`jrnn.layers.init_layer`.
+      bias, recurrent_bias, recurrent_init, forget_bias, proj_size, heads:
+        :func:`jrnn.layers.init_layer` (``proj_size=P``: an LSTM with a projection).
       dtype: the parameters' dtype; inputs must have the same.
       unroll, matmul_dtype, backward, kernel: passed to :func:`jrnn.rnn`.
       key: a ``jax.random`` key for the initialisation.
@@ -68,13 +69,15 @@ class RNN(eqx.Module):
                  bidirectional: bool = False, time_major: bool = False,
                  return_carry: bool = False, bias: bool = True,
                  recurrent_bias: Optional[bool] = None, recurrent_init: str = "uniform",
-                 forget_bias: Optional[float] = None, dtype=jnp.float32,
+                 forget_bias: Optional[float] = None, proj_size: int = 0, heads: int = 1,
+                 dtype=jnp.float32,
                  unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
                  kernel: str = "auto", key):
         self.stack = layers.init_stack(key, cell, input_size, hidden_size,
                                        num_layers=num_layers, bidirectional=bidirectional,
                                        dtype=dtype, bias=bias, recurrent_bias=recurrent_bias,
-                                       recurrent_init=recurrent_init, forget_bias=forget_bias)
+                                       recurrent_init=recurrent_init, forget_bias=forget_bias,
+                                       proj_size=proj_size, heads=heads)
         self.time_major, self.return_carry = time_major, return_carry
         self.unroll, self.matmul_dtype, self.backward, self.kernel = (
             unroll, matmul_dtype, backward, kernel)
@@ -153,6 +156,14 @@ def cell_from_layer(layer: layers.Layer):
     if layer.cell not in kinds:
         raise ValueError(f"layer: Equinox has no cell for jrnn's {layer.cell!r} "
                          f"(it has {sorted(kinds)})")
+    if layer.heads != 1:
+        raise ValueError(f"layer: Equinox's cells have a dense recurrent matrix, so this "
+                         f"layer's block-diagonal W (heads={layer.heads}) has no counterpart "
+                         "there; keep the jrnn module (jrnn.equinox.RNN takes heads)")
+    if layer.W_hr is not None:
+        raise ValueError(f"layer: Equinox's cells have no projection, so this layer's W_hr "
+                         f"(proj_size={layer.proj_size}) has no place there; keep the jrnn "
+                         "module (jrnn.equinox.RNN takes proj_size)")
     G, H = layer.W.shape[0] // layer.hidden_size, layer.hidden_size
     has_bias = layer.b is not None or layer.b_r is not None
     cell = kinds[layer.cell](layer.input_size, H, use_bias=has_bias, dtype=layer.W.dtype,

@@ -8,7 +8,9 @@ same forward (``backward="autodiff"``), and returns the relative error
 ‖g_manual − g_autodiff‖ / ‖g_autodiff‖ of every gradient leaf. The test suite
 runs every entry with every cell, so an architecture, an option or a cell is
 tested the moment it is registered here or in :mod:`jrnn.cells`; ``jrnn
-gradcheck`` runs one at the sizes a user asks for.
+gradcheck`` runs one at the sizes a user asks for. An entry that needs what
+only some cells have (``*-projection``: LSTMP, for the cells that take a
+projection) names it in ``needs``; :func:`pairs` lists the (entry, cell) pairs.
 
     >>> errors = jrnn.gradcheck.check("deep-bidirectional", "lstm", Sizes(T=50, B=4, D=8, H=16, C=5))
     >>> max(errors.values())   # ~1e-15 in float64
@@ -23,12 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import cells
 from jrnn import dropout as _dropout
 from jrnn import cells, heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
 __all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies", "check",
-           "linear_cells", "split"]
+           "linear_cells", "pairs", "split"]
 
 
 class Sizes(NamedTuple):
@@ -58,6 +61,20 @@ class Arch:
     name: str
     build: Callable  # (key, cell, dtype, sizes) -> (params, batch dict)
     loss: Callable   # (params, batch, backward) -> scalar
+    needs: str = ""  # "projection": only cells that take one (LSTMP); "": every cell
+
+    def accepts(self, cell: str) -> bool:
+        """Whether this entry runs with ``cell``."""
+        return self.needs != "projection" or cells.get(cell).projectable
+
+
+def _widths(s: "Sizes", proj: bool = False, heads: int = 1) -> tuple[int, dict]:
+    """(hidden size, layer options): with a projection the cell is H + 1 wide and
+    projects to P = H, so that every entry's outputs keep the width H of its sizes;
+    with heads the cell is heads·H wide, each head H (any H of the sizes divides)."""
+    if proj:
+        return s.H + 1, dict(proj_size=s.H)
+    return (heads * s.H, dict(heads=heads)) if heads > 1 else (s.H, {})
 
 
 def _normal(key, shape, dtype, scale=1.0):
@@ -67,14 +84,18 @@ def _normal(key, shape, dtype, scale=1.0):
 # Every kind of noise at once, at rates high enough that each mask matters.
 ALL_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, zoneout=0.3,
                              zoneout_cell=0.2, between=0.3)
+# Every kind that a projected layer takes (zoneout's h and c differ in width there).
+PROJECTION_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, between=0.3)
 
 
 def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
-            mask=False, reset=False, reduction="sum", dropout=None, training=True):
+            mask=False, reset=False, reduction="sum", dropout=None, training=True, proj=False,
+            heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 6)
-        p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, bidirectional=bidirectional,
-                        learn_h0=learn_h0, dtype=dtype)
+        H, options = _widths(s, proj, heads)
+        p = tagger.init(k[0], cell, s.D, H, s.C, num_layers=num_layers, bidirectional=bidirectional,
+                        learn_h0=learn_h0, dtype=dtype, **options)
         if learn_h0:  # nonzero learned states, so that their gradient paths are exercised
             p = p._replace(h0=jax.tree.map(lambda a: _normal(k[5], a.shape, dtype, 0.5), p.h0))
         batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
@@ -111,11 +132,14 @@ def _regularise(dropout, batch):
     return {} if dropout is None else dict(dropout=dropout, key=batch["key"], training=True)
 
 
-def _classifier(num_layers=1, bidirectional=False, learn_h0=False, dropout=None):
+def _classifier(num_layers=1, bidirectional=False, learn_h0=False, dropout=None, proj=False,
+                heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        p = classifier.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
-                            bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype)
+        H, options = _widths(s, proj, heads)
+        p = classifier.init(k[0], cell, s.D, H, s.C, num_layers=num_layers,
+                            bidirectional=bidirectional, learn_h0=learn_h0, dtype=dtype,
+                            **options)
         if learn_h0:
             p = p._replace(h0=jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5), p.h0))
         return p, _noise(dropout, key, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
@@ -142,10 +166,12 @@ def _regressor():
     return build, loss
 
 
-def _generator(num_layers=1, dropout=None):
+def _generator(num_layers=1, dropout=None, proj=False, heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        p = generator.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers, dtype=dtype)
+        H, options = _widths(s, proj, heads)
+        p = generator.init(k[0], cell, s.D, H, s.C, num_layers=num_layers, dtype=dtype,
+                           **options)
         return p, _noise(dropout, key, {"context": _normal(k[1], (s.B, s.D), dtype),
                                         "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C),
                                         "lengths": s.lengths})
@@ -157,11 +183,12 @@ def _generator(num_layers=1, dropout=None):
     return build, loss
 
 
-def _seq2seq(num_layers=1, bidirectional_encoder=False, dropout=None):
+def _seq2seq(num_layers=1, bidirectional_encoder=False, dropout=None, proj=False, heads=1):
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        p = seq2seq.init(k[0], cell, s.D, s.H, s.C, num_layers=num_layers,
-                         bidirectional_encoder=bidirectional_encoder, dtype=dtype)
+        H, options = _widths(s, proj, heads)
+        p = seq2seq.init(k[0], cell, s.D, H, s.C, num_layers=num_layers,
+                         bidirectional_encoder=bidirectional_encoder, dtype=dtype, **options)
         return p, _noise(dropout, key, {
             "xs": _normal(k[1], (s.T, s.B, s.D), dtype), "x_lengths": s.lengths,
             "ys": jax.random.randint(k[2], (s.T + 2, s.B), 0, s.C),   # T_y ≠ T_x
@@ -174,12 +201,14 @@ def _seq2seq(num_layers=1, bidirectional_encoder=False, dropout=None):
     return build, loss
 
 
-def _single_layer(reverse=False, mode=None, **options):
+def _single_layer(reverse=False, mode=None, proj=False, heads=1, **options):
     """One layer through jrnn.layers.run_layer, with a loss on outputs and final state."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
+        H, widths = _widths(s, proj, heads)
         linear = cells.get(cell).driver == "linear"  # no recurrent product, no b_r
-        layer = layers.init_layer(k[0], cell, s.D, s.H, recurrent_bias=not linear, dtype=dtype)
+        layer = layers.init_layer(k[0], cell, s.D, H, recurrent_bias=not linear, dtype=dtype,
+                                  **widths)
         h0 = jax.tree.map(lambda a: _normal(k[2], a.shape, dtype, 0.5),
                           layers.zero_states(((layer,),), (s.B,))[0][0])
         batch = {"xs": _normal(k[1], (s.T, s.B, s.D), dtype), "h0": h0}
@@ -188,9 +217,10 @@ def _single_layer(reverse=False, mode=None, **options):
         if options.get("reset"):
             batch["reset"] = jax.random.bernoulli(k[3], 0.3, (s.T, s.B))
         if options.get("noise"):  # fixed masks, differentiated like any input
-            batch["recurrent_mask"] = jax.random.bernoulli(k[3], 0.6, (s.B, s.H)).astype(
-                dtype) / 0.6
-            batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, s.H)).astype(dtype)
+            batch["recurrent_mask"] = jax.random.bernoulli(
+                k[3], 0.6, (s.B, layer.output_size)).astype(dtype) / 0.6
+        if options.get("noise") and not proj:  # zoneout: not with a projection
+            batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, H)).astype(dtype)
                                      for kz in jax.random.split(k[2], len(jax.tree.leaves(h0))))
         return layer, batch
 
@@ -206,12 +236,13 @@ def _single_layer(reverse=False, mode=None, **options):
     return build, loss
 
 
-def _tbptt(chunk=2, dropout=None):
+def _tbptt(chunk=2, dropout=None, proj=False, num_heads=1):
     """Truncated BPTT: chunk gradients accumulated, no gradient across boundaries; with
     ``dropout``, chunk i draws its masks from fold_in(key, i)."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 3)
-        p = tagger.init(k[0], cell, s.D, s.H, s.C, dtype=dtype)
+        H, options = _widths(s, proj, num_heads)
+        p = tagger.init(k[0], cell, s.D, H, s.C, dtype=dtype, **options)
         return p, _noise(dropout, key, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
                                         "ys": jax.random.randint(k[2], (s.T, s.B), 0, s.C)})
 
@@ -230,14 +261,15 @@ def _tbptt(chunk=2, dropout=None):
     return build, loss
 
 
-def _remat_segments(segment=2, dropout=None):
+def _remat_segments(segment=2, dropout=None, proj=False, heads=1):
     """Memory-bounded BPTT: the manual side recomputes segments of 2 steps (with a
     shorter last one where T is odd); the reference is autodiff of the whole sequence.
     With ``dropout``, segment s draws its masks from fold_in(key, s), and the reference
     is autodiff of that forward: the segments run one after the other, state carried."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
-        p = tagger.init(k[0], cell, s.D, s.H, s.C, num_layers=2, dtype=dtype)
+        H, options = _widths(s, proj, heads)
+        p = tagger.init(k[0], cell, s.D, H, s.C, num_layers=2, dtype=dtype, **options)
         h0 = jax.tree.map(lambda a: _normal(k[3], a.shape, dtype, 0.5),
                           layers.zero_states(p.rnn, (s.B,)))
         return p, _noise(dropout, key, {"xs": _normal(k[1], (s.T, s.B, s.D), dtype),
@@ -284,8 +316,13 @@ def _random_cell_params(build):
     return wrapped
 
 
-def _arch_entry(name, build, loss) -> Arch:
-    return Arch(name, _random_cell_params(build), loss)
+def _arch_entry(name, build, loss, needs="") -> Arch:
+    return Arch(name, _random_cell_params(build), loss, needs)
+
+
+def _projected(name, entry) -> Arch:
+    """An entry built with proj_size (LSTMP): for the cells that take a projection."""
+    return _arch_entry(name, *entry, needs="projection")
 
 
 ARCHITECTURES = {a.name: a for a in [
@@ -327,11 +364,42 @@ ARCHITECTURES = {a.name: a for a in [
     _arch_entry("encoder-decoder-deep-bidirectional-dropout",
                 *_seq2seq(num_layers=2, bidirectional_encoder=True, dropout=ALL_NOISE)),
     _arch_entry("memory-bounded-bptt-dropout", *_remat_segments(dropout=ALL_NOISE)),
+    _projected("layer-projection", _single_layer(proj=True, lengths=True)),
+    _projected("layer-reverse-projection-recurrent-dropout-reset",
+               _single_layer(reverse=True, proj=True, lengths=True, reset=True, noise=True)),
+    _projected("tagger-mask-projection", _tagger(mask=True, proj=True)),
+    _projected("deep-bidirectional-projection",
+               _tagger(num_layers=2, bidirectional=True, lengths=True, learn_h0=True, reset=True,
+                       proj=True)),
+    _projected("deep-bidirectional-dropout-projection",
+               _tagger(num_layers=2, bidirectional=True, lengths=True, dropout=PROJECTION_NOISE,
+                       proj=True)),
+    _projected("many-to-one-deep-bidirectional-projection",
+               _classifier(num_layers=2, bidirectional=True, learn_h0=True, proj=True)),
+    _projected("one-to-many-deep-projection", _generator(num_layers=2, proj=True)),
+    _projected("encoder-decoder-deep-bidirectional-projection",
+               _seq2seq(num_layers=2, bidirectional_encoder=True, proj=True)),
+    _projected("memory-bounded-bptt-projection", _remat_segments(proj=True)),
+    _arch_entry("layer-heads", *_single_layer(heads=2, lengths=True)),
+    _arch_entry("layer-reverse-heads-recurrent-dropout-zoneout-reset",
+                *_single_layer(reverse=True, heads=2, lengths=True, reset=True, noise=True)),
+    _arch_entry("deep-bidirectional-heads",
+                *_tagger(num_layers=2, bidirectional=True, lengths=True, learn_h0=True, reset=True,
+                         heads=2)),
+    _arch_entry("deep-bidirectional-dropout-heads",
+                *_tagger(num_layers=2, bidirectional=True, lengths=True, dropout=ALL_NOISE,
+                         heads=2)),
+    _arch_entry("encoder-decoder-deep-bidirectional-heads",
+                *_seq2seq(num_layers=2, bidirectional_encoder=True, heads=2)),
+    _arch_entry("memory-bounded-bptt-heads", *_remat_segments(heads=2)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
 TRUNCATED_BPTT_DROPOUT = _arch_entry("truncated-bptt-dropout", *_tbptt(dropout=ALL_NOISE))
+TRUNCATED_BPTT_PROJECTION = _projected("truncated-bptt-projection", _tbptt(proj=True))
+TRUNCATED_BPTT_HEADS = _arch_entry("truncated-bptt-heads", *_tbptt(num_heads=2))
 # Entries whose loss is already (Σ chunk losses, Σ chunk gradients, final state).
-TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT)}
+TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT,
+                                 TRUNCATED_BPTT_PROJECTION, TRUNCATED_BPTT_HEADS)}
 
 # The linear driver's two scan modes, for the linear cells (jrnn.linear); every other
 # entry runs them in the platform's default mode.
@@ -342,16 +410,19 @@ for _mode in ("parallel", "sequential"):
                                                         *_single_layer(mode=_mode, **_options))
 
 # What a linear cell cannot take: the regularisers that act inside
-# the recurrence (recurrent dropout, zoneout) or on a stack (dropout); each is refused by
-# name (tests/test_linear.py).
-_LINEAR_EXCLUDED = ("dropout", "zoneout")
+# the recurrence (recurrent dropout, zoneout) or on a stack (dropout), and heads (it has no
+# recurrent matrix); each is refused by name (tests/test_linear.py).
+_LINEAR_EXCLUDED = ("dropout", "zoneout", "heads")
 _MODE_ONLY = tuple(f"-{m}" for m in ("parallel", "sequential"))
 
 
 def applies(arch: str, cell: str) -> bool:
-    """Whether the table's entry ``arch`` runs cell ``cell``: the mode entries are the
-    linear cells' alone, and the linear cells skip what they refuse (``_LINEAR_EXCLUDED``)."""
+    """Whether the table's entry ``arch`` runs cell ``cell``: the entry accepts the cell
+    (projection entries need a projectable cell), the mode entries are the linear cells'
+    alone, and the linear cells skip what they refuse (``_LINEAR_EXCLUDED``)."""
     linear = cells.get(cell).driver == "linear"
+    if not _arch(arch).accepts(cell):
+        return False
     if arch.endswith(_MODE_ONLY):
         return linear
     return not (linear and any(word in arch for word in _LINEAR_EXCLUDED))
@@ -360,6 +431,12 @@ def applies(arch: str, cell: str) -> bool:
 def linear_cells() -> list[str]:
     """The linear cells that run in layers (the LRU has its own readout: jrnn.lru)."""
     return [name for name in cells.layer_names() if cells.get(name).driver == "linear"]
+
+
+def pairs(names=None) -> list[tuple[str, str]]:
+    """Every (entry, cell) pair the table runs: each entry with each cell it applies to."""
+    names = list(ARCHITECTURES) + list(TRUNCATED) if names is None else names
+    return [(a, c) for a in names for c in cells.layer_names() if applies(a, c)]
 
 
 def split(batch):
@@ -406,13 +483,13 @@ def check(arch: str, cell: str, sizes: Sizes = Sizes(), dtype=jnp.float64,
     """
     if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype: float64 needs jax.config.update('jax_enable_x64', True)")
+    entry = _arch(arch)
     if not applies(arch, cell):
-        raise ValueError(f"arch: entry {arch!r} does not run cell {cell!r} (the -parallel and "
-                         f"-sequential entries are the linear cells'; the linear cells "
-                         f"have no {' or '.join(_LINEAR_EXCLUDED)})")
-    params, batch = _arch(arch).build(jax.random.key(seed), cell, dtype, sizes)
+        raise ValueError(f"arch: entry {arch!r} does not run cell {cell!r} (it runs "
+                         f"{', '.join(c for c in cells.layer_names() if applies(arch, c))})")
+    params, batch = entry.build(jax.random.key(seed), cell, dtype, sizes)
     if arch in TRUNCATED:  # its loss is already (Σ loss, Σ gradients, final state)
-        run = jax.jit(TRUNCATED[arch].loss, static_argnums=2)
+        run = jax.jit(entry.loss, static_argnums=2)
         (J_m, g_m, h_m), (J_a, g_a, h_a) = run(params, batch, "manual"), run(params, batch,
                                                                               "autodiff")
         errors = {"loss": relative_error(J_m, J_a), "final state": relative_error(h_m, h_a)}

@@ -1,8 +1,10 @@
 """Recurrent layers that know their cell, and deep / bidirectional stacks of them.
 
 A :class:`Layer` holds one direction of one layer: ``U`` (G·H, D), ``W``
-(G·H, H), ``b`` (G·H,) and an optional recurrent bias ``b_r`` (G·H,), plus the
-name of its cell as static metadata (a pytree with only the arrays as leaves,
+(G·H, H), ``b`` (G·H,) and an optional recurrent bias ``b_r`` (G·H,), for an
+LSTM optionally a projection ``W_hr`` (P, H) (then W is (G·H, P): LSTMP, made
+by ``proj_size=P``), plus the name of its cell and the number of heads of a
+block-diagonal W (``heads``; W is then (G·H, H/heads)) as static metadata (a pytree with only the arrays as leaves,
 so ``jax.grad``, optax and ``jit`` see arrays alone).
 
 A stack is a tuple of layers, each a tuple of one (unidirectional) or two
@@ -29,12 +31,13 @@ from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jrnn import _checks, cells, linear, recurrence
 from jrnn import dropout as _dropout
 
 __all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack",
-           "run_stack",
+           "run_stack", "output_size", "check_proj_size",
            "step_stack", "zero_states", "hidden_of", "reverse_resets"]
 
 
@@ -42,27 +45,43 @@ __all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init
 class Layer:
     """One direction of one recurrent layer.
 
-    A_t = x_t Uᵀ + b and R_t = h_{t−1} Wᵀ + b_r feed the pointwise cell.
+    A_t = x_t Uᵀ + b and R_t = h_{t−1} Wᵀ + b_r feed the pointwise cell. With
+    ``W_hr`` (LSTMP) the emitted and fed-back h_t is the cell's h-output times
+    W_hrᵀ: h_t = (o_t ⊙ tanh c_t) W_hrᵀ, of width P = ``output_size``.
     """
 
     U: jax.Array                      # (G·H, D)
-    W: jax.Array                      # (G·H, H)
+    W: jax.Array                      # (G·H, H), or (G·H, P) with W_hr
     b: Optional[jax.Array]            # (G·H,), PyTorch's bias_ih; None: no bias
     b_r: Optional[jax.Array] = None   # (G·H,), PyTorch's bias_hh
     cell: str = "elman"               # static: a registered cell name
     cell_params: Any = None           # the cell's own parameters (layer-normalised cells)
+    W_hr: Optional[jax.Array] = None  # (P, H), PyTorch's weight_hr: LSTMP's projection
+    heads: int = 1                    # static: NH, W block-diagonal (G·H, H/NH); 1: dense
 
     @property
     def hidden_size(self) -> int:
-        return self.W.shape[1]
+        """H, the width of the cell's state (the LSTM's c)."""
+        return self.W.shape[1] * self.heads if self.W_hr is None else self.W_hr.shape[1]
+
+    @property
+    def output_size(self) -> int:
+        """The width of the emitted h: P with a projection, else H."""
+        return self.W.shape[1] * self.heads
+
+    @property
+    def proj_size(self) -> int:
+        """P with a projection, 0 without (PyTorch's ``proj_size``)."""
+        return 0 if self.W_hr is None else self.W_hr.shape[0]
 
     @property
     def input_size(self) -> int:
         return self.U.shape[1]
 
 
-jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r", "cell_params"],
-                                 meta_fields=["cell"])
+jax.tree_util.register_dataclass(Layer, data_fields=["U", "W", "b", "b_r", "cell_params",
+                                                   "W_hr"],
+                                 meta_fields=["cell", "heads"])
 
 Stack = tuple  # tuple[tuple[Layer, ...], ...]: layers, then directions
 
@@ -72,7 +91,8 @@ RECURRENT_INITS = ("uniform", "orthogonal")
 
 def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optional[bool] = None,
                recurrent_bias: Optional[bool] = None, recurrent_init: str = "uniform",
-               forget_bias: Optional[float] = None, dtype=jnp.float32) -> Layer:
+               forget_bias: Optional[float] = None, proj_size: int = 0, heads: int = 1,
+               dtype=jnp.float32) -> Layer:
     """PyTorch's initialisation by default: every entry uniform in ±1/√H.
 
     Args:
@@ -84,9 +104,18 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
       recurrent_init: ``"orthogonal"`` makes each gate's (H, H) block of W a
         random orthogonal matrix (Saxe et al. 2014): every singular value is 1,
         so at the start the recurrence neither shrinks nor grows gradients.
-      forget_bias: LSTM only: the forget gate's block of ``b`` (Gers et al.
-        2000; Jozefowicz et al. 2015 use 1.0), with ``b_r``'s block at zero,
-        so that the cell starts out remembering.
+      forget_bias: LSTM and sLSTM only: the forget gate's block of ``b`` (Gers et
+        al. 2000; Jozefowicz et al. 2015 use 1.0; Beck et al. 2024 start the sLSTM's
+        higher), with ``b_r``'s block at zero, so that the cell starts out remembering.
+      proj_size: P, 0 < P < H, for an LSTM with a projection (LSTMP, Sak et al.
+        2014; PyTorch's ``proj_size``): the layer gets ``W_hr`` (P, H), its W is
+        (G·H, P), and it emits and feeds back h_t = (o_t ⊙ tanh c_t) W_hrᵀ. 0:
+        none. Cells: :func:`jrnn.recurrence.projectable_cells`.
+      heads: NH dividing H: a block-diagonal recurrent matrix, per gate NH blocks
+        of (H/NH, H/NH) (multi-head recurrence; Beck et al. 2024), stored as W
+        (G·H, H/NH) (:func:`jrnn.rnn`'s ``heads``). 1: dense. Every block is
+        uniform in ±1/√H like the dense W (orthogonal per block with
+        ``recurrent_init="orthogonal"``).
     """
     spec = cells.get(cell)
     key = _checks.key("key", key)
@@ -95,8 +124,16 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     if recurrent_init not in RECURRENT_INITS:
         raise ValueError(f"recurrent_init: expected one of {RECURRENT_INITS}, "
                          f"got {recurrent_init!r}")
-    if forget_bias is not None and spec.name != "lstm":
-        raise ValueError(f"forget_bias: only the LSTM has a forget gate, got cell {spec.name!r}")
+    if forget_bias is not None and spec.name not in ("lstm", "slstm"):
+        raise ValueError(f"forget_bias: only the LSTM and the sLSTM have a forget gate (their "
+                         f"gate order puts it second), got cell {spec.name!r}")
+    P = check_proj_size(proj_size, spec.name, hidden_size)
+    heads = recurrence.check_heads(heads)
+    if hidden_size % heads:
+        raise ValueError(f"heads: expected a divisor of hidden_size = {hidden_size}, got {heads}")
+    if heads > 1 and P:
+        raise ValueError(f"heads: a projection (proj_size={P}) and a block-diagonal W do not "
+                         f"combine; got heads={heads}")
     if bias is None:
         bias = spec.default_bias
     if recurrent_bias is None:
@@ -108,22 +145,43 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     bound = 1.0 / float(H) ** 0.5
     kU, kW, kb, kr = jax.random.split(key, 4)
     uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+    width = (P or H) // heads  # what each row of W reads: h, or its own head of h
     if recurrent_init == "orthogonal":
-        blocks = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (H, H), dtype))(
-            jax.random.split(kW, G))
-        W = blocks.reshape(G * H, H)
+        rows = H // heads
+        blocks = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (rows, width), dtype))(
+            jax.random.split(kW, G * heads))
+        W = blocks.reshape(G * H, width)
     else:
-        W = uniform(kW, (G * H, H))
+        W = uniform(kW, (G * H, width))
     b = uniform(kb, (G * H,)) if bias else None
     b_r = uniform(kr, (G * H,)) if bias and recurrent_bias else None
     if forget_bias is not None:
         if b is None:
             raise ValueError("forget_bias: needs bias=True")
-        b = b.at[H:2 * H].set(forget_bias)  # the gate order is i, f, g, o
+        b = b.at[H:2 * H].set(forget_bias)  # the gate order is i, f, g, o (sLSTM: i, f, z, o)
         b_r = None if b_r is None else b_r.at[H:2 * H].set(0)
     cell_params = None if spec.init_params is None else spec.init_params(kr, H, dtype)
+    W_hr = uniform(jax.random.fold_in(kW, 1), (P, H)) if P else None
     return Layer(U=uniform(kU, (G * H, input_size)), W=W, b=b, b_r=b_r, cell=spec.name,
-                 cell_params=cell_params)
+                 cell_params=cell_params, W_hr=W_hr, heads=heads)
+
+
+def check_proj_size(proj_size, cell: str, hidden_size: int) -> int:
+    """``proj_size`` as an int: 0 (no projection), or 0 < P < hidden_size for a cell
+    that takes a projection."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+        raise TypeError(f"proj_size: expected an int (0 for no projection), got "
+                        f"{type(proj_size).__name__}")
+    if proj_size == 0:
+        return 0
+    if not cells.get(cell).projectable:
+        raise ValueError(f"proj_size: a projection needs a cell whose h_(t-1) enters only "
+                         f"through the recurrent product ({', '.join(recurrence.projectable_cells())}"
+                         f"), got cell {cell!r} with proj_size={proj_size}")
+    if not 0 < proj_size < hidden_size:
+        raise ValueError(f"proj_size: expected 0 < proj_size < hidden_size = {hidden_size} "
+                         f"(0 for no projection, as in PyTorch), got {proj_size}")
+    return int(proj_size)
 
 
 def _init_linear_layer(key, spec, input_size, hidden_size, bias, recurrent_bias, dtype):
@@ -167,7 +225,8 @@ def run_layer(layer: Layer, xs, h0=None, **options):
     if cells.get(layer.cell).driver == "linear":
         return _run_linear_layer(layer, xs, h0, options)
     return recurrence.rnn(layer.cell, layer.U, layer.W, layer.b, xs, h0, b_r=layer.b_r,
-                          cell_params=layer.cell_params, **options)
+                          cell_params=layer.cell_params, W_hr=layer.W_hr, heads=layer.heads,
+                          **options)
 
 
 def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
@@ -175,16 +234,19 @@ def init_stack(key, cell: str, input_size: int, hidden_size: int, *, num_layers:
     """``num_layers`` layers of one or two directions, all of hidden size H.
 
     ``layer_options`` go to :func:`init_layer` for every layer: ``bias``,
-    ``recurrent_bias``, ``recurrent_init``, ``forget_bias``.
+    ``recurrent_bias``, ``recurrent_init``, ``forget_bias``, ``heads``, ``proj_size`` (then
+    layer l > 0 reads directions·P features).
     """
     key = _checks.key("key", key)
     _checks.size("num_layers", num_layers)
     _checks.size("input_size", input_size)
     _checks.size("hidden_size", hidden_size)
     directions = 2 if bidirectional else 1
+    width = check_proj_size(layer_options.get("proj_size", 0), cells.get(cell).name,
+                            hidden_size) or hidden_size
     keys = jax.random.split(key, num_layers * directions).reshape(num_layers, directions)
     return tuple(
-        tuple(init_layer(keys[l, d], cell, input_size if l == 0 else directions * hidden_size,
+        tuple(init_layer(keys[l, d], cell, input_size if l == 0 else directions * width,
                          hidden_size, dtype=dtype, **layer_options)
               for d in range(directions))
         for l in range(num_layers))
@@ -208,12 +270,12 @@ def _check_stack(stack) -> int:
             raise TypeError(f"stack[{l}]: expected a tuple of {directions or '1 or 2'} "
                             f"jrnn.layers.Layer (one per direction), got {_describe(layer)}")
         for d, part in enumerate(layer):
-            H = stack[0][0].hidden_size
-            if part.hidden_size != H:
-                _checks.fail_shape(f"stack[{l}][{d}].W", f"(G·{H}, {H}): one hidden size "
-                                   "for the whole stack", part.W.shape)
-            if l > 0 and part.input_size != directions * H:
-                _checks.fail_shape(f"stack[{l}][{d}].U", f"(G·H, {directions * H}): layer "
+            H, P = stack[0][0].hidden_size, stack[0][0].output_size
+            if (part.hidden_size, part.output_size) != (H, P):
+                _checks.fail_shape(f"stack[{l}][{d}].W", f"(G·{H}, {P}): one hidden size "
+                                   "(and projection) for the whole stack", part.W.shape)
+            if l > 0 and part.input_size != directions * P:
+                _checks.fail_shape(f"stack[{l}][{d}].U", f"(G·H, {directions * P}): layer "
                                    f"{l} reads the {directions} direction(s) of layer {l - 1}",
                                    part.U.shape)
     return directions
@@ -293,7 +355,7 @@ def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
     noise = _dropout.layer_noise(
         dropout, None if key is None else _fold(key, l, d), training,
         cell=cells.get(part.cell), num_steps=x.shape[0], batch_shape=x.shape[1:-1],
-        input_size=x.shape[-1], W=part.W)
+        input_size=x.shape[-1], W=part.W, hidden_size=part.output_size)
     if noise.weight_mask is not None:
         part = dataclasses.replace(part, W=part.W * noise.weight_mask)
     if noise.input_mask is not None:
@@ -302,14 +364,21 @@ def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
 
 
 def zero_states(stack: Stack, batch_shape: Sequence[int] = ()) -> tuple:
-    """Zero initial states nested like the stack, each of shape (*batch_shape, H)."""
+    """Zero initial states nested like the stack, each of shape (*batch_shape, H)
+    (h of shape (*batch_shape, P) with a projection)."""
     def zero(part: Layer):
         spec = cells.get(part.cell)
-        shape = tuple(batch_shape) + (part.hidden_size,)
         if spec.driver == "linear":
-            return jnp.zeros(shape, part.W.dtype)
-        return spec.from_carry((jnp.zeros(shape, part.W.dtype),) * spec.carry_size)
+            return jnp.zeros(tuple(batch_shape) + (part.hidden_size,), part.W.dtype)
+        widths = (part.output_size,) + (part.hidden_size,) * (spec.carry_size - 1)
+        return spec.from_carry(tuple(jnp.zeros(tuple(batch_shape) + (n,), part.W.dtype)
+                                     for n in widths))
     return tuple(tuple(zero(part) for part in layer) for layer in stack)
+
+
+def output_size(stack: Stack) -> int:
+    """The width of the stack's outputs: directions · (P or H) of its top layer."""
+    return len(stack[-1]) * stack[-1][0].output_size
 
 
 def hidden_of(cell: str, state) -> jax.Array:
@@ -340,8 +409,11 @@ def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = No
             continue
         carry = tuple(spec.to_carry(state))
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
-        R = recurrence.gate_blocks(recurrence.affine(carry[0], part.W, part.b_r), spec.gates)
+        R = recurrence.gate_blocks(recurrence.recurrent(carry[0], part.W, part.b_r, spec.gates,
+                                                        part.heads), spec.gates)
         new, _ = spec.step(A, R, carry, part.cell_params)
+        if part.W_hr is not None:  # LSTMP: the emitted h is the projected one
+            new = (recurrence.affine(new[0], part.W_hr),) + tuple(new[1:])
         rates = () if dropout is None else _dropout.zoneout_rates(dropout, spec)
         if any(rates):
             new = tuple(p * c + (1 - p) * n for p, c, n in zip(rates, carry, new))

@@ -39,7 +39,7 @@ from jrnn import _adapters, _checks, _flax_layout, layers
 __all__ = ["RNN", "LSTM", "GRU", "Elman", "from_flax", "to_flax", "layer_from_params",
            "params_from_layer", "stack_to_params"]
 
-_FIELDS = ("U", "W", "b", "b_r", "cell_params")
+_FIELDS = ("U", "W", "b", "b_r", "cell_params", "W_hr")
 
 
 def _name(l: int, d: int) -> str:
@@ -62,7 +62,8 @@ class RNN(nn.Module):
       num_layers, bidirectional: the stack; bidirectional outputs are ``[h_f; h_b]``.
       time_major: inputs (T, B, D) instead of (B, T, D).
       return_carry: calls return ``(carry, outputs)``.
-      bias, recurrent_bias, recurrent_init, forget_bias: :func:`jrnn.layers.init_layer`.
+      bias, recurrent_bias, recurrent_init, forget_bias, proj_size, heads:
+        :func:`jrnn.layers.init_layer` (``proj_size=P``: an LSTM with a projection).
       param_dtype: the parameters' dtype; inputs must have the same.
       unroll, matmul_dtype, backward, kernel: passed to :func:`jrnn.rnn`.
     """
@@ -77,6 +78,8 @@ class RNN(nn.Module):
     recurrent_bias: Optional[bool] = None
     recurrent_init: str = "uniform"
     forget_bias: Optional[float] = None
+    proj_size: int = 0
+    heads: int = 1
     param_dtype: Any = jnp.float32
     unroll: Optional[int] = None
     matmul_dtype: Any = None
@@ -96,7 +99,7 @@ class RNN(nn.Module):
                                    inputs.shape)
         options = dict(bias=self.bias, recurrent_bias=self.recurrent_bias,
                        recurrent_init=self.recurrent_init, forget_bias=self.forget_bias,
-                       dtype=self.param_dtype)
+                       proj_size=self.proj_size, heads=self.heads, dtype=self.param_dtype)
 
         def init(key, input_size):
             layer = layers.init_layer(key, self.cell, input_size, self.features, **options)
@@ -104,9 +107,11 @@ class RNN(nn.Module):
 
         stack = []
         for l in range(self.num_layers):
-            input_size = inputs.shape[-1] if l == 0 else directions * self.features
+            input_size = inputs.shape[-1] if l == 0 else directions * (self.proj_size or
+                                                                       self.features)
             stack.append(tuple(
-                layers.Layer(**self.param(_name(l, d), init, input_size), cell=self.cell)
+                layers.Layer(**self.param(_name(l, d), init, input_size), cell=self.cell,
+                             heads=self.heads)
                 for d in range(directions)))
         run = {k: getattr(self, k) for k in _adapters.RUN_OPTIONS}
         carry, outputs = _adapters.call(tuple(stack), inputs, time_major=self.time_major,

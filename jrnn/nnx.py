@@ -46,22 +46,25 @@ __all__ = ["RNN", "LSTM", "GRU", "Elman", "from_flax", "to_flax", "layer_from_ce
 
 
 class Direction(nnx.Module):
-    """One direction of one layer: ``U`` (G·H, D), ``W`` (G·H, H), ``b``, ``b_r`` (G·H,)."""
+    """One direction of one layer: ``U`` (G·H, D), ``W`` (G·H, H), ``b``, ``b_r`` (G·H,),
+    and for an LSTM with a projection ``W_hr`` (P, H)."""
 
     def __init__(self, layer: layers.Layer):
         self.U, self.W = nnx.Param(layer.U), nnx.Param(layer.W)
         self.b = None if layer.b is None else nnx.Param(layer.b)
         self.b_r = None if layer.b_r is None else nnx.Param(layer.b_r)
+        self.W_hr = None if layer.W_hr is None else nnx.Param(layer.W_hr)
         self.cell_params = (None if layer.cell_params is None else
                             nnx.data(jax.tree.map(nnx.Param, layer.cell_params)))
-        self.cell = layer.cell
+        self.cell, self.heads = layer.cell, layer.heads
 
     def layer(self) -> layers.Layer:
         value = lambda p: None if p is None else p[...]
         cell_params = None if self.cell_params is None else jax.tree.map(
             value, self.cell_params, is_leaf=lambda x: isinstance(x, nnx.Param))
         return layers.Layer(U=self.U[...], W=self.W[...], b=value(self.b), b_r=value(self.b_r),
-                            cell=self.cell, cell_params=cell_params)
+                            cell=self.cell, cell_params=cell_params, W_hr=value(self.W_hr),
+                            heads=self.heads)
 
 
 class RNN(nnx.Module):
@@ -74,8 +77,9 @@ class RNN(nnx.Module):
         outputs of a bidirectional layer are ``[h_forward; h_backward]``.
       time_major: inputs (T, B, D) instead of (B, T, D).
       return_carry: calls return ``(carry, outputs)`` instead of outputs.
-      bias, recurrent_bias, recurrent_init, forget_bias: :func:`jrnn.layers.init_layer`
-        (PyTorch's initialisation, uniform in ±1/√H, by default).
+      bias, recurrent_bias, recurrent_init, forget_bias, proj_size, heads:
+        :func:`jrnn.layers.init_layer` (PyTorch's initialisation, uniform in ±1/√H, by
+        default; ``proj_size=P`` gives an LSTM with a projection, outputs of width P).
       param_dtype: the parameters' dtype; inputs must have the same.
       unroll, matmul_dtype, backward, kernel: passed to :func:`jrnn.rnn`.
       rngs: ``nnx.Rngs``; the parameters are drawn from ``rngs.params()``.
@@ -85,13 +89,15 @@ class RNN(nnx.Module):
                  num_layers: int = 1, bidirectional: bool = False, time_major: bool = False,
                  return_carry: bool = False, bias: bool = True,
                  recurrent_bias: Optional[bool] = None, recurrent_init: str = "uniform",
-                 forget_bias: Optional[float] = None, param_dtype=jnp.float32,
+                 forget_bias: Optional[float] = None, proj_size: int = 0, heads: int = 1,
+                 param_dtype=jnp.float32,
                  unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
                  kernel: str = "auto", rngs: nnx.Rngs):
         stack = layers.init_stack(rngs.params(), cell, in_features, hidden_features,
                                   num_layers=num_layers, bidirectional=bidirectional,
                                   dtype=param_dtype, bias=bias, recurrent_bias=recurrent_bias,
-                                  recurrent_init=recurrent_init, forget_bias=forget_bias)
+                                  recurrent_init=recurrent_init, forget_bias=forget_bias,
+                                  proj_size=proj_size, heads=heads)
         self.time_major, self.return_carry = time_major, return_carry
         self.unroll, self.matmul_dtype, self.backward, self.kernel = (
             unroll, matmul_dtype, backward, kernel)

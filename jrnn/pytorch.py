@@ -13,11 +13,15 @@ PyTorch                    jrnn ``stack[l][d]``
 ``weight_hh_l{l}{sfx}``    ``W``  (G·H, H)
 ``bias_ih_l{l}{sfx}``      ``b``  (G·H,) (None if ``bias=False``)
 ``bias_hh_l{l}{sfx}``      ``b_r`` (G·H,) (None if ``bias=False``)
+``weight_hr_l{l}{sfx}``    ``W_hr`` (P, H) (LSTM with ``proj_size=P``; W is then (G·H, P))
 =========================  ==========================
 
 with ``sfx = "_reverse"`` for the backward direction (d = 1). Both biases are
 kept, so ``to_torch(from_torch(m))`` has exactly the parameters of ``m``.
 Inputs are time-major in jrnn; for a ``batch_first`` module, transpose them.
+PyTorch has no counterpart of jrnn's other cells (the layer-normalised ones, the
+sLSTM) nor of a block-diagonal recurrent matrix (``heads`` > 1): :func:`to_torch`
+refuses those stacks and says so.
 
 torch is imported only inside these functions: it is an optional extra,
 never a dependency of jrnn (the example below runs in the torch tests).
@@ -56,8 +60,6 @@ def _kind(module, allow_dropout: bool = False) -> str:
     if name == "RNN" and module.nonlinearity != "tanh":
         raise ValueError(f"module: jrnn's elman cell is the tanh RNN, got "
                          f"nonlinearity={module.nonlinearity!r}")
-    if name == "LSTM" and module.proj_size:
-        raise ValueError(f"module: LSTM with proj_size={module.proj_size} is not supported")
     if module.dropout and module.num_layers > 1 and not allow_dropout:
         raise ValueError(f"module: dropout={module.dropout} between layers is not part of a "
                          "jrnn stack, so the conversion would drop it silently; pass "
@@ -99,10 +101,12 @@ def from_torch_named(module, tensors: Callable[[str], Any], *,
         for d in range(directions):
             sfx = f"_l{l}" + ("_reverse" if d else "")
             bias = (lambda n: _to_jax(tensors(n))) if module.bias else (lambda n: None)
+            W_hr = (_to_jax(tensors("weight_hr" + sfx)) if getattr(module, "proj_size", 0)
+                    else None)
             parts.append(layers.Layer(U=_to_jax(tensors("weight_ih" + sfx)),
                                       W=_to_jax(tensors("weight_hh" + sfx)),
                                       b=bias("bias_ih" + sfx), b_r=bias("bias_hh" + sfx),
-                                      cell=cell))
+                                      cell=cell, W_hr=W_hr))
         stack.append(tuple(parts))
     return tuple(stack)
 
@@ -138,10 +142,18 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
         raise ValueError(f"stack: cell {cell!r} has no torch.nn counterpart (torch.nn has "
                          f"RNN, LSTM and GRU: cells {sorted(_MODULE_OF)}), so it cannot be "
                          "converted")
+    for l, layer in enumerate(stack):
+        for d, part in enumerate(layer):
+            if part.heads != 1:
+                raise ValueError(f"stack[{l}][{d}]: heads={part.heads}: PyTorch's recurrent "
+                                 "modules have no block-diagonal (multi-head) recurrent matrix, "
+                                 "so it has no counterpart there")
     has_bias = any(p.b is not None or p.b_r is not None for layer in stack for p in layer)
     dtype = getattr(torch, np.dtype(first.W.dtype).name)
     kwargs = dict(num_layers=len(stack), bias=has_bias, batch_first=batch_first,
                   bidirectional=directions == 2, dtype=dtype)
+    if first.W_hr is not None:
+        kwargs["proj_size"] = first.proj_size
     module = getattr(torch.nn, _MODULE_OF[cell])(first.input_size, first.hidden_size, **kwargs)
     tensor = _to_tensor
     with torch.no_grad():
@@ -153,6 +165,8 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
                 sfx = f"_l{l}" + ("_reverse" if d else "")
                 getattr(module, "weight_ih" + sfx).copy_(tensor(part.U))
                 getattr(module, "weight_hh" + sfx).copy_(tensor(part.W))
+                if part.W_hr is not None:
+                    getattr(module, "weight_hr" + sfx).copy_(tensor(part.W_hr))
                 if has_bias:
                     for name, value in (("bias_ih", part.b), ("bias_hh", part.b_r)):
                         target = getattr(module, name + sfx)
@@ -162,7 +176,8 @@ def to_torch(stack: layers.Stack, *, batch_first: bool = False):
 
 def states_from_torch(stack: layers.Stack, h_n, c_n=None) -> tuple:
     """PyTorch's (num_layers·directions, B, H) final or initial states, nested
-    like the stack: ``states[l][d]`` (an ``LSTMState`` for the LSTM)."""
+    like the stack: ``states[l][d]`` (an ``LSTMState`` for the LSTM; with
+    ``proj_size`` h_n is (num_layers·directions, B, P))."""
     directions = layers._check_stack(stack)
     h = _to_jax(h_n)
     c = None if c_n is None else _to_jax(c_n)

@@ -47,6 +47,11 @@ Options, each with its hand-written backward:
 * ``reset`` (T, B) bool: at a flagged (and unmasked) step the state restarts
   from the initial state before the step runs; the initial state's gradient
   collects every restart.
+* ``W_hr`` (P, H), LSTMP (Sak et al. 2014): the cell's h-output u_t is
+  projected, h_t = u_t W_hrᵀ, a second matmul per step; W is (G·H, P) and
+  dW_hr = Σ_t (dJ/dh_t)ᵀ u_t is one matmul after the scan (docs/derivation.md §9).
+* ``heads`` NH: W block-diagonal per gate, stored (G·H, H/NH); R_t is one matmul
+  batched over the heads, and dW one einsum after the scan (:mod:`jrnn._blockdiag`).
 * ``reverse``: run from t = T−1 down to 0. With right-padded ``mask`` this
   reverses each sequence within its own length: the padded tail is skipped
   (state unchanged) before the valid steps run.
@@ -67,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _checks, _diagnostics, _matmul, persistent
+from jrnn import _blockdiag, _checks, _diagnostics, _matmul, persistent
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -91,6 +96,7 @@ class _Static:
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
     kernel: str = "scan"  # "scan" (lax.scan) or "persistent" (jrnn/persistent.py)
     zoneout_p: Optional[tuple] = None  # evaluation-mode zoneout: one probability per carry
+    heads: int = 1  # block-diagonal W with this many heads (jrnn/_blockdiag.py); 1: dense
 
 
 class Noise(NamedTuple):
@@ -139,6 +145,13 @@ def affine(h, W, bias=None, matmul_dtype=None):
     return R if bias is None else R + bias[None, :]
 
 
+def recurrent(h, W, b_r, G: int, heads: int = 1, matmul_dtype=None):
+    """R = h Wᵀ + b_r for a dense (heads = 1) or block-diagonal W: one generation step."""
+    R = (affine(h, W, None, matmul_dtype) if heads == 1 else
+         _blockdiag.product(h, W, G, heads, matmul_dtype))
+    return R if b_r is None else R + b_r[None, :]
+
+
 def _select(flag, on_true, on_false):
     """Per batch row: ``on_true`` where flag (B,), else ``on_false``."""
     return jax.tree.map(lambda a, b: jnp.where(flag[:, None], a, b), on_true, on_false)
@@ -162,7 +175,7 @@ def _zoneout_keep(static, noise, z_t):
 
 
 def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_params=None,
-             keep_residuals=True):
+             W_hr=None, keep_residuals=True):
     """The forward pass shared by both backwards: outputs, and residuals if asked.
 
     Without ``keep_residuals`` the scan stacks only the outputs: a custom_vjp's
@@ -172,6 +185,10 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     With zoneout, a step's carry is k ⊙ carry_{t−1} + (1 − k) ⊙ carry_raw, where
     carry_raw is the cell's own output; the residuals then hold carry_raw too,
     since the cell's backward reads its own outputs (tanh' = 1 − h², say).
+
+    With a projection ``W_hr`` (P, H), the cell's h-output u_t (H) becomes
+    h_t = u_t W_hrᵀ (P): the carry and the output hold the projected h, the
+    residuals u_t as well (dW_hr pairs it with dJ/dh_t after the backward scan).
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
@@ -185,16 +202,22 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
-    W_t = (W if md is None else W.astype(md)).T
+    W_t = (W if md is None else W.astype(md))
+    W_t = W_t.T if static.heads == 1 else W_t
+    W_hr_t = None if W_hr is None else (W_hr if md is None else W_hr.astype(md)).T
 
     def step(carry, inputs):
         XU_t, m_t, rho_t, z_t = inputs
         A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
         h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
-        R_t = _matmul.einsum("bh,hg->bg", h_feed, W_t, md)
+        R_t = (_matmul.einsum("bh,hg->bg", h_feed, W_t, md) if static.heads == 1 else
+               _blockdiag.product(h_feed, W_t, G, static.heads, md))
         R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
         new, extra = cell.step(A_t, R_t, carry_in, cell_params)
+        if W_hr_t is not None:  # LSTMP: h_t = u_t W_hrᵀ, u_t = the cell's o ⊙ tanh(c)
+            extra = (extra, new[0])
+            new = (_matmul.einsum("bh,hp->bp", new[0], W_hr_t, md),) + tuple(new[1:])
         keep = _zoneout_keep(static, noise, z_t)
         if keep is not None:
             extra = (extra, new)
@@ -211,25 +234,28 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params):
+def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
     hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                               cell_params, keep_residuals=False)
+                               cell_params, W_hr, keep_residuals=False)
     return hs, final
 
 
-def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params):
+def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
     hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                          cell_params)
-    residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, carries, extras)
+                                          cell_params, W_hr)
+    residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
+                 extras)
     return (hs, final), residuals
 
 
 def _rnn_manual_bwd(static, residuals, cotangents):
-    U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, carries, extras = residuals
+    (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
+     extras) = residuals
     d_hs, d_final = cotangents
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
     W_mm = W if md is None else W.astype(md)
+    W_hr_mm = None if W_hr is None else (W_hr if md is None else W_hr.astype(md))
     if mask is not None:
         d_hs = jnp.where(mask[..., None], d_hs, 0)  # masked outputs are constant zeros
     before = 1 if static.reverse else -1  # index of the step processed just before t
@@ -257,12 +283,18 @@ def _rnn_manual_bwd(static, residuals, cotangents):
                 d_keep = tuple(d * (c - n) for d, c, n in zip(d_new, carry_in, carry_t))
             d_kept = tuple(d * k for d, k in zip(d_new, keep))
             d_new = tuple(d * (1 - k) for d, k in zip(d_new, keep))
+        d_h = d_new[0]  # dJ/dh_t where the step wrote h_t
+        if W_hr_mm is not None:  # h_t = u_t W_hrᵀ: dJ/du_t = dJ/dh_t W_hr; the cell saw u_t
+            extra_t, u_t = extra_t
+            carry_t = (u_t,) + tuple(carry_t[1:])
+            d_new = (_matmul.einsum("bp,ph->bh", d_h, W_hr_mm, md),) + tuple(d_new[1:])
         dA, dR, d_in, d_params_t = cell.step_vjp(carry_in, carry_t, extra_t, d_new, cell_params)
         if d_params is not None:
             d_params = _add(d_params, d_params_t)
         dR = dA if dR is None else dR
         dR_all = dR[0] if G == 1 else jnp.concatenate(dR, axis=-1)
-        dh_prev = _matmul.einsum("bg,gh->bh", dR_all, W_mm, md)
+        dh_prev = (_matmul.einsum("bg,gh->bh", dR_all, W_mm, md) if static.heads == 1 else
+                   _blockdiag.transpose(dR_all, W_mm, G, static.heads, md))
         if noise.recurrent is not None:  # R_t read h_{t−1} ⊙ m
             d_rec = d_rec + dh_prev * carry_in[0]
             dh_prev = dh_prev * noise.recurrent
@@ -278,10 +310,11 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         # one); and the state this step read, h_in(t), which dW pairs with dR_t,
         # so that XLA gets aligned operands without a shifted copy of h.
         dR_own = tuple(None if r is a else r for r, a in zip(dR, dA))
-        dh_t = None if static.record is None else d_new[0]
-        return (d_in, dcarry0, d_rec, d_params), (dA, dR_own, carry_in[0], dh_t, d_keep)
+        dh_t = None if static.record is None else d_h
+        d_out = None if W_hr_mm is None else d_h
+        return (d_in, dcarry0, d_rec, d_params), (dA, dR_own, carry_in[0], dh_t, d_keep, d_out)
 
-    d_noise, d_params = Noise(), None
+    d_noise, d_params, d_out = Noise(), None, None
     if static.kernel == "persistent":
         dA, dR_own, d_carry0 = persistent.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
@@ -293,7 +326,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0),
                 None if noise.recurrent is None else jnp.zeros_like(noise.recurrent),
                 jax.tree.map(jnp.zeros_like, cell_params))
-        (d_first, dcarry0, d_rec, d_params), (dA, dR_own, h_in, dh, d_keep) = lax.scan(
+        (d_first, dcarry0, d_rec, d_params), (dA, dR_own, h_in, dh, d_keep, d_out) = lax.scan(
             step, acc0, (d_hs, carries, extras, mask, reset, noise.zoneout, jnp.arange(T)),
             reverse=not static.reverse, unroll=static.unroll)
         d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
@@ -304,41 +337,100 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     # After the scan, one matmul per gate block over all T·B rows.
     dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
     stack = lambda parts: parts[0] if G == 1 else jnp.concatenate(parts, axis=0)
-    dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) for r in dR])
+    dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) if static.heads == 1
+                else _blockdiag.weight_gradient(_rows(r), _rows(h_in), static.heads, md)
+                for r in dR])
     db_r = None if b_r is None else stack([_rows(r).sum(0) for r in dR])
     dU = stack([_matmul.einsum("ng,nd->gd", _rows(a), _rows(xs), md) for a in dA])
     db = None if b is None else stack([_rows(a).sum(0) for a in dA])
     dxs = sum(_matmul.einsum("tbg,gd->tbd", a, U_g, md)
               for a, U_g in zip(dA, gate_blocks(U, G, axis=0)))
+    dW_hr = None
+    if W_hr is not None:  # one matmul over all T·B rows: dW_hr = Σ_t (dJ/dh_t)ᵀ u_t
+        dW_hr = _matmul.einsum("np,nh->ph", _rows(d_out), _rows(extras[1]), md)
     if static.record is not None:
-        _report_flow(static.record, dh, dR, h_in)
-    return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise, d_params
+        _report_flow(static.record, dh, dR, h_in, static.heads)
+    return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise, d_params, dW_hr
 
 
-def _report_flow(index: int, dh, dR, h_in) -> None:
+def _report_flow(index: int, dh, dR, h_in, heads: int = 1) -> None:
     """Sends this layer's per-step gradient norms to :mod:`jrnn.diagnostics`.
 
     ‖dJ/dh_t‖ over (B, H), and ‖∇W^(t)‖ = ‖dR_tᵀ h_{t-1}‖_F without building
-    the (T, G·H, H) stack: ‖Σ_b r_b h_bᵀ‖² = Σ_{b,b'} (r_b·r_b')(h_b·h_b').
+    the (T, G·H, H) stack: ‖Σ_b r_b h_bᵀ‖² = Σ_{b,b'} (r_b·r_b')(h_b·h_b'),
+    summed over the heads' blocks for a block-diagonal W.
     """
     dh_norm = jnp.sqrt(jnp.sum(jnp.square(dh), axis=(1, 2)))
-    gram_h = jnp.einsum("tbh,tch->tbc", h_in, h_in)
-    gram_r = sum(jnp.einsum("tbg,tcg->tbc", r, r) for r in dR)
-    dW_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram_r * gram_h, axis=(1, 2)), 0))
+    by_head = lambda a: a.reshape(a.shape[:2] + (heads, -1))
+    gram_h = jnp.einsum("tbnh,tcnh->tnbc", by_head(h_in), by_head(h_in))
+    gram_r = sum(jnp.einsum("tbng,tcng->tnbc", by_head(r), by_head(r)) for r in dR)
+    dW_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram_r * gram_h, axis=(1, 2, 3)), 0))
     jax.debug.callback(_diagnostics.deliver, index, dh_norm, dW_norm)
 
 
 _rnn_manual.defvjp(_rnn_manual_fwd, _rnn_manual_bwd)
 
 
-def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
+def check_heads(heads) -> int:
+    """``heads`` as an int >= 1 (1: a dense recurrent matrix)."""
+    if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)):
+        raise TypeError(f"heads: expected an int >= 1 (1: a dense W), got "
+                        f"{type(heads).__name__}")
+    if heads < 1:
+        raise ValueError(f"heads: expected an int >= 1 (1: a dense W), got {heads}")
+    return int(heads)
+
+
+def _check_projection(cell, W, W_hr, heads: int = 1) -> tuple[int, int]:
+    """(H, P): the cell's width and the width of the h it emits (P = H without W_hr)."""
+    if W_hr is None:
+        _checks.rank("W", W, (2,), f"(G·H, H) with G = {cell.gates} for cell {cell.name!r}")
+        if heads == 1:
+            return W.shape[1], W.shape[1]
+        H = W.shape[0] // cell.gates  # block-diagonal: the rows say H, as for a dense W
+        if W.shape[0] % cell.gates or H % heads:
+            _checks.fail_shape("W", f"({cell.gates}·H, H/heads) with H divisible by "
+                               f"heads={heads} for cell {cell.name!r}", W.shape)
+        return H, H
+    if heads != 1:
+        raise ValueError(f"heads: a projection W_hr and a block-diagonal W (heads > 1) do not "
+                         f"combine; got heads={heads} with W_hr")
+    if not cell.projectable:
+        raise ValueError(f"W_hr: a projection of h needs a cell whose h_(t-1) enters only "
+                         f"through the recurrent product ({', '.join(projectable_cells())}), "
+                         f"got cell {cell.name!r}")
+    _checks.floating("W_hr", W_hr)
+    _checks.rank("W_hr", W_hr, (2,), "(P, H): the projection of the H-wide h to P < H")
+    P, H = W_hr.shape
+    if not 1 <= P < H:
+        _checks.fail_shape("W_hr", "(P, H) with 1 <= P < H (a projection to fewer units, "
+                           "as PyTorch's proj_size < hidden_size)", W_hr.shape)
+    _checks.same_dtype("W_hr", W_hr, W.dtype, "W")
+    _checks.rank("W", W, (2,), f"(G·H, P) = ({cell.gates * H}, {P}): the recurrent input is "
+                 "the projected h")
+    return H, P
+
+
+def projectable_cells() -> list[str]:
+    """The registered cells that take a projection W_hr (LSTMP)."""
+    return [name for name in _cells.names() if _cells.get(name).projectable]
+
+
+def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
+    """Validates every argument; returns (H, P): the cell's width and the emitted h's."""
     for name, x in (("U", U), ("W", W), ("xs", xs)):
         _checks.floating(name, x)
-    _checks.rank("W", W, (2,), f"(G·H, H) with G = {cell.gates} for cell {cell.name!r}")
-    GH, H = W.shape
-    if GH != cell.gates * H:
-        _checks.fail_shape("W", f"({cell.gates}·H, H) = ({cell.gates * H}, {H}) for cell "
-                           f"{cell.name!r}", W.shape)
+    H, P = _check_projection(cell, W, W_hr, heads)
+    GH = W.shape[0]
+    if W.shape != (cell.gates * H, P if heads == 1 else H // heads):
+        if W_hr is not None:
+            what = f"({cell.gates}·H, P) = ({cell.gates * H}, {P}) with W_hr {tuple(W_hr.shape)}"
+        elif heads > 1:
+            what = (f"({cell.gates}·H, H/heads) = ({cell.gates * H}, {H // heads}) with "
+                    f"heads={heads}: each row holds the weights from its own head")
+        else:
+            what = f"({cell.gates}·H, H) = ({cell.gates * H}, {H})"
+        _checks.fail_shape("W", f"{what} for cell {cell.name!r}", W.shape)
     _checks.rank("U", U, (2,), f"({GH}, D)")
     D = U.shape[1]
     _checks.shape("U", U, (GH, D), f"({GH}, D): G·H rows like W {tuple(W.shape)}")
@@ -363,26 +455,29 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset):
     if h0 is not None:
         for i, leaf in enumerate(cell.to_carry(h0)):
             name = "h0" if cell.carry_size == 1 else f"h0[{i}]"
-            _checks.shape(name, leaf, batch + (H,), str(batch + (H,)),
-                          "the initial state is (B, H), or (H,) for an unbatched xs")
+            width = P if i == 0 else H
+            _checks.shape(name, leaf, batch + (width,), str(batch + (width,)),
+                          "the initial state is (B, H), or (H,) for an unbatched xs" +
+                          ("" if W_hr is None else "; with a projection h is (B, P)"))
             _checks.same_dtype(name, leaf, dtype, "the parameters")
     for name, flags in (("mask", mask), ("reset", reset)):
         if flags is not None:
             _checks.boolean(name, flags)
             _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
+    return H, P
 
 
 KERNELS = ("auto", "scan", "persistent")
 
 
-def _check_cell_params(cell, W, cell_params):
+def _check_cell_params(cell, W, cell_params, H):
     """A cell with parameters of its own gets them, shaped as its init_params makes them."""
     if cell.init_params is None:
         if cell_params is not None:
             raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
                              f"got {type(cell_params).__name__}")
         return
-    expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), W.shape[1], W.dtype))
+    expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), H, W.dtype))
     if cell_params is None:
         raise ValueError(f"cell_params: cell {cell.name!r} needs its own parameters "
                          f"(jrnn.cells.get({cell.name!r}).init_params(key, H, dtype)), got None")
@@ -397,9 +492,10 @@ def _check_cell_params(cell, W, cell_params):
         _checks.same_dtype(name, leaf, W.dtype, "W")
 
 
-def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched):
+def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, projected=False, H=None):
     """Validates the regularisation masks; returns (Noise, evaluation zoneout or None)."""
-    T, B, H = xs.shape[0], xs.shape[1], W.shape[1]
+    T, B = xs.shape[0], xs.shape[1]
+    H = W.shape[1] if H is None else H  # the width of h (P with a projection)
     batch = () if unbatched else (B,)
     if recurrent_mask is not None:
         _checks.floating("recurrent_mask", recurrent_mask)
@@ -410,6 +506,9 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched):
             recurrent_mask = recurrent_mask[None]
     if zoneout is None:
         return Noise(recurrent_mask), None
+    if projected:
+        raise ValueError("zoneout: not supported with a projection W_hr (proj_size): h and c "
+                         "differ in width there; use recurrent dropout, or no projection")
     n = cell.carry_size
     entries = zoneout if isinstance(zoneout, (tuple, list)) else (zoneout,) * n
     if len(entries) != n:
@@ -435,7 +534,7 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched):
 
 
 def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None,
-                  record=None, noise=False) -> str:
+                  record=None, noise=False, projected=False, heads=1) -> str:
     """``"scan"`` or ``"persistent"``: the loop implementation for one layer."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
@@ -444,8 +543,10 @@ def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None
             raise ValueError("kernel='persistent' has a hand-written backward only: "
                              "backward='autodiff' differentiates the scan (use kernel='scan')")
         return "scan"
-    reason = persistent.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
-                                    reset=reset, record=record, noise=noise)
+    reason = ("a projection W_hr (proj_size) runs on the scan path only" if projected else
+              "a block-diagonal W (heads > 1) runs on the scan path only" if heads > 1 else
+              persistent.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
+                                     reset=reset, record=record, noise=noise))
     if kernel == "persistent":
         if reason is not None:
             raise ValueError(f"kernel='persistent' cannot run this layer: {reason}; "
@@ -496,7 +597,7 @@ def check_lengths(lengths, num_steps: int, batch_shape: tuple, name: str = "leng
 def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=None,
         reverse: bool = False, unroll: Optional[int] = None, matmul_dtype=None,
         backward: str = "manual", kernel: str = "auto", recurrent_mask=None,
-        zoneout=None, cell_params=None) -> tuple[jax.Array, Any]:
+        zoneout=None, cell_params=None, W_hr=None, heads: int = 1) -> tuple[jax.Array, Any]:
     """Runs one recurrent layer over a sequence.
 
     Args:
@@ -536,6 +637,18 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
       cell_params: the cell's own parameters (``cell.init_params``), for a cell
         that has them (the layer-normalised cells); their gradient comes from
         the hand-written backward like every other.
+      W_hr: optional (P, H) projection, P < H (LSTMP, Sak et al. 2014; PyTorch's
+        ``weight_hr``), for a cell whose h_{t−1} enters only through R_t (the
+        LSTM): the cell's h-output u_t = o_t ⊙ tanh(c_t) becomes h_t = u_t W_hrᵀ,
+        the carry (and the output) is (h_t: P, c_t: H), and W is (G·H, P). The
+        projection is one more matmul of the driver's per step, forward and
+        backward; dW_hr = Σ_t (dJ/dh_t)ᵀ u_t is one matmul after the scan.
+      heads: NH >= 1: a block-diagonal recurrent matrix, per gate NH blocks of
+        (H/NH, H/NH) (multi-head recurrence, as in the sLSTM of Beck et al.
+        2024), stored as W of shape (G·H, H/NH): row j holds the weights from
+        unit j's own head (:mod:`jrnn._blockdiag`). R_t is then one batched
+        matmul over the heads per step, forward and backward, and dW one einsum
+        after the scan. 1 (the default) is the dense W.
 
     Returns:
       ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),
@@ -549,10 +662,12 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     """
     cell = _cells.get(cell)
     _checks.backward(backward)
-    U, W, b, b_r, xs, mask, reset = (_checks.array(name, a) for name, a in zip(
-        ("U", "W", "b", "b_r", "xs", "mask", "reset"), (U, W, b, b_r, xs, mask, reset)))
+    U, W, b, b_r, xs, mask, reset, W_hr = (_checks.array(name, a) for name, a in zip(
+        ("U", "W", "b", "b_r", "xs", "mask", "reset", "W_hr"),
+        (U, W, b, b_r, xs, mask, reset, W_hr)))
     h0 = jax.tree.map(lambda a: _checks.array("h0", a), h0)
-    _check_args(cell, U, W, b, b_r, xs, h0, mask, reset)
+    heads = check_heads(heads)
+    H, P = _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr, heads)
     if lengths is not None:
         lengths = check_lengths(lengths, xs.shape[0], xs.shape[1:-1])
         by_length = lengths_to_mask(lengths, xs.shape[0])
@@ -563,26 +678,28 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     if unbatched:  # a batch of one: (T, D) -> (T, 1, D), (T,) -> (T, 1), (H,) -> (1, H)
         xs, mask, reset = jax.tree.map(lambda a: a[:, None], (xs, mask, reset))
         h0 = jax.tree.map(lambda a: a[None], h0)
-    H = W.shape[1]
     carry0 = tuple(cell.to_carry(h0) if h0 is not None else
-                   (jnp.zeros((xs.shape[1], H), W.dtype),) * cell.carry_size)
+                   tuple(jnp.zeros((xs.shape[1], P if i == 0 else H), W.dtype)
+                         for i in range(cell.carry_size)))
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
-    noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched)
+    noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched,
+                                    projected=W_hr is not None, H=P)
     md = _matmul.check(matmul_dtype)
-    _check_cell_params(cell, W, cell_params)
+    _check_cell_params(cell, W, cell_params, H)
     loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record,
-                         noise=noise != Noise() or zoneout_p is not None)
+                         noise=noise != Noise() or zoneout_p is not None,
+                         projected=W_hr is not None, heads=heads)
     static = _Static(cell, bool(reverse), default_unroll() if unroll is None else int(unroll),
-                     md, record, loop, zoneout_p)
+                     md, record, loop, zoneout_p, heads)
     if backward == "manual":
-        _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0)
+        _checks.reject_forward_mode("jrnn.rnn", U, W, b, b_r, xs, carry0, W_hr)
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                cell_params)
+                                cell_params, W_hr)
     else:
         hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                   cell_params, keep_residuals=False)
+                                   cell_params, W_hr, keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
     return hs, cell.from_carry(tuple(final))

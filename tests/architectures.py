@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from jrnn.gradcheck import ARCHITECTURES, TRUNCATED, TRUNCATED_BPTT, Arch, Sizes
+from jrnn.gradcheck import ARCHITECTURES, TRUNCATED, Arch, Sizes, pairs
 
 SIZES = Sizes(T=5, B=3, D=3, H=4, C=3)
 T, B, D, H, C = SIZES
@@ -19,5 +19,6 @@ def _at_test_sizes(arch: Arch) -> Arch:
 
 
 ARCHS = {name: _at_test_sizes(a) for name, a in ARCHITECTURES.items()}
-TBPTT = _at_test_sizes(TRUNCATED_BPTT)
-TRUNCATED_ARCHS = {name: _at_test_sizes(a) for name, a in TRUNCATED.items()}
+TBPTT = {name: _at_test_sizes(a) for name, a in TRUNCATED.items()}
+PAIRS = pairs(list(ARCHS))          # (entry, cell): each entry with each cell it accepts
+TBPTT_PAIRS = pairs(list(TBPTT))

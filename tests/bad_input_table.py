@@ -377,6 +377,58 @@ def run_masks(keywords):
     return jrnn.rnn("lstm", _LSTM.U, _LSTM.W, _LSTM.b, XS, b_r=_LSTM.b_r, **keywords)[0]
 
 
+# Options of the layers: (what is passed, the call, the expected error).
+def _projected_layer():
+    return layers.init_layer(KEY, "lstm", D, H, proj_size=2)
+
+
+OPTIONS = {
+    "proj_size = H": ("`layers.init_layer(..., \"lstm\", hidden_size=3, proj_size=3)`",
+                      lambda: layers.init_layer(KEY, "lstm", D, H, proj_size=H), Error(
+        ValueError, r"proj_size: expected 0 < proj_size < hidden_size = 3 .*got 3",
+        "names proj_size, 0 < proj_size < hidden_size = 3 and 3")),
+    "proj_size < 0": ("`layers.init_stack(..., \"lstm\", proj_size=-1)`",
+                      lambda: layers.init_stack(KEY, "lstm", D, H, proj_size=-1), Error(
+        ValueError, r"proj_size: expected 0 < proj_size < hidden_size = 3 .*got -1",
+        "names proj_size, 0 < proj_size < hidden_size = 3 and -1")),
+    "proj_size float": ("`layers.init_layer(..., proj_size=2.0)`",
+                        lambda: layers.init_layer(KEY, "lstm", D, H, proj_size=2.0), Error(
+        TypeError, r"proj_size: expected an int \(0 for no projection\), got float",
+        "names proj_size, an int and float")),
+    "proj_size GRU": ("`tagger.init(..., \"gru\", ..., proj_size=2)`",
+                      lambda: tagger.init(KEY, "gru", D, H, C, proj_size=2), Error(
+        ValueError, r"proj_size: a projection needs a cell .*\(layernorm_lstm, lstm\), got "
+                    r"cell 'gru'", "names proj_size, the cells that take one and 'gru'")),
+    "W_hr shape": ("`jrnn.rnn(\"lstm\", ..., W_hr=)` of shape (3, 3)",
+                   lambda: jrnn.rnn("lstm", _projected_layer().U, _projected_layer().W,
+                                    _projected_layer().b, XS, W_hr=jnp.zeros((H, H), F32)),
+                   Error(ValueError, r"W_hr: expected shape \(P, H\) with 1 <= P < H.*got "
+                                     r"\(3, 3\)", "names W_hr, (P, H) with P < H and (3, 3)")),
+    "projection zoneout": ("zoneout on a layer with a projection",
+                           lambda: layers.run_layer(_projected_layer(), XS, zoneout=0.1), Error(
+        ValueError, r"zoneout: not supported with a projection", "names zoneout and the "
+                                                                  "projection")),
+    "projection persistent": ("`kernel=\"persistent\"` on a layer with a projection",
+                              lambda: layers.run_layer(_projected_layer(), XS,
+                                                       kernel="persistent"), Error(
+        ValueError, r"kernel='persistent' cannot run this layer: a projection W_hr",
+        "names kernel='persistent' and the projection")),
+    "heads not dividing H": ("`layers.init_stack(..., hidden_size=3, heads=2)`",
+                             lambda: layers.init_stack(KEY, "lstm", D, H, heads=2), Error(
+        ValueError, r"heads: expected a divisor of hidden_size = 3, got 2",
+        "names heads, a divisor of hidden_size = 3 and 2")),
+    "heads = 0": ("`layers.init_layer(..., heads=0)`",
+                  lambda: layers.init_layer(KEY, "gru", D, H, heads=0), Error(
+        ValueError, r"heads: expected an int >= 1 \(1: a dense W\), got 0",
+        "names heads, an int >= 1 and 0")),
+    "heads W shape": ("`jrnn.rnn(\"gru\", ..., heads=3)` with a dense W (9, 3)",
+                      lambda: jrnn.rnn("gru", *(lambda l: (l.U, l.W, l.b))(
+                          layers.init_layer(KEY, "gru", D, H)), XS, heads=3), Error(
+        ValueError, r"W: expected shape \(3·H, H/heads\) = \(9, 1\) with heads=3.*got "
+                    r"\(9, 3\)", "names W, (G·H, H/heads) = (9, 1) and (9, 3)")),
+}
+
+
 def render() -> str:
     """The table as Markdown (docs/bad_inputs.md)."""
     lines = ["# What each entry point does with bad input", "",
@@ -410,6 +462,9 @@ def render() -> str:
     lines += ["", "## Regularisation masks of `jrnn.rnn` (an LSTM layer)", "",
               "| input | outcome |", "|---|---|"]
     for description, _, outcome in MASKS.values():
+        lines.append(f"| {description} | {outcome.describe()} |")
+    lines += ["", "## Options of the layers", "", "| input | outcome |", "|---|---|"]
+    for description, _, outcome in OPTIONS.values():
         lines.append(f"| {description} | {outcome.describe()} |")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ import pytest
 import jrnn
 from jrnn import layers
 from jrnn.models import classifier, generator, seq2seq, tagger
-from architectures import ARCHS, B, C, D, H, LENGTHS, T, TBPTT, TRUNCATED_ARCHS
+from architectures import ARCHS, B, C, D, H, LENGTHS, PAIRS, T, TBPTT, TBPTT_PAIRS
 from helpers import TOL, rel_error
 
 CELLS = jrnn.cells.names()
@@ -47,16 +47,16 @@ def check(arch, cell, dtype, seed=0):
         assert ga.size == 0 or np.any(np.asarray(ga) != 0), f"{name}: no gradient reaches it"
 
 
-@pytest.mark.parametrize("arch, cell", [
-    (arch, cell) for arch in ARCHS for cell in CELLS + jrnn.gradcheck.linear_cells()
-    if jrnn.gradcheck.applies(arch, cell)])
+@pytest.mark.parametrize("arch,cell", PAIRS)
 def test_gradients_match_autodiff_float64(arch, cell):
     check(arch, cell, jnp.float64)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("arch", ["deep-bidirectional", "many-to-one", "encoder-decoder",
-                                  "deep-bidirectional-dropout"])
+@pytest.mark.parametrize("arch,cell", [
+    (a, c) for a, c in PAIRS if a in ("deep-bidirectional", "many-to-one", "encoder-decoder",
+                                      "deep-bidirectional-dropout",
+                                      "deep-bidirectional-projection",
+                                      "deep-bidirectional-heads")])
 def test_gradients_match_autodiff_float32(arch, cell):
     """float32: the hand-written gradients are as accurate as autodiff's.
 
@@ -80,12 +80,12 @@ def test_gradients_match_autodiff_float32(arch, cell):
                                                            err_a)
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_truncated_bptt_gradients(cell):
+@pytest.mark.parametrize("entry,cell", TBPTT_PAIRS)
+def test_truncated_bptt_gradients(entry, cell):
     """Chunked gradients: manual equals autodiff, and equals an explicit loop over chunks
     with the state carried and stopped at each boundary."""
-    params, batch = TBPTT.build(jax.random.key(1), cell, jnp.float64)
-    run = jax.jit(TBPTT.loss, static_argnums=2)
+    params, batch = TBPTT[entry].build(jax.random.key(1), cell, jnp.float64)
+    run = jax.jit(TBPTT[entry].loss, static_argnums=2)
     J_m, g_m, h_m = run(params, batch, "manual")
     J_a, g_a, h_a = run(params, batch, "autodiff")
     assert rel_error((J_m, g_m, h_m), (J_a, g_a, h_a)) <= 1e-10
@@ -110,7 +110,7 @@ def test_truncated_bptt_gradients(cell):
 def test_truncated_bptt_with_dropout_gradients(cell):
     """Every kind of noise, fresh masks per chunk: manual equals autodiff, and every
     parameter gets a gradient."""
-    arch = TRUNCATED_ARCHS["truncated-bptt-dropout"]
+    arch = TBPTT["truncated-bptt-dropout"]
     params, batch = arch.build(jax.random.key(1), cell, jnp.float64)
     run = jax.jit(arch.loss, static_argnums=2)
     J_m, g_m, h_m = run(params, batch, "manual")
@@ -118,7 +118,7 @@ def test_truncated_bptt_with_dropout_gradients(cell):
     assert rel_error((J_m, g_m, h_m), (J_a, g_a, h_a)) <= 1e-10
     for path, g in jax.tree_util.tree_leaves_with_path(g_m):
         assert np.any(np.asarray(g) != 0), jax.tree_util.keystr(path)
-    plain = jax.jit(TBPTT.loss, static_argnums=2)(params, batch, "manual")
+    plain = jax.jit(TBPTT["truncated-bptt"].loss, static_argnums=2)(params, batch, "manual")
     assert rel_error(J_m, plain[0]) > 1e-3  # the masks do act
 
 

@@ -65,6 +65,13 @@ def test_mask_cell(cls):
         table.run_masks(keywords)
 
 
+@pytest.mark.parametrize("name", sorted(table.OPTIONS))
+def test_option_cell(name):
+    _, call, expected = table.OPTIONS[name]
+    with pytest.raises(expected.type, match=expected.match):
+        call()
+
+
 def test_every_entry_has_a_cell_for_every_class_of_its_arguments():
     assert len(CELLS) >= 100
     for entry in table.ENTRIES:

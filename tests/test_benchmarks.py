@@ -17,6 +17,14 @@ def test_suite_measures_every_implementation(cell):
     assert f"### {cell}: training step" in text
 
 
+def test_suite_measures_a_multi_head_recurrence():
+    rows = suite.measure("tiny", "lstm", suite.Config(B=2, T=4, D=3, H=4, C=3), [1], reps=1,
+                         warmup=0, heads=2)
+    by = {r["impl"]: r for r in rows}
+    assert by["jrnn (unroll 1)"]["median_ms"] > 0 and by["autodiff (unroll 1)"]["median_ms"] > 0
+    assert "block-diagonal" in by["flax"]["missing"] and "block-diagonal" in by["torch"]["missing"]
+
+
 def test_remat_curve_runs(tmp_path):
     assert remat_curve.main(["--T", "64", "--B", "2", "--D", "3", "--H", "4", "--C", "3",
                              "--segments", "8", "--reps", "1", "--out", str(tmp_path)]) == 0

@@ -86,7 +86,9 @@ def test_sample_without_checkpoints_says_so(tmp_path, capsys):
 
 @pytest.mark.parametrize("cell,arch", [("lstm", "deep-bidirectional"), ("gru", "encoder-decoder"),
                                        ("elman", "truncated-bptt"),
-                                       ("minlstm", "layer-reverse-lengths-parallel")])
+                                       ("minlstm", "layer-reverse-lengths-parallel"),
+                                       ("slstm", "deep-bidirectional-heads"),
+                                       ("lstm", "deep-bidirectional-projection")])
 def test_gradcheck_reports_every_gradient(cell, arch, capsys):
     assert cli.main(["gradcheck", "--cell", cell, "--arch", arch, "--T", "7", "--B", "3",
                      "--D", "2", "--H", "3", "--C", "4"]) == 0
@@ -152,6 +154,11 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["train", *TINY, "--devices", "4096"], 1, "devices: asked for 4096"),
     (["train", *TINY, "--steps", "2", "--checkpoint-dir", "{r}/run"], 1, "already holds a run"),
     (["train", *TINY, "--checkpoint-dir", "{r}/empty.txt"], 1, "empty.txt is a file"),
+    (["train", *TINY, "--heads", "5"], 1, "heads: expected a divisor of hidden_size = 12, got 5"),
+    (["train", *TINY, "--cell", "gru", "--proj-size", "4"], 1, "proj_size: a projection needs"),
+    (["train", *TINY, "--proj-size", "12", "--cell", "lstm"], 1,
+     "proj_size: expected 0 < proj_size < hidden_size = 12"),
+    (["train", "--heads", "0"], 2, "--heads"),
     (["sample"], 2, "--checkpoint-dir"),
     (["sample", "--checkpoint-dir", "{r}/missing"], 1, "missing: no such folder"),
     (["sample", "--checkpoint-dir", "{r}/folder"], 1, "no checkpoints"),
@@ -166,6 +173,8 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["gradcheck", "--cell", "lru"], 2, "--cell"),
     (["gradcheck", "--cell", "elman", "--arch", "layer-parallel"], 1, "arch"),
     (["gradcheck", "--cell", "mingru", "--arch", "tagger-dropout"], 1, "arch"),
+    (["gradcheck", "--arch", "layer-projection", "--cell", "gru"], 1,
+     "does not run cell 'gru'"),
     (["bench", "--configs", "Q"], 2, "--configs"),
     (["bench", "--reps", "0"], 2, "--reps"),
     (["bench", "--remat", "--T", "-3"], 2, "--T"),

@@ -50,7 +50,7 @@ def test_no_bias():
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="forget_bias: only the LSTM has a forget gate"):
+    with pytest.raises(ValueError, match="forget_bias: only the LSTM and the sLSTM have a forget gate"):
         layers.init_layer(jax.random.key(0), "gru", 3, 8, forget_bias=1.0)
     with pytest.raises(ValueError, match=r"recurrent_init: expected one of \('uniform', 'orthogonal'\)"):
         layers.init_layer(jax.random.key(0), "elman", 3, 8, recurrent_init="identity")

@@ -25,6 +25,8 @@ def _problem(cell, dtype, T=5, B=3, D=4, H=16, seed=0):
     xs = jax.random.normal(k[4], (T, B, D), dtype)
     h0 = 0.5 * jax.random.normal(k[5], (B, H), dtype)
     h0 = jrnn.cells.LSTMState(h0, -h0) if cell == "lstm" else h0
+    if cell == "slstm":  # a positive normaliser n and any stabiliser m
+        h0 = jrnn.cells.SLSTMState(h0, -h0, jnp.abs(h0) + 0.5, h0)
     weights = jax.random.normal(k[6], (T, B, H), dtype)
     return (U, W, b, b_r, xs, h0), weights
 
@@ -39,7 +41,7 @@ def _loss(kernel, cell, reverse, weights):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "slstm"])
 def test_kernel_gradients_equal_the_scan(cell, reverse, dtype):
     args, weights = _problem(cell, dtype)
     grad = lambda kernel: jax.value_and_grad(_loss(kernel, cell, reverse, weights),

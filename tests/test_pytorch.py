@@ -20,20 +20,23 @@ from helpers import TOL, rel_error  # noqa: E402
 T, B, D, H = 6, 3, 4, 5
 LENGTHS = [6, 3, 1]
 
-# (module, num_layers, bidirectional, bias, batch_first, packed): every option
-# appears for every module, with ragged packed batches in most.
-CONFIGS = [(kind, *options) for kind in ("RNN", "LSTM", "GRU") for options in [
+# (module, num_layers, bidirectional, bias, batch_first, packed, proj_size): every
+# option appears for every module, with ragged packed batches in most; the LSTM
+# also with a projection (LSTMP, proj_size = P < H), deep and bidirectional.
+CONFIGS = [(kind, *options, 0) for kind in ("RNN", "LSTM", "GRU") for options in [
     (1, False, True, False, False),
     (2, True, True, False, True),
     (2, False, False, True, True),
     (1, True, True, True, True),
-]]
+]] + [("LSTM", 2, True, True, False, True, 3), ("LSTM", 3, False, True, True, False, 2),
+      ("LSTM", 1, True, False, False, True, 1)]
 
 
 def ids(config):
-    kind, layers_, bi, bias, bf, packed = config
+    kind, layers_, bi, bias, bf, packed, proj = config
     return f"{kind}-L{layers_}{'-bi' if bi else ''}{'' if bias else '-nobias'}" \
-           f"{'-batchfirst' if bf else ''}{'-packed' if packed else ''}"
+           f"{'-batchfirst' if bf else ''}{'-packed' if packed else ''}" \
+           f"{f'-proj{proj}' if proj else ''}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -52,17 +55,18 @@ def jrnn_value_and_grad(packed: bool, is_lstm: bool):
 
 
 # float64 for every config; float32 for one config of each module.
-CASES = [(c, "float64") for c in CONFIGS] + [(c, "float32") for c in CONFIGS[1::4]]
+CASES = [(c, "float64") for c in CONFIGS] + [(c, "float32") for c in CONFIGS[1::4]] + \
+    [(CONFIGS[-3], "float32")]
 
 
 @pytest.mark.parametrize("config,dtype", CASES, ids=[f"{ids(c)}-{d}" for c, d in CASES])
 def test_parity_with_torch(config, dtype):
-    kind, num_layers, bidirectional, bias, batch_first, packed = config
+    kind, num_layers, bidirectional, bias, batch_first, packed, proj = config
     tdtype, is_lstm = getattr(torch, dtype), kind == "LSTM"
     torch.manual_seed(0)
     module = getattr(torch.nn, kind)(D, H, num_layers=num_layers, bias=bias,
                                      batch_first=batch_first, bidirectional=bidirectional,
-                                     dtype=tdtype)
+                                     dtype=tdtype, **(dict(proj_size=proj) if proj else {}))
     with torch.no_grad():  # nonzero biases everywhere, so that each one is checked
         for p in module.parameters():
             p.uniform_(-0.6, 0.6)
@@ -75,12 +79,12 @@ def test_parity_with_torch(config, dtype):
         assert torch.equal(a, b), name
 
     # The same loss on both sides: outputs and final states, weighted at random.
-    L = num_layers * (2 if bidirectional else 1)
+    L, P = num_layers * (2 if bidirectional else 1), proj or H  # P: the width of h
     x = torch.randn(T, B, D, dtype=tdtype)
-    h0 = (0.5 * torch.randn(L, B, H, dtype=tdtype)).requires_grad_()
+    h0 = (0.5 * torch.randn(L, B, P, dtype=tdtype)).requires_grad_()
     c0 = (0.5 * torch.randn(L, B, H, dtype=tdtype)).requires_grad_() if is_lstm else None
-    w_out = torch.randn(T, B, H * (2 if bidirectional else 1), dtype=tdtype)
-    w_h, w_c = torch.randn(L, B, H, dtype=tdtype), torch.randn(L, B, H, dtype=tdtype)
+    w_out = torch.randn(T, B, P * (2 if bidirectional else 1), dtype=tdtype)
+    w_h, w_c = torch.randn(L, B, P, dtype=tdtype), torch.randn(L, B, H, dtype=tdtype)
     x_in = (x.transpose(0, 1) if batch_first else x).clone().requires_grad_()
     state0 = (h0, c0) if is_lstm else h0
     if packed:
@@ -127,10 +131,28 @@ def test_a_jrnn_stack_runs_in_torch_unchanged():
 def test_unsupported_modules_are_refused():
     with pytest.raises(ValueError, match="nonlinearity='relu'"):
         from_torch(torch.nn.RNN(3, 4, nonlinearity="relu"))
-    with pytest.raises(ValueError, match="proj_size=2"):
-        from_torch(torch.nn.LSTM(3, 4, proj_size=2))
     with pytest.raises(TypeError, match="expected torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"):
         from_torch(torch.nn.Linear(3, 4))
+
+
+def test_projection_round_trips():
+    """LSTMP both ways: a jrnn stack with proj_size becomes torch's LSTM(proj_size=P)
+    with the same weights (weight_hr included) and outputs, and comes back unchanged."""
+    stack = layers.init_stack(jax.random.key(0), "lstm", D, H, num_layers=2, bidirectional=True,
+                              proj_size=2, dtype=jnp.float64)
+    module = to_torch(stack)
+    assert module.proj_size == 2 and module.weight_hr_l1_reverse.shape == (2, H)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
+    outputs, _ = layers.run_stack(stack, xs)
+    out, _ = module(torch.from_numpy(np.array(xs)))
+    assert outputs.shape == (T, B, 4)
+    assert rel_error(outputs, jnp.asarray(out.detach().numpy())) <= 1e-12
+    back = from_torch(module)
+    for l, layer in enumerate(stack):
+        for d, part in enumerate(layer):
+            for name in ("U", "W", "b", "W_hr"):
+                np.testing.assert_array_equal(getattr(back[l][d], name), getattr(part, name))
+            np.testing.assert_array_equal(back[l][d].b_r, 0)  # torch's bias_hh, zero
 
 
 def test_states_round_trip():

@@ -30,8 +30,11 @@ with the reason, never dropped.
 
     python benchmarks/suite.py                          # CPU defaults
     python benchmarks/suite.py --configs S M L X --unroll 1 16 --sweeps T B   # a GPU
+    python benchmarks/suite.py --cells lstm --heads 4 --sweeps --reps 5       # multi-head
 
-Writes ``benchmarks/results/<backend>_suite.{json,md}`` and ``..._sweep_T.png``.
+Writes ``benchmarks/results/<backend>_suite.{json,md}`` and ``..._sweep_T.png``
+(``<backend>_suite_heads<NH>`` with ``--heads NH`` > 1: a block-diagonal recurrent
+matrix, which Flax's and PyTorch's cells do not have, so they are reported missing).
 """
 from __future__ import annotations
 
@@ -116,8 +119,8 @@ def _jax_runner(loss, params, args) -> Runner:
                   temp, _jax_peak, lambda: None)
 
 
-def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int) -> Runner:
-    params = tagger.init(jax.random.key(0), cell, cfg.D, cfg.H, cfg.C)
+def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 1) -> Runner:
+    params = tagger.init(jax.random.key(0), cell, cfg.D, cfg.H, cfg.C, heads=heads)
     loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward)
     return _jax_runner(loss, params, data(cfg))
 
@@ -189,13 +192,22 @@ def build_torch(cell: str, cfg: Config) -> Runner:
                   torch.cuda.reset_peak_memory_stats if gpu else (lambda: None))
 
 
-def implementations(unrolls) -> dict[str, Callable[[str, Config], Runner]]:
+def _dense_only(build):
+    def wrapped(cell, cfg, heads=1):
+        if heads != 1:
+            raise Missing("no multi-head (block-diagonal) recurrent matrix there")
+        return build(cell, cfg)
+    return wrapped
+
+
+def implementations(unrolls, heads: int = 1) -> dict[str, Callable[[str, Config], Runner]]:
     impls = {}
     for u in unrolls:
-        impls[f"jrnn (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "manual", u)
-        impls[f"autodiff (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "autodiff", u)
-    impls["flax"] = build_flax
-    impls["torch"] = build_torch
+        impls[f"jrnn (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "manual", u, heads)
+        impls[f"autodiff (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "autodiff", u,
+                                                                         heads)
+    impls["flax"] = lambda c, cfg: _dense_only(build_flax)(c, cfg, heads)
+    impls["torch"] = lambda c, cfg: _dense_only(build_torch)(c, cfg, heads)
     return impls
 
 
@@ -217,10 +229,11 @@ def time_rounds(calls: dict[str, Callable], reps: int) -> dict[str, list[float]]
     return times
 
 
-def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int = 2):
+def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int = 2,
+            heads: int = 1):
     """All implementations at one config and cell: one row per (implementation, kind)."""
     runners, rows = {}, []
-    for name, build in implementations(unrolls).items():
+    for name, build in implementations(unrolls, heads).items():
         try:
             runners[name] = build(cell, cfg)
         except Missing as e:
@@ -338,6 +351,8 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
     parser.add_argument("--sweep-cells", nargs="+", default=["elman"], choices=ALL_CELLS)
     parser.add_argument("--unroll", nargs="+", type=integer(1), default=[jrnn.default_unroll()])
     parser.add_argument("--reps", type=integer(1), default=20)
+    parser.add_argument("--heads", type=integer(1), default=1,
+                        help="heads of a block-diagonal recurrent matrix (1: dense)")
     parser.add_argument("--out", default=out,
                         help=f"folder for the JSON, markdown and PNG results (default: {out})")
     return parser
@@ -351,7 +366,8 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     env = {"backend": backend, "device": getattr(device, "device_kind", str(device)),
            "cpu_count": os.cpu_count(), "jax": jax.__version__,
            "python": platform.python_version(), "machine": platform.machine(),
-           "date": time.strftime("%Y-%m-%d"), "unrolls": args.unroll, "reps": args.reps}
+           "date": time.strftime("%Y-%m-%d"), "unrolls": args.unroll, "reps": args.reps,
+           "heads": args.heads}
     for name in ("flax", "torch"):
         try:
             env[name] = __import__(name).__version__
@@ -361,16 +377,18 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     rows = []
     for label in args.configs:
         for cell in args.cells:
-            rows += measure(label, cell, CONFIGS[label], args.unroll, args.reps)
+            rows += measure(label, cell, CONFIGS[label], args.unroll, args.reps,
+                            heads=args.heads)
     sweep_rows = {}
     for sweep in args.sweeps:
         sweep_rows[sweep] = []
         for cfg in SWEEPS[sweep]:
             for cell in args.sweep_cells:
                 sweep_rows[sweep] += measure(f"{sweep}={getattr(cfg, sweep)}", cell, cfg,
-                                             args.unroll, args.reps)
+                                             args.unroll, args.reps, heads=args.heads)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{backend}_suite")
+    stem = os.path.join(args.out, f"{backend}_suite" +
+                        (f"_heads{args.heads}" if args.heads > 1 else ""))
     with open(stem + ".json", "w") as f:
         json.dump({"env": env, "configs": rows, "sweeps": sweep_rows}, f, indent=1)
     text = [f"# Benchmark suite: {env['device']} ({env['cpu_count']} cores), jax {env['jax']}, "

@@ -16,7 +16,8 @@ as its own array: slicing gate blocks inside the loop keeps XLA:CPU from
 vectorising the pointwise kernel).
 
 A carry is a tuple of (B, H) arrays whose first entry is the hidden state h
-that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``).
+that feeds the recurrent matmul (tanh and GRU: ``(h,)``; LSTM: ``(h, c)``;
+sLSTM: ``(h, c, n, m)``).
 ``extra_t`` is whatever the hand-written backward needs beyond the carries,
 which the driver stores for every step. The backward is the mirror image:
 
@@ -41,7 +42,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-__all__ = ["Cell", "LSTMState", "LayerNormParams", "layer_names", "get", "names", "register"]
+__all__ = ["Cell", "LSTMState", "LayerNormParams", "SLSTMState", "get", "layer_names", "names",
+           "register"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,10 @@ class Cell:
         parameters of its own; None for a cell without (then ``params`` is None).
       default_bias: whether layers of this cell get the biases b (and b_r) by
         default; a normalised cell's own biases replace them.
+      projectable: h_{t−1} reaches the cell only through R_t, so the driver may
+        project the cell's h-output u_t (H) to h_t = u_t W_hrᵀ (P < H) before it
+        is emitted and fed back (LSTMP, Sak et al. 2014). Such a cell's
+        ``step_vjp`` returns, for h_{t−1}, zeros shaped like ``carry_in[0]`` (P).
     """
 
     name: str
@@ -77,6 +83,7 @@ class Cell:
     init_params: Any = None
     default_bias: bool = True
     driver: str = "recurrence"  # the module that runs it: jrnn.recurrence (linear cells: jrnn.linear)
+    projectable: bool = False
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"
@@ -117,7 +124,8 @@ def layer_names() -> list[str]:
 
 
 # Each module registers its cell on import.
-from jrnn.cells import elman, gru, layernorm, lstm  # noqa: E402,F401
+from jrnn.cells import elman, gru, layernorm, lstm, slstm  # noqa: E402,F401
 from jrnn.cells import linear_contract, lru, mingru, minlstm  # noqa: E402,F401
 from jrnn.cells.layernorm import LayerNormParams  # noqa: E402
 from jrnn.cells.lstm import LSTMState  # noqa: E402
+from jrnn.cells.slstm import SLSTMState  # noqa: E402

@@ -164,7 +164,7 @@ def lstm_step_vjp(carry_in, carry, extra, dcarry, params):
     dz = (dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * ((1 - g) * (1 + g)),
           dh * tanh_c * o * (1 - o))
     dA, dR, dparams = _normalised_vjp(dz, dz, saved, params, (dgc, dbc))
-    return dA, dR, (jnp.zeros_like(dh), dc * f), dparams
+    return dA, dR, (jnp.zeros_like(carry_in[0]), dc * f), dparams
 
 
 # -- GRU ------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ ELMAN = register(Cell(name="layernorm_elman", gates=1, carry_size=1, step=elman_
 LSTM = register(Cell(name="layernorm_lstm", gates=4, carry_size=2, step=lstm_step,
                      step_vjp=lstm_step_vjp, to_carry=lambda state: (state[0], state[1]),
                      from_carry=lambda carry: _lstm.LSTMState(*carry),
-                     init_params=_init(4, True), default_bias=False))
+                     init_params=_init(4, True), default_bias=False, projectable=True))
 GRU = register(Cell(name="layernorm_gru", gates=3, carry_size=1, step=gru_step,
                     step_vjp=gru_step_vjp, to_carry=lambda h: (h,),
                     from_carry=lambda carry: carry[0], init_params=_init(3, False),

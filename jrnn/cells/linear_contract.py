@@ -56,6 +56,7 @@ class LinearCell:
     default_bias: bool = True
     driver: str = "linear"
     needs_recurrent_bias: bool = False  # no recurrent product, so never a b_r
+    projectable: bool = False  # no LSTM projection (jrnn.cells.Cell.projectable)
 
     def __repr__(self) -> str:
         return f"LinearCell({self.name!r}, blocks={self.blocks})"

@@ -23,6 +23,18 @@ Backward, given the cotangents dh_t and dc_t of the carry:
 and dA_t = dR_t = dz (A and R enter only through their sum); h_{t−1} reaches
 the cell only through R_t, so its direct cotangent is zero.
 
+With a projection (LSTMP, Sak et al. 2014; ``proj_size`` in
+:func:`jrnn.layers.init_layer`) this cell is unchanged: its h-output u_t =
+o_t ⊙ tanh(c_t) is projected by the driver (:func:`jrnn.rnn`'s ``W_hr``),
+
+.. math::
+
+    h_t = W_{hr} u_t, \qquad \frac{\partial J}{\partial u_t} = W_{hr}^\top \frac{\partial J}{\partial h_t},
+    \qquad dW_{hr} = \sum_t \frac{\partial J}{\partial h_t} u_t^\top
+
+and this VJP receives ∂J/∂u_t as dh_t; h_{t−1} (then P wide) still enters
+only through R_t, so its direct cotangent is zeros shaped like it.
+
 Residuals: the four activated gates (4H per step). With the carries (h_t,
 c_t) that the driver keeps anyway, that is all the backward reads: every
 gate appears in it, c_{t−1} is the previous carry, and tanh(c_t) is
@@ -65,7 +77,7 @@ def step_vjp(carry_in, carry, gates, dcarry, params=None):
     dz_f = dc * c_prev * f * (1 - f)
     dz_g = dc * i * ((1 - g) * (1 + g))
     dz_o = dh * tanh_c * o * (1 - o)
-    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(dh), dc * f), None
+    return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(carry_in[0]), dc * f), None
 
 
 CELL = register(Cell(
@@ -76,4 +88,5 @@ CELL = register(Cell(
     step_vjp=step_vjp,
     to_carry=lambda state: (state[0], state[1]),
     from_carry=lambda carry: LSTMState(*carry),
+    projectable=True,
 ))

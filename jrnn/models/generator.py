@@ -43,10 +43,9 @@ def init(key, cell: str, context_size: int, hidden_size: int, vocab_size: int, *
     key = _common.check_init(key, context_size=context_size, hidden_size=hidden_size,
                              vocab_size=vocab_size)
     k_rnn, k_head = jax.random.split(key)
-    return Params(layers.init_stack(k_rnn, cell, context_size + vocab_size, hidden_size,
-                                    num_layers=num_layers, dtype=dtype,
-                                    **layer_options),
-                  heads.init_head(k_head, hidden_size, vocab_size, dtype))
+    stack = layers.init_stack(k_rnn, cell, context_size + vocab_size, hidden_size,
+                              num_layers=num_layers, dtype=dtype, **layer_options)
+    return Params(stack, heads.init_head(k_head, layers.output_size(stack), vocab_size, dtype))
 
 
 def _sizes(params: Params):

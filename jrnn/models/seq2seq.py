@@ -47,11 +47,11 @@ def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
                              vocab_size=vocab_size)
     k_enc, k_dec, k_head = jax.random.split(key, 3)
     options = dict(num_layers=num_layers, dtype=dtype, **layer_options)
+    decoder = layers.init_stack(k_dec, cell, vocab_size + 1, hidden_size, **options)
     return Params(
         layers.init_stack(k_enc, cell, input_size, hidden_size,
                           bidirectional=bidirectional_encoder, **options),
-        layers.init_stack(k_dec, cell, vocab_size + 1, hidden_size, **options),
-        heads.init_head(k_head, hidden_size, vocab_size, dtype))
+        decoder, heads.init_head(k_head, layers.output_size(decoder), vocab_size, dtype))
 
 
 def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,

@@ -47,8 +47,7 @@ def init(key, cell: str, input_size: int, hidden_size: int, output_size: int, *,
     stack = layers.init_stack(k_rnn, cell, input_size, hidden_size, num_layers=num_layers,
                               bidirectional=bidirectional, dtype=dtype,
                               **layer_options)
-    directions = 2 if bidirectional else 1
-    return Params(stack, heads.init_head(k_head, directions * hidden_size, output_size, dtype),
+    return Params(stack, heads.init_head(k_head, layers.output_size(stack), output_size, dtype),
                   layers.zero_states(stack) if learn_h0 else None)
 
 
