@@ -104,7 +104,7 @@ def test_the_path_through_m_vanishes_for_outputs_and_not_for_the_state(heads):
 
 def test_no_pytorch_counterpart_is_said():
     pytest.importorskip("torch")
-    with pytest.raises(ValueError, match="PyTorch has no recurrent module for jrnn's cell 'slstm'"):
+    with pytest.raises(ValueError, match="cell 'slstm' has no torch.nn counterpart"):
         jrnn.pytorch.to_torch(((_layer(),),))
 
 
