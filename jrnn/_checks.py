@@ -113,6 +113,21 @@ def rank(name: str, x: Any, ranks: Sequence[int], expected: str) -> None:
         fail_shape(name, expected, np.shape(x))
 
 
+def sequence(name: str, xs: Any, U_shape: Sequence[int], dtype: Any, owner: str) -> None:
+    """A layer's input: (T, B, D) or unbatched (T, D), T ≥ 1, B ≥ 1, D = U's columns,
+    the parameters' dtype."""
+    D = U_shape[-1]
+    rank(name, xs, (2, 3), f"(T, B, {D}) or unbatched (T, {D})")
+    if xs.shape[-1] != D:
+        fail_shape(name, f"(..., {D}): last axis = input size, U is {tuple(U_shape)}", xs.shape)
+    if xs.shape[0] == 0:
+        fail_shape(name, "(T, ...) with T >= 1", xs.shape)
+    if xs.ndim == 3 and xs.shape[1] == 0:
+        fail_shape(name, "(T, B, ...) with B >= 1", xs.shape,
+                   "an empty batch has no loss to average")
+    same_dtype(name, xs, dtype, owner)
+
+
 def shape(name: str, x: Any, expected_shape: Sequence[int], expected: str = "",
           hint: str = "") -> None:
     if tuple(np.shape(x)) != tuple(expected_shape):

@@ -362,16 +362,7 @@ def _check_args(cell, U, bias, xs, h0, mask, params, reset=None):
         _checks.floating("bias", bias)
         _checks.shape("bias", bias, (rows,))
         _checks.same_dtype("bias", bias, dtype, "U")
-    _checks.rank("xs", xs, (2, 3), f"(T, B, {D}) or unbatched (T, {D})")
-    if xs.shape[-1] != D:
-        _checks.fail_shape("xs", f"(..., {D}): last axis = input size, U is {tuple(U.shape)}",
-                           xs.shape)
-    if xs.shape[0] == 0:
-        _checks.fail_shape("xs", "(T, ...) with T >= 1", xs.shape)
-    if xs.ndim == 3 and xs.shape[1] == 0:
-        _checks.fail_shape("xs", "(T, B, ...) with B >= 1", xs.shape,
-                           "an empty batch has no loss to average")
-    _checks.same_dtype("xs", xs, dtype, "U")
+    _checks.sequence("xs", xs, U.shape, dtype, "U")
     state_dtype = _state_dtype(cell, dtype)
     if h0 is not None:
         batch = xs.shape[1:-1]

@@ -441,16 +441,7 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
             _checks.floating(name, bias)
             _checks.shape(name, bias, (GH,))
             _checks.same_dtype(name, bias, dtype, "W")
-    _checks.rank("xs", xs, (2, 3), f"(T, B, {D}) or unbatched (T, {D})")
-    if xs.shape[-1] != D:
-        _checks.fail_shape("xs", f"(..., {D}): last axis = input size, U is {tuple(U.shape)}",
-                           xs.shape)
-    if xs.shape[0] == 0:
-        _checks.fail_shape("xs", "(T, ...) with T >= 1", xs.shape)
-    if xs.ndim == 3 and xs.shape[1] == 0:
-        _checks.fail_shape("xs", "(T, B, ...) with B >= 1", xs.shape,
-                           "an empty batch has no loss to average")
-    _checks.same_dtype("xs", xs, dtype, "the parameters")
+    _checks.sequence("xs", xs, U.shape, dtype, "the parameters")
     batch = xs.shape[1:-1]
     if h0 is not None:
         for i, leaf in enumerate(cell.to_carry(h0)):

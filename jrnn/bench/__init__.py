@@ -11,6 +11,24 @@ Results and the method notes live in the repository's ``benchmarks/`` folder.
 """
 
 
+def environment(**extra) -> dict:
+    """What a result file records about the run: backend, device, cores, versions, date,
+    the load average when it started (a loaded machine's ratios are noisy), and
+    ``extra`` (the run's options)."""
+    import os
+    import platform
+    import time
+
+    import jax
+    device = jax.devices()[0]
+    return {"backend": jax.default_backend(),
+            "device": getattr(device, "device_kind", str(device)),
+            "cpu_count": os.cpu_count(), "jax": jax.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, **extra}
+
+
 def write_results(out: str, name: str, env: dict, rows: list, markdown: str) -> str:
     """Writes ``<out>/<backend>_<name>.json`` ({"env", "rows"}) and ``.md``, prints the
     markdown, and returns the path without its suffix."""

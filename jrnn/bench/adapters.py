@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jrnn.bench import write_results
+from jrnn.bench import environment, write_results
 from jrnn.bench.suite import CONFIGS, Config, data, time_rounds
 
 CELLS = ("lstm", "gru")
@@ -166,11 +165,8 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
     import equinox
     import flax
-    device = jax.devices()[0]
-    env = {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
-           "cpu_count": os.cpu_count(), "jax": jax.__version__, "flax": flax.__version__,
-           "equinox": equinox.__version__, "python": platform.python_version(),
-           "date": time.strftime("%Y-%m-%d"), "reps": args.reps, "note": args.note}
+    env = environment(flax=flax.__version__, equinox=equinox.__version__, reps=args.reps,
+                      note=args.note)
     print(env, flush=True)
     rows = []
     for label in args.configs:

@@ -25,13 +25,12 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 
 from jrnn import linear
-from jrnn.bench import suite, write_results
+from jrnn.bench import environment, suite, write_results
 
 OUT = os.path.join("benchmarks", "results")
 MODES = linear.MODES
@@ -201,12 +200,7 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
 
 def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
-    device = jax.devices()[0]
-    env = {"backend": jax.default_backend(), "device": getattr(device, "device_kind",
-                                                               str(device)),
-           "cpu_count": os.cpu_count(), "jax": jax.__version__,
-           "date": time.strftime("%Y-%m-%d"), "reps": args.reps,
-           "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    env = environment(reps=args.reps)
     print(env, flush=True)
     rows = {"targets": [], "sweep": [], "agreement": []}
     for cell in args.cells:

@@ -21,7 +21,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import traceback
 
 import jax
@@ -30,7 +29,7 @@ import numpy as np
 
 import jrnn
 from jrnn import persistent
-from jrnn.bench import suite, write_results
+from jrnn.bench import environment, suite, write_results
 from jrnn.models import tagger
 
 # (cell, B, T, D, H, C, matmul dtype or None)
@@ -116,10 +115,8 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
 def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
     persistent.MAX_WEIGHT_BYTES = args.weight_limit
-    device = jax.devices()[0]
-    env = {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
-           "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "reps": args.reps,
-           "weight_limit": args.weight_limit, "unroll": args.unroll or jrnn.default_unroll()}
+    env = environment(reps=args.reps, weight_limit=args.weight_limit,
+                      unroll=args.unroll or jrnn.default_unroll())
     print(env, flush=True)
     rows = []
     cases = [CASES[i] for i in args.cases] if args.cases else CASES

@@ -33,6 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jrnn  # noqa: E402
+from jrnn.bench import environment  # noqa: E402
 from jrnn.bench.suite import CONFIGS, data  # noqa: E402
 from jrnn.models import tagger  # noqa: E402
 
@@ -109,10 +110,7 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
 
 def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
-    device = jax.devices()[0]
-    env = {"backend": jax.default_backend(),
-           "device": getattr(device, "device_kind", str(device)), "jax": jax.__version__,
-           "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "reps": args.reps}
+    env = environment(reps=args.reps)
     print(env, flush=True)
     rows = [measure(label, cell, args.reps) for label in args.configs for cell in args.cells]
     os.makedirs(args.out, exist_ok=True)

@@ -15,12 +15,11 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import jax
 
 from jrnn import dropout as jd
-from jrnn.bench import suite, write_results
+from jrnn.bench import environment, suite, write_results
 from jrnn.models import tagger
 
 OPTIONS = {
@@ -56,11 +55,7 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
 
 def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
-    device = jax.devices()[0]
-    env = {"backend": jax.default_backend(), "device": getattr(device, "device_kind",
-                                                               str(device)),
-           "cpu_count": os.cpu_count(), "jax": jax.__version__,
-           "date": time.strftime("%Y-%m-%d"), "reps": args.reps}
+    env = environment(reps=args.reps)
     print(env, flush=True)
     rows = []
     for label in args.configs:

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 import jrnn
+from jrnn.bench import environment
 from jrnn.models import tagger
 
 
@@ -84,9 +85,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     full = rows[0]
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{jax.default_backend()}_remat")
-    env = {"backend": jax.default_backend(), "device": str(jax.devices()[0]),
-           "jax": jax.__version__, "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
-           **{k: getattr(args, k) for k in ("T", "B", "D", "H", "C", "cell", "reps")}}
+    env = environment(**{k: getattr(args, k) for k in ("T", "B", "D", "H", "C", "cell", "reps")})
     with open(stem + ".json", "w") as f:
         json.dump({"env": env, "rows": rows}, f, indent=1)
     lines = [f"# Memory-bounded BPTT: T={args.T}, B={args.B}, D={args.D}, H={args.H}, "

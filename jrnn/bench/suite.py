@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -52,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
+from jrnn.bench import environment
 from jrnn.models import tagger
 
 
@@ -362,12 +362,8 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
     if args.reps < 20:
         print(f"note: --reps {args.reps}: fewer than the 20 rounds the results table assumes")
-    backend, device = jax.default_backend(), jax.devices()[0]
-    env = {"backend": backend, "device": getattr(device, "device_kind", str(device)),
-           "cpu_count": os.cpu_count(), "jax": jax.__version__,
-           "python": platform.python_version(), "machine": platform.machine(),
-           "date": time.strftime("%Y-%m-%d"), "unrolls": args.unroll, "reps": args.reps,
-           "heads": args.heads}
+    env = environment(unrolls=args.unroll, reps=args.reps, heads=args.heads)
+    backend = env["backend"]
     for name in ("flax", "torch"):
         try:
             env[name] = __import__(name).__version__

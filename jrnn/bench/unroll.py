@@ -16,9 +16,8 @@ import statistics
 import sys
 import time
 
-import jax
 
-from jrnn.bench import suite, write_results
+from jrnn.bench import environment, suite, write_results
 
 
 OUT = os.path.join("benchmarks", "results")
@@ -37,9 +36,7 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
 
 def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     args = arguments(prog, out, epilog).parse_args(argv)
-    backend, device = jax.default_backend(), jax.devices()[0]
-    env = {"backend": backend, "device": getattr(device, "device_kind", str(device)),
-           "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "reps": args.reps}
+    env = environment(reps=args.reps)
     print(env, flush=True)
     rows = []
     for label in args.configs:
