@@ -26,8 +26,9 @@ option             what is dropped                               mask           
 =================  ============================================  ===================  ==========
 
 The sLSTM's cell state is (c, n, m): zoneout keeps the three together, with one mask
-(``zoneout_cell``), so that c / n and the stabiliser keep their meaning. A layer with
-an LSTM projection (``proj_size``) refuses zoneout: its h and c differ in width.
+(``zoneout_cell``), so that c / n and the stabiliser keep their meaning. With an LSTM
+projection (``proj_size`` P, LSTMP of Sak et al. 2014) h is P wide and c H wide: zoneout
+keeps units of the projected h (a (T, B, P) mask) and of c (a (T, B, H) mask).
 
 The recurrent mask and zoneout act inside the recurrence, so the driver
 (:func:`jrnn.rnn`, arguments ``recurrent_mask`` and ``zoneout``) applies them and
@@ -135,14 +136,19 @@ class LayerNoise(NamedTuple):
 
 
 def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
-                batch_shape: tuple, input_size: int, W, hidden_size=None) -> LayerNoise:
+                batch_shape: tuple, input_size: int, W, hidden_size=None,
+                cell_size=None) -> LayerNoise:
     """Every mask for one direction of one layer, drawn from ``key``.
 
-    In evaluation nothing is drawn: zoneout becomes its expectation
-    (probabilities passed to :func:`jrnn.rnn`) and the rest is off.
+    ``hidden_size`` is the width of h (the layer's ``output_size``: P with a
+    projection; default W.shape[1]), ``cell_size`` that of every other carry entry
+    (the LSTM's c: H; default ``hidden_size``): with a projection, zoneout's mask of
+    h is P wide and that of c H wide. In evaluation nothing is drawn: zoneout
+    becomes its expectation (probabilities passed to :func:`jrnn.rnn`) and the
+    rest is off.
     """
-    # H: the width of h (the layer's output_size: W.shape[1] unless W is block-diagonal)
     H, dtype = W.shape[1] if hidden_size is None else hidden_size, W.dtype
+    C = H if cell_size is None else cell_size
     z = zoneout_rates(dropout, cell)
     if not training:
         return LayerNoise(None, None, None, z if any(z) else None)
@@ -155,11 +161,11 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
         else None
     zoneout = None
     if any(z):
-        shape = (num_steps,) + batch + (H,)
+        shapes = ((num_steps,) + batch + (H,), (num_steps,) + batch + (C,))
         # h, then every other carry entry (the LSTM's c; the sLSTM's c, n and m, zoned out
         # together: one mask for the whole cell state, so that c / n keeps its meaning)
         drawn = tuple(_per_step_bernoulli(k, p, shape).astype(dtype)
-                      for k, p in zip(jax.random.split(k_z, min(len(z), 2)), z))
+                      for k, p, shape in zip(jax.random.split(k_z, min(len(z), 2)), z, shapes))
         zoneout = drawn + drawn[1:] * (len(z) - 2)
     return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)
 

@@ -84,8 +84,6 @@ def _normal(key, shape, dtype, scale=1.0):
 # Every kind of noise at once, at rates high enough that each mask matters.
 ALL_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, zoneout=0.3,
                              zoneout_cell=0.2, between=0.3)
-# Every kind that a projected layer takes (zoneout's h and c differ in width there).
-PROJECTION_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, between=0.3)
 
 
 def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
@@ -219,9 +217,11 @@ def _single_layer(reverse=False, mode=None, proj=False, heads=1, **options):
         if options.get("noise"):  # fixed masks, differentiated like any input
             batch["recurrent_mask"] = jax.random.bernoulli(
                 k[3], 0.6, (s.B, layer.output_size)).astype(dtype) / 0.6
-        if options.get("noise") and not proj:  # zoneout: not with a projection
-            batch["zoneout"] = tuple(jax.random.bernoulli(kz, 0.3, (s.T, s.B, H)).astype(dtype)
-                                     for kz in jax.random.split(k[2], len(jax.tree.leaves(h0))))
+        if options.get("noise"):  # zoneout: h's mask as wide as h (P with a projection), c's H
+            widths = [layer.output_size] + [layer.hidden_size] * (len(jax.tree.leaves(h0)) - 1)
+            batch["zoneout"] = tuple(
+                jax.random.bernoulli(kz, 0.3, (s.T, s.B, width)).astype(dtype)
+                for kz, width in zip(jax.random.split(k[2], len(widths)), widths))
         return layer, batch
 
     def loss(layer, batch, backward):
@@ -365,15 +365,17 @@ ARCHITECTURES = {a.name: a for a in [
                 *_seq2seq(num_layers=2, bidirectional_encoder=True, dropout=ALL_NOISE)),
     _arch_entry("memory-bounded-bptt-dropout", *_remat_segments(dropout=ALL_NOISE)),
     _projected("layer-projection", _single_layer(proj=True, lengths=True)),
-    _projected("layer-reverse-projection-recurrent-dropout-reset",
+    _projected("layer-reverse-projection-recurrent-dropout-zoneout-reset",
                _single_layer(reverse=True, proj=True, lengths=True, reset=True, noise=True)),
     _projected("tagger-mask-projection", _tagger(mask=True, proj=True)),
     _projected("deep-bidirectional-projection",
                _tagger(num_layers=2, bidirectional=True, lengths=True, learn_h0=True, reset=True,
                        proj=True)),
     _projected("deep-bidirectional-dropout-projection",
-               _tagger(num_layers=2, bidirectional=True, lengths=True, dropout=PROJECTION_NOISE,
+               _tagger(num_layers=2, bidirectional=True, lengths=True, dropout=ALL_NOISE,
                        proj=True)),
+    _projected("deep-dropout-evaluation-projection",
+               _tagger(num_layers=2, lengths=True, dropout=ALL_NOISE, training=False, proj=True)),
     _projected("many-to-one-deep-bidirectional-projection",
                _classifier(num_layers=2, bidirectional=True, learn_h0=True, proj=True)),
     _projected("one-to-many-deep-projection", _generator(num_layers=2, proj=True)),

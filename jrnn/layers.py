@@ -355,7 +355,8 @@ def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
     noise = _dropout.layer_noise(
         dropout, None if key is None else _fold(key, l, d), training,
         cell=cells.get(part.cell), num_steps=x.shape[0], batch_shape=x.shape[1:-1],
-        input_size=x.shape[-1], W=part.W, hidden_size=part.output_size)
+        input_size=x.shape[-1], W=part.W, hidden_size=part.output_size,
+        cell_size=part.hidden_size)
     if noise.weight_mask is not None:
         part = dataclasses.replace(part, W=part.W * noise.weight_mask)
     if noise.input_mask is not None:
@@ -411,7 +412,7 @@ def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = No
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
         R = recurrence.gate_blocks(recurrence.recurrent(carry[0], part.W, part.b_r, spec.gates,
                                                         part.heads), spec.gates)
-        new, _ = spec.step(A, R, carry, part.cell_params)
+        new, _ = spec.step(spec.inputs(A, part.cell_params), R, carry, part.cell_params)
         if part.W_hr is not None:  # LSTMP: the emitted h is the projected one
             new = (recurrence.affine(new[0], part.W_hr),) + tuple(new[1:])
         rates = () if dropout is None else _dropout.zoneout_rates(dropout, spec)

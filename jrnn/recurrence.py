@@ -9,7 +9,10 @@ For any cell (:mod:`jrnn.cells`) with G gates, hidden size H, and inputs
     R_t &= h_{t-1} W^\top + b_r           && (B, GH)\ \text{the only matmul inside the loop} \\
     (\text{carry}_t, \text{extra}_t) &= \text{cell.step}(A_t, R_t, \text{carry}_{t-1})
 
-with A_t and R_t handed to the cell as G blocks of (B, H), one per gate.
+with A_t and R_t handed to the cell as G blocks of (B, H), one per gate. A cell
+whose step begins with a map of A_t alone (the layer-normalised cells' LN_x)
+gives it as ``cell.prepare``: the driver applies it to all T·B rows of A before
+the loop, and its VJP to all rows of dA' after the backward scan.
 
 and returns every h_t and the final carry. The backward pass is written by
 hand and given to JAX with ``jax.custom_vjp``. A reverse ``lax.scan`` carries
@@ -194,11 +197,15 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     G = cell.gates
     XU = _project(xs, U, G, md)
     b_g = None if b is None else gate_blocks(b, G, axis=0)
+    prepared = None
+    if cell.prepare is not None:  # the cell's time-parallel map of A: once, over all T·B rows
+        A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
+        (XU, prepared), b_g = cell.prepare(A, cell_params), None
     if static.kernel == "persistent":
         A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
         carries, extras, final = persistent.forward(cell, A, W, b_r, carry0,
                                                     reverse=static.reverse, matmul_dtype=md)
-        return carries[0], final, carries, extras
+        return carries[0], final, carries, extras, prepared
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
@@ -230,27 +237,27 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         step, carry0, (XU, mask, reset, noise.zoneout), reverse=static.reverse,
         unroll=static.unroll)
     hs = carries[0] if mask is None else jnp.where(mask[..., None], carries[0], 0)
-    return hs, final, carries, extras
+    return hs, final, carries, extras, prepared
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
-    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                               cell_params, W_hr, keep_residuals=False)
+    hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                  cell_params, W_hr, keep_residuals=False)
     return hs, final
 
 
 def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
-    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                          cell_params, W_hr)
+    hs, final, carries, extras, prepared = _forward(static, U, W, b, b_r, xs, carry0, mask,
+                                                    reset, noise, cell_params, W_hr)
     residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
-                 extras)
+                 extras, prepared)
     return (hs, final), residuals
 
 
 def _rnn_manual_bwd(static, residuals, cotangents):
     (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
-     extras) = residuals
+     extras, prepared) = residuals
     d_hs, d_final = cotangents
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
@@ -336,6 +343,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
 
     # After the scan, one matmul per gate block over all T·B rows.
     dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
+    if cell.prepare is not None:  # the steps read A' = prepare(A): dA' -> dA over all rows
+        dA, d_prepared = cell.prepare_vjp(dA, prepared, cell_params)
+        d_params = _add(d_params, d_prepared)
     stack = lambda parts: parts[0] if G == 1 else jnp.concatenate(parts, axis=0)
     dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) if static.heads == 1
                 else _blockdiag.weight_gradient(_rows(r), _rows(h_in), static.heads, md)
@@ -347,7 +357,9 @@ def _rnn_manual_bwd(static, residuals, cotangents):
               for a, U_g in zip(dA, gate_blocks(U, G, axis=0)))
     dW_hr = None
     if W_hr is not None:  # one matmul over all T·B rows: dW_hr = Σ_t (dJ/dh_t)ᵀ u_t
-        dW_hr = _matmul.einsum("np,nh->ph", _rows(d_out), _rows(extras[1]), md)
+        zoned = static.zoneout_p is not None or noise.zoneout is not None  # extras: (., raw)
+        u = extras[0][1] if zoned else extras[1]
+        dW_hr = _matmul.einsum("np,nh->ph", _rows(d_out), _rows(u), md)
     if static.record is not None:
         _report_flow(static.record, dh, dR, h_in, static.heads)
     return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise, d_params, dW_hr
@@ -483,23 +495,21 @@ def _check_cell_params(cell, W, cell_params, H):
         _checks.same_dtype(name, leaf, W.dtype, "W")
 
 
-def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, projected=False, H=None):
-    """Validates the regularisation masks; returns (Noise, evaluation zoneout or None)."""
+def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
+    """Validates the regularisation masks; returns (Noise, evaluation zoneout or None).
+
+    H is the cell's width, P that of h (P < H with a projection, else P = H)."""
     T, B = xs.shape[0], xs.shape[1]
-    H = W.shape[1] if H is None else H  # the width of h (P with a projection)
     batch = () if unbatched else (B,)
     if recurrent_mask is not None:
         _checks.floating("recurrent_mask", recurrent_mask)
-        _checks.shape("recurrent_mask", recurrent_mask, batch + (H,),
-                      f"{batch + (H,)}: one mask per sequence over the hidden units")
+        _checks.shape("recurrent_mask", recurrent_mask, batch + (P,),
+                      f"{batch + (P,)}: one mask per sequence over the hidden units")
         _checks.same_dtype("recurrent_mask", recurrent_mask, W.dtype, "the parameters")
         if unbatched:
             recurrent_mask = recurrent_mask[None]
     if zoneout is None:
         return Noise(recurrent_mask), None
-    if projected:
-        raise ValueError("zoneout: not supported with a projection W_hr (proj_size): h and c "
-                         "differ in width there; use recurrent dropout, or no projection")
     n = cell.carry_size
     entries = zoneout if isinstance(zoneout, (tuple, list)) else (zoneout,) * n
     if len(entries) != n:
@@ -517,8 +527,10 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, projected=Fals
             raise TypeError(f"{name}: expected arrays for every carry entry (training) or "
                             f"floats for every one (evaluation), got a mix")
         _checks.floating(name, k)
-        _checks.shape(name, k, (T,) + batch + (H,), f"{(T,) + batch + (H,)}: one keep-mask "
-                      "per step, sequence and unit")
+        width = P if i == 0 else H  # with a projection, h is P wide and c H wide
+        shape = (T,) + batch + (width,)
+        _checks.shape(name, k, shape, f"{shape}: one keep-mask per step, sequence and unit" +
+                      ("" if P == H else f" (h: P = {P}, the other entries: H = {H})"))
         _checks.same_dtype(name, k, W.dtype, "the parameters")
         masks.append(k[:, None] if unbatched else k)
     return Noise(recurrent_mask, tuple(masks)), None
@@ -623,8 +635,9 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
       zoneout: zoneout on every carry (Krueger et al. 2017): carry_t =
         k ⊙ carry_{t−1} + (1 − k) ⊙ cell(...). In training, a tuple with one
         (T, B, H) array k per carry entry (h; for the LSTM h and c), 1 where a
-        unit keeps its value; in evaluation, the probabilities themselves, a
-        float or one per carry entry, used as the expectation k = p.
+        unit keeps its value (with ``W_hr``: h's is (T, B, P), since the
+        projected h is what the carry holds); in evaluation, the probabilities
+        themselves, a float or one per carry entry, used as the expectation k = p.
       cell_params: the cell's own parameters (``cell.init_params``), for a cell
         that has them (the layer-normalised cells); their gradient comes from
         the hand-written backward like every other.
@@ -675,8 +688,7 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
-    noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched,
-                                    projected=W_hr is not None, H=P)
+    noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P)
     md = _matmul.check(matmul_dtype)
     _check_cell_params(cell, W, cell_params, H)
     loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record,
@@ -689,8 +701,8 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                 cell_params, W_hr)
     else:
-        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                   cell_params, W_hr, keep_residuals=False)
+        hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                      cell_params, W_hr, keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
     return hs, cell.from_carry(tuple(final))

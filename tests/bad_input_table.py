@@ -404,10 +404,12 @@ OPTIONS = {
                                     _projected_layer().b, XS, W_hr=jnp.zeros((H, H), F32)),
                    Error(ValueError, r"W_hr: expected shape \(P, H\) with 1 <= P < H.*got "
                                      r"\(3, 3\)", "names W_hr, (P, H) with P < H and (3, 3)")),
-    "projection zoneout": ("zoneout on a layer with a projection",
-                           lambda: layers.run_layer(_projected_layer(), XS, zoneout=0.1), Error(
-        ValueError, r"zoneout: not supported with a projection", "names zoneout and the "
-                                                                  "projection")),
+    "projection zoneout width": ("zoneout masks on a layer with a projection (P = 2), h's "
+                                 "(4, 3, 3) as wide as c",
+                                 lambda: layers.run_layer(_projected_layer(), XS, zoneout=(
+                                     jnp.ones((T, B, H), F32), jnp.ones((T, B, H), F32))), Error(
+        ValueError, r"zoneout\[0\]: expected shape \(4, 3, 2\).*h: P = 2.*got \(4, 3, 3\)",
+        "names zoneout[0], (4, 3, 2) with h's width P and (4, 3, 3)")),
     "projection persistent": ("`kernel=\"persistent\"` on a layer with a projection",
                               lambda: layers.run_layer(_projected_layer(), XS,
                                                        kernel="persistent"), Error(

@@ -68,6 +68,19 @@ def test_regularisation_is_saved_a_resume_must_repeat_it_and_sample_applies_it(t
     assert greedy.strip() == ("def " + expected).strip()
 
 
+def test_zoneout_trains_and_samples_with_a_projection(tmp_path, capsys):
+    """--zoneout with --proj-size: h's mask is P wide, c's H wide; sampling (evaluation)
+    uses each one's expectation."""
+    d = str(tmp_path / "run")
+    assert cli.main(["train", *TINY, "--steps", "2", "--cell", "lstm", "--proj-size", "4",
+                     "--zoneout", "0.1", "--zoneout-cell", "0.05", "--checkpoint-dir", d,
+                     "--sample", "0"]) == 0
+    capsys.readouterr()
+    assert cli.main(["sample", "--checkpoint-dir", d, "--length", "10", "--temperature", "0"]
+                    ) == 0
+    assert len(capsys.readouterr().out.strip()) >= 10
+
+
 def test_non_finite_training_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path, capsys):
     d = str(tmp_path / "run")
     # Adam moves every weight by about lr: 1e38 overflows the logits at step 2.

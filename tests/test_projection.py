@@ -1,5 +1,5 @@
-"""LSTM with a projection (LSTMP, proj_size): the equations, generation, transforms,
-the adapters and the refusals. Its gradients against autodiff are rows of the
+"""LSTM with a projection (LSTMP, proj_size): the equations (with zoneout too),
+generation, transforms, the adapters and the refusals. Its gradients against autodiff are rows of the
 descriptor table (jrnn/gradcheck.py, ``*-projection``); its parity with
 ``torch.nn.LSTM(proj_size=...)`` is in test_pytorch.py."""
 import jax
@@ -30,17 +30,25 @@ def _h0(seed=2):
                                 0.5 * jax.random.normal(k2, (B, H), F64))
 
 
-def numpy_lstmp(layer, xs, h, c):
-    """Sak et al. (2014)'s LSTMP, one step at a time in numpy: an independent oracle."""
+def numpy_lstmp(layer, xs, h, c, zoneout=None):
+    """Sak et al. (2014)'s LSTMP, one step at a time in numpy: an independent oracle.
+    ``zoneout``: keep-masks (k_h (T, B, P), k_c (T, B, H)) of Krueger et al. (2017),
+    h_t = k_h h_{t−1} + (1 − k_h) h̃_t and c_t = k_c c_{t−1} + (1 − k_c) c̃_t, where
+    h̃_t = W_hr (o ⊙ tanh c̃_t) reads the cell's own c̃_t."""
     sig = lambda z: 1 / (1 + np.exp(-z))
     U, W, W_hr = (np.asarray(a) for a in (layer.U, layer.W, layer.W_hr))
     b, b_r = np.asarray(layer.b), np.asarray(layer.b_r)
     h, c, outputs = np.asarray(h), np.asarray(c), []
-    for x in np.asarray(xs):
+    for t, x in enumerate(np.asarray(xs)):
         z = x @ U.T + b + h @ W.T + b_r
         i, f, g, o = sig(z[:, :H]), sig(z[:, H:2 * H]), np.tanh(z[:, 2 * H:3 * H]), sig(z[:, 3 * H:])
-        c = f * c + i * g
-        h = (o * np.tanh(c)) @ W_hr.T
+        c_new = f * c + i * g
+        h_new = (o * np.tanh(c_new)) @ W_hr.T
+        if zoneout is None:
+            h, c = h_new, c_new
+        else:
+            k_h, k_c = (np.asarray(k[t]) for k in zoneout)
+            h, c = k_h * h + (1 - k_h) * h_new, k_c * c + (1 - k_c) * c_new
         outputs.append(h)
     return np.stack(outputs), h, c
 
@@ -128,9 +136,43 @@ def test_cells_without_a_pointwise_free_h_refuse_a_projection():
         layers.init_layer(jax.random.key(0), "lstm", D, H, proj_size=2.0)
 
 
-def test_zoneout_with_a_projection_is_refused():
-    with pytest.raises(ValueError, match="zoneout: not supported with a projection"):
-        layers.run_layer(_layer(), _xs(), zoneout=0.1)
+def _zoneout_masks(seed=5):
+    k_h, k_c = jax.random.split(jax.random.key(seed))
+    return (jax.random.bernoulli(k_h, 0.4, (T, B, P)).astype(F64),
+            jax.random.bernoulli(k_c, 0.3, (T, B, H)).astype(F64))
+
+
+def test_zoneout_with_a_projection_follows_the_equations():
+    """h's keep-mask is P wide, c's H wide; both as in the numpy oracle, and in evaluation
+    the expectation p of each."""
+    layer, xs, h0, masks = _layer(), _xs(), _h0(), _zoneout_masks()
+    hs, final = layers.run_layer(layer, xs, h0, zoneout=masks)
+    ref_hs, ref_h, ref_c = numpy_lstmp(layer, xs, h0.h, h0.c, zoneout=masks)
+    assert rel_error(hs, jnp.asarray(ref_hs)) <= 1e-13
+    assert rel_error(final, jrnn.cells.LSTMState(jnp.asarray(ref_h), jnp.asarray(ref_c))) <= 1e-13
+    expectation = (jnp.full((T, B, P), 0.3, F64), jnp.full((T, B, H), 0.2, F64))
+    hs, _ = layers.run_layer(layer, xs, h0, zoneout=(0.3, 0.2))
+    ref_hs, _, _ = numpy_lstmp(layer, xs, h0.h, h0.c, zoneout=expectation)
+    assert rel_error(hs, jnp.asarray(ref_hs)) <= 1e-13
+
+
+def test_zoneout_with_a_projection_draws_masks_of_both_widths():
+    """A stack with proj_size trains with zoneout: the drawn masks of h and c differ in
+    width, and the gradient equals autodiff's."""
+    stack = layers.init_stack(jax.random.key(6), "lstm", D, H, num_layers=2, proj_size=P,
+                              dtype=F64)
+    cfg = jrnn.dropout.Dropout(zoneout=0.3, zoneout_cell=0.2)
+    noise = jrnn.dropout.layer_noise(cfg, jax.random.key(7), True, cell=jrnn.cells.get("lstm"),
+                                     num_steps=T, batch_shape=(B,), input_size=D,
+                                     W=stack[0][0].W, hidden_size=P, cell_size=H)
+    assert [k.shape for k in noise.zoneout] == [(T, B, P), (T, B, H)]
+
+    def loss(stack, backward):
+        out, _ = layers.run_stack(stack, _xs(), dropout=cfg, key=jax.random.key(8),
+                                  training=True, backward=backward)
+        return jnp.sum(jnp.sin(out))
+    grads = {b: jax.grad(loss)(stack, b) for b in ("manual", "autodiff")}
+    assert rel_error(grads["manual"], grads["autodiff"]) <= 1e-10
 
 
 def test_wrong_shapes_are_named():
