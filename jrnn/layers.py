@@ -412,7 +412,7 @@ def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = No
         A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
         R = recurrence.gate_blocks(recurrence.recurrent(carry[0], part.W, part.b_r, spec.gates,
                                                         part.heads), spec.gates)
-        new, _ = spec.step(spec.inputs(A, part.cell_params), R, carry, part.cell_params)
+        new, _ = spec.step(A, R, carry, part.cell_params)
         if part.W_hr is not None:  # LSTMP: the emitted h is the projected one
             new = (recurrence.affine(new[0], part.W_hr),) + tuple(new[1:])
         rates = () if dropout is None else _dropout.zoneout_rates(dropout, spec)

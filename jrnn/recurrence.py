@@ -9,10 +9,7 @@ For any cell (:mod:`jrnn.cells`) with G gates, hidden size H, and inputs
     R_t &= h_{t-1} W^\top + b_r           && (B, GH)\ \text{the only matmul inside the loop} \\
     (\text{carry}_t, \text{extra}_t) &= \text{cell.step}(A_t, R_t, \text{carry}_{t-1})
 
-with A_t and R_t handed to the cell as G blocks of (B, H), one per gate. A cell
-whose step begins with a map of A_t alone (the layer-normalised cells' LN_x)
-gives it as ``cell.prepare``: the driver applies it to all T·B rows of A before
-the loop, and its VJP to all rows of dA' after the backward scan.
+with A_t and R_t handed to the cell as G blocks of (B, H), one per gate.
 
 and returns every h_t and the final carry. The backward pass is written by
 hand and given to JAX with ``jax.custom_vjp``. A reverse ``lax.scan`` carries
@@ -197,15 +194,11 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     G = cell.gates
     XU = _project(xs, U, G, md)
     b_g = None if b is None else gate_blocks(b, G, axis=0)
-    prepared = None
-    if cell.prepare is not None:  # the cell's time-parallel map of A: once, over all T·B rows
-        A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
-        (XU, prepared), b_g = cell.prepare(A, cell_params), None
     if static.kernel == "persistent":
         A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
         carries, extras, final = persistent.forward(cell, A, W, b_r, carry0,
                                                     reverse=static.reverse, matmul_dtype=md)
-        return carries[0], final, carries, extras, prepared
+        return carries[0], final, carries, extras
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
@@ -237,27 +230,27 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         step, carry0, (XU, mask, reset, noise.zoneout), reverse=static.reverse,
         unroll=static.unroll)
     hs = carries[0] if mask is None else jnp.where(mask[..., None], carries[0], 0)
-    return hs, final, carries, extras, prepared
+    return hs, final, carries, extras
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
-    hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                  cell_params, W_hr, keep_residuals=False)
+    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                               cell_params, W_hr, keep_residuals=False)
     return hs, final
 
 
 def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
-    hs, final, carries, extras, prepared = _forward(static, U, W, b, b_r, xs, carry0, mask,
-                                                    reset, noise, cell_params, W_hr)
+    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                          cell_params, W_hr)
     residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
-                 extras, prepared)
+                 extras)
     return (hs, final), residuals
 
 
 def _rnn_manual_bwd(static, residuals, cotangents):
     (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
-     extras, prepared) = residuals
+     extras) = residuals
     d_hs, d_final = cotangents
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
@@ -343,9 +336,6 @@ def _rnn_manual_bwd(static, residuals, cotangents):
 
     # After the scan, one matmul per gate block over all T·B rows.
     dR = tuple(a if r is None else r for a, r in zip(dA, dR_own))
-    if cell.prepare is not None:  # the steps read A' = prepare(A): dA' -> dA over all rows
-        dA, d_prepared = cell.prepare_vjp(dA, prepared, cell_params)
-        d_params = _add(d_params, d_prepared)
     stack = lambda parts: parts[0] if G == 1 else jnp.concatenate(parts, axis=0)
     dW = stack([_matmul.einsum("ng,nh->gh", _rows(r), _rows(h_in), md) if static.heads == 1
                 else _blockdiag.weight_gradient(_rows(r), _rows(h_in), static.heads, md)
@@ -701,8 +691,8 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                 cell_params, W_hr)
     else:
-        hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                      cell_params, W_hr, keep_residuals=False)
+        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                   cell_params, W_hr, keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
     return hs, cell.from_carry(tuple(final))

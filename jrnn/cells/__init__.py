@@ -36,22 +36,6 @@ it over the steps in the reverse scan's carry.
 dA_t and dR_t are tuples of G blocks. A cell returns ``dR_t = None`` when it
 equals ``dA_t`` (A and R enter only as a sum); a block of dR_t that *is* the
 same array as dA_t's (GRU's r and z) is stored once.
-
-A cell whose step begins with a map of A_t alone, one that reads neither the
-carry nor R_t (the layer-normalised cells' LN_x(A_t)), hands that map to the
-driver as ``prepare``: it is time-parallel, so the driver runs it once over all
-T·B rows before the loop, and its VJP once over all rows after the backward
-scan, as it does the input projection:
-
-    A', saved = prepare(A, params)                  before the loop, all T·B rows
-    carry_t, extra_t = step(A'_t, R_t, carry_{t-1}, params)
-    ...
-    dA, dparams = prepare_vjp(dA', saved, params)   after the backward scan
-
-Then ``step`` receives A'_t and ``step_vjp`` returns dA'_t; the prepared map's
-share of the parameters' gradient comes from ``prepare_vjp`` (the step's
-``dparams_t`` holds zeros there). :meth:`Cell.inputs` applies it to one step's
-A_t (generation).
 """
 from __future__ import annotations
 
@@ -86,11 +70,6 @@ class Cell:
         project the cell's h-output u_t (H) to h_t = u_t W_hrᵀ (P < H) before it
         is emitted and fed back (LSTMP, Sak et al. 2014). Such a cell's
         ``step_vjp`` returns, for h_{t−1}, zeros shaped like ``carry_in[0]`` (P).
-      prepare: ``(A, params) -> (A', saved)``, a map of the hoisted projection that
-        reads nothing else, run by the driver over all T·B rows before the loop
-        (A: G arrays (..., H)); None: ``step`` reads A_t itself.
-      prepare_vjp: ``(dA', saved, params) -> (dA, dparams)``, run once after the
-        backward scan.
     """
 
     name: str
@@ -105,12 +84,6 @@ class Cell:
     default_bias: bool = True
     driver: str = "recurrence"  # the module that runs it: jrnn.recurrence (linear cells: jrnn.linear)
     projectable: bool = False
-    prepare: Any = None
-    prepare_vjp: Any = None
-
-    def inputs(self, A, params=None) -> tuple:
-        """What ``step`` reads for one step's A_t: ``prepare``'s A'_t, or A_t itself."""
-        return A if self.prepare is None else self.prepare(A, params)[0]
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"
