@@ -87,7 +87,7 @@ def test_zoneout_in_evaluation_is_its_expectation(cell):
                                         spec.gates)
         R = jrnn.recurrence.gate_blocks(jrnn.recurrence.affine(carry[0], layer.W, layer.b_r),
                                         spec.gates)
-        new, _ = spec.step(spec.inputs(A, layer.cell_params), R, carry, layer.cell_params)
+        new, _ = spec.step(A, R, carry, layer.cell_params)
         carry = tuple(q * c + (1 - q) * n for q, c, n in zip(p, carry, new))
         assert rel_error(hs[t], carry[0]) < 1e-14
 
