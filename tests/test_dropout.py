@@ -165,3 +165,19 @@ def test_per_step_masks_have_the_quantised_probability(p):
     keep = np.asarray(jd._per_step_keep(jax.random.key(11), p, shape, jnp.float64))
     assert set(np.unique(keep)) == {0.0, 1 / (1 - q)}
     assert abs(keep.mean() - 1) <= 5 * np.sqrt(q / (1 - q) / n)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5])
+def test_per_step_masks_are_uncorrelated_across_words_steps_and_keys(p):
+    """The counter-based hash: units of consecutive words, the same unit at consecutive
+    steps, and the masks of two keys are uncorrelated (within 5 standard errors)."""
+    shape = (40, 8, 256)
+    ones = np.asarray(jd._per_step_bernoulli(jax.random.key(12), p, shape), np.float64)
+    other = np.asarray(jd._per_step_bernoulli(jax.random.key(13), p, shape), np.float64)
+    flat = ones.reshape(-1)
+    pairs = {"consecutive words": (flat[:-2], flat[2:]),
+             "consecutive steps": (ones[:-1].reshape(-1), ones[1:].reshape(-1)),
+             "two keys": (flat, other.reshape(-1))}
+    for what, (a, b) in pairs.items():
+        assert abs(np.corrcoef(a, b)[0, 1]) <= 5 / np.sqrt(a.size), what
+    assert abs(other.mean() - jd.quantised(p)) <= 5 * np.sqrt(p * (1 - p) / other.size)
