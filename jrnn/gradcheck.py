@@ -9,8 +9,10 @@ same forward (``backward="autodiff"``), and returns the relative error
 runs every entry with every cell, so an architecture, an option or a cell is
 tested the moment it is registered here or in :mod:`jrnn.cells`; ``jrnn
 gradcheck`` runs one at the sizes a user asks for. An entry that needs what
-only some cells have (``*-projection``: LSTMP, for the cells that take a
-projection) names it in ``needs``; :func:`pairs` lists the (entry, cell) pairs.
+only some cells have names it in ``needs``, and runs with a cell exactly when the
+cell has it (:func:`capabilities`): ``"projection"`` (LSTMP), ``"recurrence"`` (a
+recurrent matrix: recurrent dropout, DropConnect, zoneout, heads) or ``"linear"``
+(the linear driver's scan modes); :func:`pairs` lists the (entry, cell) pairs.
 
     >>> errors = jrnn.gradcheck.check("deep-bidirectional", "lstm", Sizes(T=50, B=4, D=8, H=16, C=5))
     >>> max(errors.values())   # ~1e-15 in float64
@@ -30,7 +32,7 @@ from jrnn import dropout as _dropout
 from jrnn import cells, heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
-__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies", "check",
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies", "capabilities", "check",
            "linear_cells", "pairs", "split"]
 
 
