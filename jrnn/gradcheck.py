@@ -32,7 +32,8 @@ from jrnn import dropout as _dropout
 from jrnn import cells, heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
-__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies", "capabilities", "check",
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies",
+           "capabilities", "check",
            "linear_cells", "pairs", "split"]
 
 
@@ -420,7 +421,8 @@ TRUNCATED_BPTT_INPUT_DROPOUT = _arch_entry("truncated-bptt-input-dropout",
 TRUNCATED_BPTT_PROJECTION = _projected("truncated-bptt-projection", _tbptt(proj=True))
 TRUNCATED_BPTT_HEADS = _recurrent("truncated-bptt-heads", *_tbptt(num_heads=2))
 # Entries whose loss is already (Σ chunk losses, Σ chunk gradients, final state).
-TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT, TRUNCATED_BPTT_INPUT_DROPOUT,
+TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT,
+                                 TRUNCATED_BPTT_INPUT_DROPOUT,
                                  TRUNCATED_BPTT_PROJECTION, TRUNCATED_BPTT_HEADS)}
 
 # The linear driver's two scan modes, for the linear cells (jrnn.linear); every other
