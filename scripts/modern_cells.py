@@ -86,12 +86,12 @@ def main(argv=None) -> int:
               f"a schedule of {steps} steps in {args.seconds:g} s")
         result = charlm.run(config, progress=not args.quiet, log=lambda s: None)
         done = len(result.losses)
-        rows.append({"cell": cell, "validation": result.val_loss, "steps": done,
+        rows.append({**dataclasses.asdict(config),  # its `steps` is the schedule's length
+                     "cell": cell, "validation": result.val_loss, "steps": done,
                      "schedule": steps, "seconds": result.seconds,
                      "steps_per_second": done / result.seconds,
                      "probe_first_step_s": first, "probe_step_ms": per_step * 1e3,
-                     "time_limited": result.time_limited, "baseline": result.baseline,
-                     **dataclasses.asdict(config)})
+                     "time_limited": result.time_limited, "baseline": result.baseline})
         print(f"validation {result.val_loss:.4f} nats/char after {done} steps in "
               f"{result.seconds:.0f} s")
     header = (f"H={args.hidden}, one layer; {args.batch} streams x {args.seq} characters per "

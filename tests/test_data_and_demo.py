@@ -115,5 +115,6 @@ def test_modern_cells_script(capsys, tmp_path):
     assert [r["cell"] for r in rows] == ["lstm", "mingru", "minlstm", "slstm"]
     for r in rows:
         assert 1 <= r["steps"] <= r["schedule"] and math.isfinite(r["validation"])
+        assert r["steps"] == round(r["steps_per_second"] * r["seconds"])  # done, not planned
         assert r["time_limit"] == 0.5
     assert "| minlstm |" in out and (tmp_path / "m.md").read_text().count("\n| ") == 5
