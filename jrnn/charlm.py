@@ -16,6 +16,16 @@ interrupted. A step whose loss or gradients are not finite changes nothing;
 training stops there with the step named, and the checkpoints already written
 stay as they were.
 
+A time limit (``Config.time_limit``, ``jrnn train --time-limit``) stops training
+after that many seconds of training (wall-clock, compilation included), counted
+over every process of the run: a checkpoint records the seconds spent up to it,
+and a resumed run goes on counting from there. The limit only decides *where* a
+run stops, never what a step computes (the learning-rate schedule still spans
+``steps``), so every step of a time-limited, interrupted and resumed run has the
+parameters of the same step of an uninterrupted run, bit for bit; the step it
+stops at depends on the machine's speed. On stopping it writes a checkpoint of
+that step; resuming it with a larger limit continues the same schedule.
+
 Regularisation (:mod:`jrnn.dropout`: ``Config.dropout``, ``input_dropout``,
 ``recurrent_dropout``, ``weight_drop``, ``zoneout``, ``zoneout_cell``) draws
 fresh masks for every chunk from :func:`noise_key` (the seed and the step
@@ -42,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jrnn import cells, checkpoint, diagnostics, layers, parallel, train as training
-from jrnn.dropout import Dropout
+from jrnn.dropout import Dropout, check_cell
 from jrnn.data import CharVocab, stdlib_source, streams, unigram_entropy
 from jrnn.models import tagger
 
@@ -78,6 +88,7 @@ class Config:
     checkpoint_dir: Optional[str] = None
     checkpoint_every: int = 500
     keep: int = 3                    # checkpoints kept
+    time_limit: Optional[float] = None  # stop after this many training seconds (None: never)
     # Regularisation (jrnn.dropout), each a probability in [0, 1); 0 turns it off.
     dropout: float = 0.0             # between stacked layers (PyTorch's dropout=)
     input_dropout: float = 0.0       # one mask per stream on each layer's input
@@ -106,6 +117,11 @@ class Config:
                      "devices", "max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive int, got {getattr(self, name)}")
+        if self.time_limit is not None and not (
+                isinstance(self.time_limit, (int, float)) and not isinstance(self.time_limit, bool)
+                and math.isfinite(self.time_limit) and self.time_limit > 0):
+            raise ValueError(f"time_limit: expected a finite number of seconds > 0 or None, "
+                             f"got {self.time_limit!r}")
         if not self.lr > 0 or not self.clip > 0:
             raise ValueError(f"lr, clip: expected positive numbers, got {self.lr}, {self.clip}")
         for name in self.REGULARISATION:
@@ -117,11 +133,18 @@ class Config:
             raise ValueError("dropout: acts between stacked layers (not after the last), so "
                              "with one layer it would do nothing; stack two or more layers, "
                              "or use input or recurrent dropout, weight drop or zoneout")
+        for name, field in self.REGULARISATION.items():  # what the cell cannot take
+            if getattr(self, name):
+                try:
+                    check_cell(Dropout(**{field: getattr(self, name)}), cells.get(self.cell))
+                except ValueError as e:
+                    raise ValueError(f"{name}: {str(e).partition(': ')[2]}") from None
         if self.zoneout_cell is not None and cells.get(self.cell).carry_size < 2:
             raise ValueError(f"zoneout_cell: zones out the LSTM's cell state c, and cell "
                              f"{self.cell!r} has none; use zoneout")
 
-    # What must match for a checkpoint to be resumed by this configuration.
+    # What must match for a checkpoint to be resumed by this configuration. The time limit
+    # is not among them: it decides where a run stops, never what a step computes.
     MODEL_FIELDS = ("text", "max_chars", "cell", "hidden", "layers", "seq", "batch", "steps",
                     "lr", "clip", "seed", "backward", "dropout", "input_dropout",
                     "recurrent_dropout", "weight_drop", "zoneout", "zoneout_cell")
@@ -135,6 +158,8 @@ class Result(NamedTuple):
     baseline: float         # unigram entropy of the training text, nats/char
     seconds: float          # training time of this process
     key: object             # the run's sampling key (checkpointed with it)
+    train_seconds: float = 0.0   # training time of the whole run, every process (resumes) summed
+    time_limited: bool = False   # stopped by Config.time_limit before Config.steps
 
 
 class NonFiniteError(RuntimeError):
@@ -390,12 +415,13 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
     flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]
     plots_wanted = config.checkpoint_dir is not None
     flow_start = _flow(state["params"], flow_ids, V) if plots_wanted else None
-    step, position, losses = 0, 0, []
+    step, position, losses, spent = 0, 0, [], 0.0
     if found is not None:
         path, meta = found
         state, meta = checkpoint.restore(path, state)
         step, position, losses = meta["step"], meta["position"], meta["losses"]
-        log(f"resumed from {path} (step {step} of {config.steps})")
+        spent = float(meta.get("train_seconds", 0.0))  # older checkpoints did not record it
+        log(f"resumed from {path} (step {step} of {config.steps}, {spent:.0f} s of training)")
     train_log = None
     if config.checkpoint_dir:
         os.makedirs(config.checkpoint_dir, exist_ok=True)
@@ -420,20 +446,32 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
     if mesh is not None:
         zeros = parallel.shard_batch(zeros, mesh, axis=0)
 
+    saved_step = step
+
     def save():
+        nonlocal saved_step
         if config.checkpoint_dir:
             checkpoint.save(config.checkpoint_dir, step, state,
                             {"config": dataclasses.asdict(config), "vocab": vocab.chars,
-                             "position": position, "losses": losses},
+                             "position": position, "losses": losses,
+                             "train_seconds": spent + time.perf_counter() - t0},
                             keep=config.keep)
+            saved_step = step
+
+    def out_of_time() -> bool:
+        return (config.time_limit is not None
+                and spent + time.perf_counter() - t0 >= config.time_limit)
 
     from tqdm import tqdm
     bar = tqdm(total=config.steps, initial=step, desc="training", unit="chunk",
                file=sys.stdout, mininterval=1.0, disable=not progress)
     t0, smooth = time.perf_counter(), None
-    t_last = t0
+    t_last, time_limited = t0, False
     try:
         while step < config.steps:
+            if step > 0 and out_of_time():  # a new run always takes its first step
+                time_limited = True
+                break
             if position + T + 1 > len(train_ids):  # end of the text: the streams start again
                 position, state["h"] = 0, zeros
             xs = train_ids[position:position + T]
@@ -468,11 +506,16 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
             bar.set_postfix(loss=f"{smooth:.3f}", refresh=False)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 save()
+        if time_limited and saved_step != step:
+            save()
     finally:
         if train_log is not None:
             train_log.close()
     bar.close()
     seconds = time.perf_counter() - t0
+    if time_limited:
+        log(f"time limit: {config.time_limit:g} s of training reached at step {step} of "
+            f"{config.steps}")
     if plots_wanted:
         _write_loss_plot(config.checkpoint_dir, losses, baseline, log)
         _write_flow_plot(config.checkpoint_dir, flow_start, _flow(state["params"], flow_ids, V),
@@ -484,7 +527,7 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
 
     val_loss = evaluate(state["params"], valid_ids, V, dropout=config.regularisation())
     return Result(jax.device_get(state["params"]), vocab, losses, val_loss, baseline, seconds,
-                  state["key"])
+                  state["key"], spent + seconds, time_limited)
 
 
 def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512,
@@ -585,8 +628,10 @@ def generate(params, vocab: CharVocab, key, prompt: str, length: int,
 
 def summary(result: Result, config: Config) -> str:
     b, v = result.baseline, result.val_loss
+    stopped = (f", stopped by the time limit ({config.time_limit:g} s of training; the "
+               f"schedule has {config.steps})" if result.time_limited else "")
     return (f"trained to step {len(result.losses)} ({len(result.losses) * config.seq * config.batch:,}"
-            f" characters); this process {result.seconds:.0f} s\n"
+            f" characters); this process {result.seconds:.0f} s{stopped}\n"
             f"unigram baseline : {b:.3f} nats/char ({b / math.log(2):.2f} bits)\n"
             f"validation loss  : {v:.3f} nats/char ({v / math.log(2):.2f} bits), "
             f"{v / b:.0%} of the baseline")

@@ -125,6 +125,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--lr", type=_rate, default=d.lr,
                      help="peak Adam learning rate (cosine decay to a tenth)")
     opt.add_argument("--clip", type=_rate, default=d.clip, help="global-norm gradient clip")
+    opt.add_argument("--time-limit", type=_rate, default=d.time_limit, metavar="SECONDS",
+                     help="stop after this many seconds of training (counted over resumes; "
+                          "the learning-rate schedule still spans --steps)")
     opt.add_argument("--seed", type=_natural, default=d.seed)
     opt.add_argument("--backward", choices=("manual", "autodiff"), default=d.backward,
                      help="hand-written BPTT, or JAX autodiff of the same forward")

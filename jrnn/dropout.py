@@ -30,6 +30,13 @@ The sLSTM's cell state is (c, n, m): zoneout keeps the three together, with one 
 projection (``proj_size`` P, LSTMP of Sak et al. 2014) h is P wide and c H wide: zoneout
 keeps units of the projected h (a (T, B, P) mask) and of c (a (T, B, H) mask).
 
+Linear cells (:mod:`jrnn.linear`: minGRU, minLSTM) take the two kinds that act outside
+the recurrence, ``input`` and ``between``, exactly as the classic cells do.
+:func:`check_cell` refuses the rest for them, by name: recurrent dropout and DropConnect
+act on the recurrent matrix W and its input h_{t−1}, and a linear cell has no W (its
+a_t, b_t come from x_t alone); zoneout would keep the linear form (a' = k + (1 − k) a,
+b' = (1 − k) b for a kept-unit mask k) but the linear driver does not implement it.
+
 The recurrent mask and zoneout act inside the recurrence, so the driver
 (:func:`jrnn.rnn`, arguments ``recurrent_mask`` and ``zoneout``) applies them and
 differentiates through them by hand:
@@ -65,7 +72,7 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Dropout", "check", "layer_noise", "between_layers", "zoneout_rates", "quantised"]
+__all__ = ["Dropout", "check", "check_cell", "layer_noise", "between_layers", "zoneout_rates", "quantised"]
 
 
 class Dropout(NamedTuple):
@@ -94,6 +101,29 @@ def check(dropout: Dropout, key, training: bool) -> None:
     if training and active and key is None:
         raise ValueError("key: training with dropout draws random masks and needs a PRNG key "
                          "(jax.random.key(...)); pass training=False to evaluate")
+
+
+# What a linear cell refuses, and why (module doc).
+_LINEAR_REFUSED = {
+    "recurrent": "recurrent dropout acts on h_{t-1} where it feeds the recurrent matrix W, "
+                 "and a linear cell has none (a_t, b_t come from x_t alone)",
+    "weight": "weight drop (DropConnect) drops entries of the recurrent matrix W, and a "
+              "linear cell has none (a_t, b_t come from x_t alone)",
+    "zoneout": "zoneout is not implemented by the linear driver (jrnn.linear)",
+    "zoneout_cell": "zoneout is not implemented by the linear driver (jrnn.linear)",
+}
+
+
+def check_cell(dropout: Dropout, cell) -> None:
+    """Refuses, by name and with the reason, a kind of noise that ``cell`` cannot take:
+    a linear cell (``cell.driver == "linear"``) takes only ``input`` and ``between``."""
+    if getattr(cell, "driver", "recurrence") != "linear":
+        return
+    for name, why in _LINEAR_REFUSED.items():
+        if getattr(dropout, name):
+            raise ValueError(f"dropout.{name}: the linear cell {cell.name!r} takes input "
+                             f"and between-layer dropout only: {why}; got "
+                             f"{getattr(dropout, name)!r}")
 
 
 def _keep(key, p: float, shape, dtype):

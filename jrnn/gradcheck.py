@@ -9,8 +9,10 @@ same forward (``backward="autodiff"``), and returns the relative error
 runs every entry with every cell, so an architecture, an option or a cell is
 tested the moment it is registered here or in :mod:`jrnn.cells`; ``jrnn
 gradcheck`` runs one at the sizes a user asks for. An entry that needs what
-only some cells have (``*-projection``: LSTMP, for the cells that take a
-projection) names it in ``needs``; :func:`pairs` lists the (entry, cell) pairs.
+only some cells have names it in ``needs``, and runs with a cell exactly when the
+cell has it (:func:`capabilities`): ``"projection"`` (LSTMP), ``"recurrence"`` (a
+recurrent matrix: recurrent dropout, DropConnect, zoneout, heads) or ``"linear"``
+(the linear driver's scan modes); :func:`pairs` lists the (entry, cell) pairs.
 
     >>> errors = jrnn.gradcheck.check("deep-bidirectional", "lstm", Sizes(T=50, B=4, D=8, H=16, C=5))
     >>> max(errors.values())   # ~1e-15 in float64
@@ -30,7 +32,8 @@ from jrnn import dropout as _dropout
 from jrnn import cells, heads, layers, remat, train
 from jrnn.models import classifier, generator, seq2seq, tagger
 
-__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies", "check",
+__all__ = ["Sizes", "Arch", "ARCHITECTURES", "TRUNCATED_BPTT", "TRUNCATED", "applies",
+           "capabilities", "check",
            "linear_cells", "pairs", "split"]
 
 
@@ -61,11 +64,19 @@ class Arch:
     name: str
     build: Callable  # (key, cell, dtype, sizes) -> (params, batch dict)
     loss: Callable   # (params, batch, backward) -> scalar
-    needs: str = ""  # "projection": only cells that take one (LSTMP); "": every cell
+    needs: tuple = ()  # what the cell must have (:func:`capabilities`); (): every cell
 
     def accepts(self, cell: str) -> bool:
-        """Whether this entry runs with ``cell``."""
-        return self.needs != "projection" or cells.get(cell).projectable
+        """Whether this entry runs with ``cell``: the cell has all it needs."""
+        return set(self.needs) <= capabilities(cell)
+
+
+def capabilities(cell: str) -> frozenset:
+    """What an entry may need of a cell: its driver (``"recurrence"``: a recurrent matrix W,
+    so recurrent dropout, DropConnect, zoneout and heads; ``"linear"``: the linear driver's
+    scan modes) and ``"projection"`` (LSTMP) where it takes one."""
+    spec = cells.get(cell)
+    return frozenset({spec.driver} | ({"projection"} if spec.projectable else set()))
 
 
 def _widths(s: "Sizes", proj: bool = False, heads: int = 1) -> tuple[int, dict]:
@@ -84,6 +95,8 @@ def _normal(key, shape, dtype, scale=1.0):
 # Every kind of noise at once, at rates high enough that each mask matters.
 ALL_NOISE = _dropout.Dropout(input=0.3, recurrent=0.4, weight=0.3, zoneout=0.3,
                              zoneout_cell=0.2, between=0.3)
+# The kinds that act outside the recurrence, which every cell takes (linear ones too).
+OUTSIDE_NOISE = _dropout.Dropout(input=0.3, between=0.3)
 
 
 def _tagger(num_layers=1, bidirectional=False, learn_h0=False, given_h0=False, lengths=False,
@@ -316,13 +329,19 @@ def _random_cell_params(build):
     return wrapped
 
 
-def _arch_entry(name, build, loss, needs="") -> Arch:
+def _arch_entry(name, build, loss, needs=()) -> Arch:
     return Arch(name, _random_cell_params(build), loss, needs)
+
+
+def _recurrent(name, build, loss) -> Arch:
+    """An entry with noise that acts on the recurrent matrix or inside the recurrence
+    (recurrent dropout, DropConnect, zoneout) or with heads: for the classic driver's cells."""
+    return _arch_entry(name, build, loss, needs=("recurrence",))
 
 
 def _projected(name, entry) -> Arch:
     """An entry built with proj_size (LSTMP): for the cells that take a projection."""
-    return _arch_entry(name, *entry, needs="projection")
+    return _arch_entry(name, *entry, needs=("projection",))
 
 
 ARCHITECTURES = {a.name: a for a in [
@@ -350,20 +369,22 @@ ARCHITECTURES = {a.name: a for a in [
     _arch_entry("encoder-decoder-deep-bidirectional", *_seq2seq(num_layers=2,
                                                          bidirectional_encoder=True)),
     _arch_entry("memory-bounded-bptt", *_remat_segments()),
-    _arch_entry("layer-recurrent-dropout-zoneout", *_single_layer(lengths=True, noise=True)),
-    _arch_entry("layer-reverse-recurrent-dropout-zoneout-reset",
+    _recurrent("layer-recurrent-dropout-zoneout", *_single_layer(lengths=True, noise=True)),
+    _recurrent("layer-reverse-recurrent-dropout-zoneout-reset",
          *_single_layer(reverse=True, lengths=True, reset=True, noise=True)),
-    _arch_entry("tagger-dropout", *_tagger(lengths=True, dropout=ALL_NOISE)),
-    _arch_entry("deep-bidirectional-dropout", *_tagger(num_layers=2, bidirectional=True, lengths=True,
+    _recurrent("tagger-dropout", *_tagger(lengths=True, dropout=ALL_NOISE)),
+    _recurrent("deep-bidirectional-dropout", *_tagger(num_layers=2, bidirectional=True, lengths=True,
                                                 dropout=ALL_NOISE)),
-    _arch_entry("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
+    _recurrent("deep-dropout-evaluation", *_tagger(num_layers=2, lengths=True, dropout=ALL_NOISE,
                                              training=False)),
-    _arch_entry("many-to-one-deep-bidirectional-dropout",
+    _recurrent("many-to-one-deep-bidirectional-dropout",
                 *_classifier(num_layers=2, bidirectional=True, dropout=ALL_NOISE)),
-    _arch_entry("one-to-many-deep-dropout", *_generator(num_layers=2, dropout=ALL_NOISE)),
-    _arch_entry("encoder-decoder-deep-bidirectional-dropout",
+    _recurrent("one-to-many-deep-dropout", *_generator(num_layers=2, dropout=ALL_NOISE)),
+    _recurrent("encoder-decoder-deep-bidirectional-dropout",
                 *_seq2seq(num_layers=2, bidirectional_encoder=True, dropout=ALL_NOISE)),
-    _arch_entry("memory-bounded-bptt-dropout", *_remat_segments(dropout=ALL_NOISE)),
+    _recurrent("memory-bounded-bptt-dropout", *_remat_segments(dropout=ALL_NOISE)),
+    _arch_entry("deep-bidirectional-input-between-dropout",
+                *_tagger(num_layers=2, bidirectional=True, lengths=True, dropout=OUTSIDE_NOISE)),
     _projected("layer-projection", _single_layer(proj=True, lengths=True)),
     _projected("layer-reverse-projection-recurrent-dropout-zoneout-reset",
                _single_layer(reverse=True, proj=True, lengths=True, reset=True, noise=True)),
@@ -382,25 +403,28 @@ ARCHITECTURES = {a.name: a for a in [
     _projected("encoder-decoder-deep-bidirectional-projection",
                _seq2seq(num_layers=2, bidirectional_encoder=True, proj=True)),
     _projected("memory-bounded-bptt-projection", _remat_segments(proj=True)),
-    _arch_entry("layer-heads", *_single_layer(heads=2, lengths=True)),
-    _arch_entry("layer-reverse-heads-recurrent-dropout-zoneout-reset",
+    _recurrent("layer-heads", *_single_layer(heads=2, lengths=True)),
+    _recurrent("layer-reverse-heads-recurrent-dropout-zoneout-reset",
                 *_single_layer(reverse=True, heads=2, lengths=True, reset=True, noise=True)),
-    _arch_entry("deep-bidirectional-heads",
+    _recurrent("deep-bidirectional-heads",
                 *_tagger(num_layers=2, bidirectional=True, lengths=True, learn_h0=True, reset=True,
                          heads=2)),
-    _arch_entry("deep-bidirectional-dropout-heads",
+    _recurrent("deep-bidirectional-dropout-heads",
                 *_tagger(num_layers=2, bidirectional=True, lengths=True, dropout=ALL_NOISE,
                          heads=2)),
-    _arch_entry("encoder-decoder-deep-bidirectional-heads",
+    _recurrent("encoder-decoder-deep-bidirectional-heads",
                 *_seq2seq(num_layers=2, bidirectional_encoder=True, heads=2)),
-    _arch_entry("memory-bounded-bptt-heads", *_remat_segments(heads=2)),
+    _recurrent("memory-bounded-bptt-heads", *_remat_segments(heads=2)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
-TRUNCATED_BPTT_DROPOUT = _arch_entry("truncated-bptt-dropout", *_tbptt(dropout=ALL_NOISE))
+TRUNCATED_BPTT_DROPOUT = _recurrent("truncated-bptt-dropout", *_tbptt(dropout=ALL_NOISE))
+TRUNCATED_BPTT_INPUT_DROPOUT = _arch_entry("truncated-bptt-input-dropout",
+                                           *_tbptt(dropout=_dropout.Dropout(input=0.3)))
 TRUNCATED_BPTT_PROJECTION = _projected("truncated-bptt-projection", _tbptt(proj=True))
-TRUNCATED_BPTT_HEADS = _arch_entry("truncated-bptt-heads", *_tbptt(num_heads=2))
+TRUNCATED_BPTT_HEADS = _recurrent("truncated-bptt-heads", *_tbptt(num_heads=2))
 # Entries whose loss is already (Σ chunk losses, Σ chunk gradients, final state).
 TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT,
+                                 TRUNCATED_BPTT_INPUT_DROPOUT,
                                  TRUNCATED_BPTT_PROJECTION, TRUNCATED_BPTT_HEADS)}
 
 # The linear driver's two scan modes, for the linear cells (jrnn.linear); every other
@@ -409,25 +433,13 @@ for _mode in ("parallel", "sequential"):
     for _name, _options in (("layer", {}), ("layer-reverse-lengths", dict(reverse=True,
                                                                           lengths=True))):
         ARCHITECTURES[f"{_name}-{_mode}"] = _arch_entry(f"{_name}-{_mode}",
-                                                        *_single_layer(mode=_mode, **_options))
-
-# What a linear cell cannot take: the regularisers that act inside
-# the recurrence (recurrent dropout, zoneout) or on a stack (dropout), and heads (it has no
-# recurrent matrix); each is refused by name (tests/test_linear.py).
-_LINEAR_EXCLUDED = ("dropout", "zoneout", "heads")
-_MODE_ONLY = tuple(f"-{m}" for m in ("parallel", "sequential"))
-
+                                                        *_single_layer(mode=_mode, **_options),
+                                                        needs=("linear",))
 
 def applies(arch: str, cell: str) -> bool:
-    """Whether the table's entry ``arch`` runs cell ``cell``: the entry accepts the cell
-    (projection entries need a projectable cell), the mode entries are the linear cells'
-    alone, and the linear cells skip what they refuse (``_LINEAR_EXCLUDED``)."""
-    linear = cells.get(cell).driver == "linear"
-    if not _arch(arch).accepts(cell):
-        return False
-    if arch.endswith(_MODE_ONLY):
-        return linear
-    return not (linear and any(word in arch for word in _LINEAR_EXCLUDED))
+    """Whether the table's entry ``arch`` runs cell ``cell``: the cell has every
+    capability the entry needs (:func:`capabilities`)."""
+    return _arch(arch).accepts(cell)
 
 
 def linear_cells() -> list[str]:

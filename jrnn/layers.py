@@ -348,10 +348,10 @@ def _fold(key, *indices):
 
 
 def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
-    """The layer with DropConnect applied, its input, and jrnn.rnn's noise arguments."""
-    if cells.get(part.cell).driver == "linear":
-        raise ValueError(f"dropout: the linear cell {part.cell!r} runs on jrnn.linear, which "
-                         "has no dropout or zoneout; got a Dropout")
+    """The layer with DropConnect applied, its input, and jrnn.rnn's noise arguments (a
+    linear cell: its input alone; :func:`jrnn.dropout.check_cell` refuses the rest)."""
+    spec = cells.get(part.cell)
+    _dropout.check_cell(dropout, spec)
     noise = _dropout.layer_noise(
         dropout, None if key is None else _fold(key, l, d), training,
         cell=cells.get(part.cell), num_steps=x.shape[0], batch_shape=x.shape[1:-1],
@@ -361,6 +361,8 @@ def _regularised(part: Layer, x, dropout, key, training: bool, l: int, d: int):
         part = dataclasses.replace(part, W=part.W * noise.weight_mask)
     if noise.input_mask is not None:
         x = x * noise.input_mask[None]
+    if spec.driver == "linear":
+        return part, x, {}
     return part, x, dict(recurrent_mask=noise.recurrent_mask, zoneout=noise.zoneout)
 
 

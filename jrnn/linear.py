@@ -38,7 +38,7 @@ minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
 =========  ==========  ============================================================
 platform   default     measured
 =========  ==========  ============================================================
-cpu        sequential  faster at 9 of 10 sweep points, 0.41–0.87× (once 1.11×)
+cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.75×
 gpu        parallel    not yet measured (no GPU in the session that wrote this)
 =========  ==========  ============================================================
 
@@ -219,6 +219,57 @@ def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states):
     return dP, dparams, dh0 if restarts is None else dh0 + restarts
 
 
+def _backward_sequential_gain(form, params, g, g_final, flags, h0, states):
+    """The reverse lax.scan of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
+    (the LRU): a is constant, so the loop reads neither P nor X; it emits dP_t from db_t
+    alone and sums da_t over the rows in its carry. The gain's gradient comes after the
+    loop, from dU (:func:`_weight_products`). Returns (dP, Σ da, dh0)."""
+    T = g.shape[0]
+    mask, reset = flags
+    a = form.a(params)
+
+    def step(carry, inputs):
+        mu, da_sum, restarts = carry
+        t, g_t, (m_t, r_t) = inputs
+        h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
+                                                                 keepdims=False))
+        lam = g_t + mu
+        a_t = jnp.broadcast_to(a, lam.shape)
+        if r_t is not None:  # a restart: h_{t−1} is h0, which receives conj(a) λ; a' = 0
+            r = r_t[..., None]
+            restarts = restarts + jnp.where(r, jnp.conj(a_t) * lam, jnp.zeros((), lam.dtype))
+            h_prev = jnp.where(r, jnp.broadcast_to(h0, h_prev.shape), h_prev)
+            a_t = jnp.where(r, jnp.zeros((), a_t.dtype), a_t)
+        db = lam
+        if m_t is not None:  # a masked step: a' = 1, b' = 0
+            m = m_t[..., None]
+            a_t = jnp.where(m, a_t, jnp.ones((), a_t.dtype))
+            db = jnp.where(m, lam, jnp.zeros((), lam.dtype))
+        return (jnp.conj(a_t) * lam, da_sum + db * jnp.conj(h_prev), restarts), \
+            form.input_vjp(params, db)
+
+    restarts0 = None if reset is None else jnp.zeros_like(g_final)
+    (dh0, da_sum, restarts), dP = lax.scan(
+        step, (g_final, jnp.zeros_like(g_final), restarts0), (jnp.arange(T), g, flags),
+        reverse=True)
+    return dP, jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts
+
+
+def _weight_products(dP, xs, U, bias, blocks: int):
+    """dU = dPᵀ X, dbias = Σ dP (a column of ones in the same product: dP is read once),
+    dX = dP U, each one 2-D matmul over all T·B rows."""
+    rows = _rows(xs)
+    if bias is None:
+        dU, dbias = jnp.concatenate([_rows(d).T @ rows for d in dP]), None
+    else:
+        ones = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
+        both = jnp.concatenate([_rows(d).T @ ones for d in dP])
+        dU, dbias = both[:, :-1], both[:, -1]
+    dxs = sum((_rows(d) @ U_k).reshape(xs.shape)
+              for d, U_k in zip(dP, jnp.split(U, blocks, axis=0)))
+    return dU, dbias, dxs
+
+
 def _chunks(T: int) -> int:
     """K, the steps per chunk of the blocked scan: about √T (a power of two)."""
     return 1 << max(0, (T.bit_length() - 1) // 2)
@@ -322,18 +373,20 @@ def _linear_manual_bwd(static, residuals, cotangents):
         if cell.complex_state:
             dh0 = jnp.conj(dh0)
         return dU, None if bias is None else dbias, dxs, dh0, None, None, dparams
-    P = _project(xs, U, cell.blocks)
-    dP, dparams, dh0 = _backward_sequential(cell, params, _split_bias(bias, cell.blocks), P, g, g_final,
-                                (mask, reset), h0, states)
-    rows = _rows(xs)
-    if bias is None:
-        dU, dbias = jnp.concatenate([_rows(d).T @ rows for d in dP]), None
-    else:  # dbias from the same product, by a column of ones: dP is read once
-        ones = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
-        both = jnp.concatenate([_rows(d).T @ ones for d in dP])
-        dU, dbias = both[:, :-1], both[:, -1]
-    dxs = sum((_rows(d) @ U_k).reshape(xs.shape)
-              for d, U_k in zip(dP, jnp.split(U, cell.blocks, axis=0)))
+    form = cell.gain_form
+    if form is not None:  # P is never recomputed (jrnn.cells.linear_contract.GainForm)
+        dP, da_sum, dh0 = _backward_sequential_gain(form, params, g, g_final, (mask, reset),
+                                                    h0, states)
+    else:
+        P = _project(xs, U, cell.blocks)
+        dP, dparams, dh0 = _backward_sequential(cell, params, _split_bias(bias, cell.blocks),
+                                                P, g, g_final, (mask, reset), h0, states)
+    dU, dbias, dxs = _weight_products(dP, xs, U, bias, cell.blocks)
+    if form is not None:
+        split = lambda a: tuple(jnp.split(a, cell.blocks, axis=0))
+        dparams = form.params_vjp(params, da_sum, split(U), split(dU),
+                                  None if bias is None else split(bias),
+                                  None if bias is None else split(dbias))
     if cell.complex_state:
         dh0 = jnp.conj(dh0)
     return dU, dbias, dxs, dh0, None, None, dparams

@@ -415,6 +415,21 @@ OPTIONS = {
                                                        kernel="persistent"), Error(
         ValueError, r"kernel='persistent' cannot run this layer: a projection W_hr",
         "names kernel='persistent' and the projection")),
+    "linear recurrent dropout": (
+        "`layers.run_stack` of a minGRU stack with `Dropout(recurrent=0.2)`",
+        lambda: layers.run_stack(layers.init_stack(KEY, "mingru", D, H), XS,
+                                 dropout=Dropout(recurrent=0.2), key=KEY, training=True),
+        Error(ValueError, r"dropout.recurrent: the linear cell 'mingru' takes input and "
+                          r"between-layer dropout only: .* has none .*got 0.2",
+              "names dropout.recurrent, 'mingru', what it takes, why (no W) and 0.2")),
+    "linear zoneout": (
+        "`layers.run_stack` of a minLSTM stack with `Dropout(zoneout=0.1)`",
+        lambda: layers.run_stack(layers.init_stack(KEY, "minlstm", D, H), XS,
+                                 dropout=Dropout(zoneout=0.1), training=False),
+        Error(ValueError, r"dropout.zoneout: the linear cell 'minlstm' takes input and "
+                          r"between-layer dropout only: zoneout is not implemented by the "
+                          r"linear driver .*got 0.1",
+              "names dropout.zoneout, 'minlstm', what it takes, why and 0.1")),
     "heads not dividing H": ("`layers.init_stack(..., hidden_size=3, heads=2)`",
                              lambda: layers.init_stack(KEY, "lstm", D, H, heads=2), Error(
         ValueError, r"heads: expected a divisor of hidden_size = 3, got 2",

@@ -10,7 +10,8 @@ TINY = ["--max-chars", "20000", "--hidden", "12", "--seq", "8", "--batch", "4", 
 @pytest.mark.parametrize("command,expected", [
     ("train", ["--cell", "--hidden", "--lr", "--clip", "--steps", "--checkpoint-dir",
                "--resume", "--devices", "--dropout", "--input-dropout",
-               "--recurrent-dropout", "--weight-drop", "--zoneout", "--zoneout-cell"]),
+               "--recurrent-dropout", "--weight-drop", "--zoneout", "--zoneout-cell",
+               "--time-limit"]),
     ("sample", ["--checkpoint-dir", "--temperature", "--prompt", "--length"]),
     ("gradcheck", ["--cell", "--arch", "--T", "--H", "--dtype"]),
     ("bench", ["--remat"]),
@@ -120,6 +121,41 @@ def test_bench_passes_its_arguments_on(tmp_path):
     assert (tmp_path / f"{jax.default_backend()}_remat.json").exists()
 
 
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_linear_cells_train_with_input_and_between_layer_dropout(cell, tmp_path, capsys):
+    from jrnn import charlm
+    from jrnn.dropout import Dropout
+    d = str(tmp_path / cell)
+    assert cli.main(["train", *TINY, "--steps", "2", "--cell", cell, "--layers", "2",
+                     "--input-dropout", "0.2", "--dropout", "0.3", "--checkpoint-dir", d,
+                     "--sample", "10"]) == 0
+    assert "validation loss" in capsys.readouterr().out
+    _, _, meta = charlm.load(d)
+    assert charlm.saved_config(meta).regularisation() == Dropout(input=0.2, between=0.3)
+
+
+def test_a_time_limited_run_stops_saves_and_resumes_exactly(tmp_path, capsys):
+    """A limit shorter than any step stops a new run after its first step (with a
+    checkpoint); resumed under the same limit it trains nothing; resumed without one it
+    ends bit for bit where a run never limited ends."""
+    from jrnn import charlm
+    d = str(tmp_path / "limited")
+    common = ["train", *TINY, "--steps", "4", "--sample", "0"]
+    assert cli.main([*common, "--time-limit", "1e-9", "--checkpoint-dir", d]) == 0
+    assert "stopped by the time limit" in capsys.readouterr().out
+    assert checkpoint.list_steps(d) == [1]
+    _, _, meta = charlm.load(d)
+    assert meta["train_seconds"] > 0 and len(meta["losses"]) == 1
+    assert cli.main([*common, "--time-limit", "1e-9", "--checkpoint-dir", d, "--resume"]) == 0
+    assert checkpoint.list_steps(d) == [1]
+    assert cli.main([*common, "--checkpoint-dir", d, "--resume"]) == 0
+    assert cli.main([*common, "--checkpoint-dir", str(tmp_path / "whole")]) == 0
+    resumed, whole = charlm.load(d), charlm.load(str(tmp_path / "whole"))
+    assert resumed[2]["losses"] == whole[2]["losses"] and len(whole[2]["losses"]) == 4
+    for a, b in zip(jax.tree.leaves(resumed[0]), jax.tree.leaves(whole[0])):
+        assert (a == b).all()
+
+
 # --- The front door: every user mistake is one or two lines on stderr, never a traceback ---
 
 @pytest.fixture(scope="module")
@@ -172,6 +208,15 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["train", *TINY, "--proj-size", "12", "--cell", "lstm"], 1,
      "proj_size: expected 0 < proj_size < hidden_size = 12"),
     (["train", "--heads", "0"], 2, "--heads"),
+    (["train", "--cell", "mingru", "--recurrent-dropout", "0.1"], 2, "--recurrent-dropout: "
+     "the linear cell 'mingru' takes input and between-layer dropout only"),
+    (["train", "--cell", "minlstm", "--weight-drop", "0.1"], 2, "--weight-drop: the linear "
+     "cell 'minlstm' takes input and between-layer dropout only"),
+    (["train", "--cell", "mingru", "--zoneout", "0.1"], 2, "--zoneout: the linear cell "
+     "'mingru' takes input and between-layer dropout only: zoneout is not implemented"),
+    (["train", "--time-limit", "0"], 2, "--time-limit: expected a finite number > 0, got 0"),
+    (["train", "--time-limit", "inf"], 2, "--time-limit: expected a finite number > 0"),
+    (["train", "--time-limit", "2min"], 2, "--time-limit: expected a number, got '2min'"),
     (["sample"], 2, "--checkpoint-dir"),
     (["sample", "--checkpoint-dir", "{r}/missing"], 1, "missing: no such folder"),
     (["sample", "--checkpoint-dir", "{r}/folder"], 1, "no checkpoints"),

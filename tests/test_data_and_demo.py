@@ -102,3 +102,19 @@ def test_regularisation_script(capsys, tmp_path):
     rows = json.loads((tmp_path / "r.json").read_text())
     assert [r["dropout"] for r in rows] == [0.0, 0.3] and rows[1]["zoneout"] == 0.1
     assert rows[0]["validation"] != rows[1]["validation"]
+
+
+def test_modern_cells_script(capsys, tmp_path):
+    """The equal-time comparison at a tiny budget: every cell is probed, trained under
+    the time limit and scored; the table and its JSON are written."""
+    out = run_script("modern_cells.py", ["--max-chars", "20000", "--seconds", "0.5",
+                                         "--probe-steps", "2", "--hidden", "8", "--seq", "8",
+                                         "--batch", "4", "--quiet",
+                                         "--out", str(tmp_path / "m.md")], capsys)
+    rows = json.loads((tmp_path / "m.json").read_text())
+    assert [r["cell"] for r in rows] == ["lstm", "mingru", "minlstm", "slstm"]
+    for r in rows:
+        assert 1 <= r["steps"] <= r["schedule"] and math.isfinite(r["validation"])
+        assert r["steps"] == round(r["steps_per_second"] * r["seconds"])  # done, not planned
+        assert r["time_limit"] == 0.5
+    assert "| minlstm |" in out and (tmp_path / "m.md").read_text().count("\n| ") == 5

@@ -61,6 +61,28 @@ def test_stack_draws_the_masks_that_the_driver_applies():
     assert set(np.round(values, 12)) <= {0.0, round(1 / 0.6, 12)} and len(values) == 2
 
 
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_a_linear_stack_takes_input_and_between_layer_dropout(cell):
+    """A linear cell's input dropout is jrnn.linear.linear_rnn on the masked input (the mask
+    layer_noise draws), between-layer dropout acts on the lower layer's outputs, and
+    evaluation is the plain stack."""
+    stack = _stack(cell, num_layers=2)
+    cfg = jd.Dropout(input=0.3, between=0.4)
+    out, _ = layers.run_stack(stack, XS, dropout=cfg, key=KEY, training=True)
+    noise = [jd.layer_noise(cfg, jax.random.fold_in(jax.random.fold_in(KEY, l), 0), True,
+                            cell=jrnn.cells.get(cell), num_steps=T, batch_shape=(B,),
+                            input_size=stack[l][0].input_size, W=stack[l][0].W)
+             for l in (0, 1)]
+    (bottom,), (top,) = stack
+    low, _ = jrnn.linear.linear_rnn(cell, bottom.U, bottom.b, XS * noise[0].input_mask[None])
+    low = jd.between_layers(cfg, jax.random.fold_in(jax.random.fold_in(KEY, 0), 2), True, low)
+    expected, _ = jrnn.linear.linear_rnn(cell, top.U, top.b, low * noise[1].input_mask[None])
+    assert rel_error(out, expected) == 0
+    plain, _ = layers.run_stack(stack, XS)
+    assert rel_error(layers.run_stack(stack, XS, dropout=cfg, training=False)[0], plain) == 0
+    assert rel_error(out, plain) > 1e-2
+
+
 @pytest.mark.parametrize("cell", ["elman", "lstm"])
 def test_zoneout_keeping_every_unit_freezes_the_state(cell):
     (layer,), = _stack(cell)

@@ -67,6 +67,18 @@ def test_hand_written_gradients_match_autodiff_in_float64(cell, mode, option):
     assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads["autodiff"]))
 
 
+@pytest.mark.parametrize("mode", linear.MODES)
+def test_lru_with_a_bias_matches_autodiff(mode):
+    """The LRU's γ gradient with a bias: the sequential backward takes it from the weights
+    (Σ_d dU ⊙ U + dbias ⊙ bias), which is exact only if the bias term is there."""
+    U, _, params, xs, h0, G, G_final = _setup("lru")
+    bias = jax.random.normal(jax.random.key(9), (U.shape[0],), U.dtype)
+    grads = {bw: jax.grad(_loss("lru", mode, bw, OPTIONS["reset"], G, G_final),
+                          argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
+             for bw in ("manual", "autodiff")}
+    assert _relative(grads["manual"], grads["autodiff"]) < 1e-10
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_hand_written_gradients_match_autodiff_in_float32(cell):
     U, bias, params, xs, h0, G, G_final = jax.tree.map(
@@ -261,9 +273,18 @@ def test_lru_layer_gradients_match_autodiff_with_real_inputs_and_outputs():
      r"cell: 'lru' has a complex state and its own readout"),
     (lambda: __import__("jrnn").layers.run_stack(
         __import__("jrnn").layers.init_stack(jax.random.key(0), "mingru", 3, 4),
-        jnp.ones((5, 2, 3)), dropout=__import__("jrnn").dropout.Dropout(input=0.1),
+        jnp.ones((5, 2, 3)), dropout=__import__("jrnn").dropout.Dropout(input=0.1,
+                                                                          recurrent=0.2),
         key=jax.random.key(1), training=True),
-     r"dropout: the linear cell 'mingru' runs on jrnn.linear, which has no dropout"),
+     r"dropout.recurrent: the linear cell 'mingru' takes input and between-layer dropout "
+     r"only: recurrent dropout acts on h_\{t-1\} where it feeds the recurrent matrix W, "
+     r"and a linear cell has none .*; got 0.2"),
+    (lambda: __import__("jrnn").layers.run_stack(
+        __import__("jrnn").layers.init_stack(jax.random.key(0), "minlstm", 3, 4),
+        jnp.ones((5, 2, 3)), dropout=__import__("jrnn").dropout.Dropout(zoneout=0.1),
+        training=False),
+     r"dropout.zoneout: the linear cell 'minlstm' takes input and between-layer dropout "
+     r"only: zoneout is not implemented by the linear driver"),
     (lambda: __import__("jrnn").layers.run_stack(
         __import__("jrnn").layers.init_stack(jax.random.key(0), "minlstm", 3, 4),
         jnp.ones((5, 2, 3)), unroll=4),

@@ -21,13 +21,36 @@ state (the LRU), cotangents follow the convention ∂J/∂Re z + i ∂J/∂Im z,
 the adjoint of z ↦ a z is z ↦ conj(a) z; the driver converts to and from JAX's.
 There is no recurrent matmul, so the whole sequence runs as one scan
 (:func:`jrnn.linear.linear_rnn`).
+
+A cell whose a is constant and whose b is its projection times a gain of its own
+parameters (the LRU: b = γ ⊙ (P_re + i P_im)) may also give a :class:`GainForm`.
+The sequential backward then never recomputes P: its loop needs only a, the cell
+maps each db_t to dP_t without P, and the gain's gradient, Σ dP ⊙ P, is taken after
+the loop from the weights, Σ_{t,b} dP ⊙ (x Uᵀ + bias) = Σ_d dU ⊙ U + dbias ⊙ bias
+(row by row).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Optional
 
-__all__ = ["LinearCell", "register", "get", "names"]
+__all__ = ["LinearCell", "GainForm", "register", "get", "names"]
+
+
+class GainForm(NamedTuple):
+    """A constant-a cell with b = gain(params) ⊙ P, in the three pieces its backward needs.
+
+    Attributes:
+      a: ``params -> a`` (N,), the constant coefficient.
+      input_vjp: ``(params, db) -> dP``, the projection's cotangent without P.
+      params_vjp: ``(params, da, U, dU, bias, dbias) -> dparams``: ``da`` summed over
+        every step and row (N,); U, dU, bias, dbias as tuples of the cell's blocks
+        (bias, dbias None without a bias).
+    """
+
+    a: Callable[..., Any]
+    input_vjp: Callable[..., Any]
+    params_vjp: Callable[..., Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +67,7 @@ class LinearCell:
       init_params: ``(key, N, dtype) -> params`` for a cell with parameters of its
         own (the LRU's ν, θ, γ), else None.
       default_bias: layers of this cell get a bias by default.
+      gain_form: a :class:`GainForm` (constant a, b = gain ⊙ P), or None.
     """
 
     name: str
@@ -57,6 +81,8 @@ class LinearCell:
     driver: str = "linear"
     needs_recurrent_bias: bool = False  # no recurrent product, so never a b_r
     projectable: bool = False  # no LSTM projection (jrnn.cells.Cell.projectable)
+    carry_size: int = 1        # the state is h alone (jrnn.cells.Cell.carry_size)
+    gain_form: Optional[GainForm] = None  # the LRU's b = γ ⊙ P (module doc)
 
     def __repr__(self) -> str:
         return f"LinearCell({self.name!r}, blocks={self.blocks})"

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn.cells.linear_contract import LinearCell, register
+from jrnn.cells.linear_contract import GainForm, LinearCell, register
 
 
 class LRUParams(NamedTuple):
@@ -98,5 +98,24 @@ def coefficients_vjp(P, params, da, db):
     return (gamma_rows * db_re, gamma_rows * db_im), LRUParams(d_nu, d_theta, d_gamma_log)
 
 
+def input_vjp(params, db):
+    """dP = γ ⊙ (Re db, Im db): the projection's cotangent, which needs no P."""
+    gamma = jnp.broadcast_to(jnp.exp(params.gamma_log), db.shape)
+    return gamma * jnp.real(db), gamma * jnp.imag(db)
+
+
+def params_vjp(params, da, U, dU, bias, dbias):
+    r"""The parameters' gradient from Σ da (N,) and the weights: with dP = γ ⊙ db,
+    :math:`d\gamma_{\log} = \sum_{t,b} dP \odot P = \sum_d dU \odot U + dbias \odot bias`
+    over both blocks (P = X Uᵀ + bias), so P itself is never needed."""
+    d_gamma_log = sum(jnp.sum(d * u, axis=1) for u, d in zip(U, dU))
+    if bias is not None:
+        d_gamma_log = d_gamma_log + sum(d * c for c, d in zip(bias, dbias))
+    dw = da * jnp.conj(eigenvalues(params))
+    return LRUParams(-jnp.exp(params.nu_log) * jnp.real(dw),
+                     jnp.exp(params.theta_log) * jnp.imag(dw), d_gamma_log)
+
+
 CELL = register(LinearCell("lru", 2, coefficients, coefficients_vjp, complex_state=True,
-                           constant_a=True, init_params=init_params, default_bias=False))
+                           constant_a=True, init_params=init_params, default_bias=False,
+                           gain_form=GainForm(eigenvalues, input_vjp, params_vjp)))
