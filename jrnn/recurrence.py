@@ -31,7 +31,8 @@ and after the scan, once over all T·B rows:
 So the per-step work in the backward scan is pointwise plus one (B, GH)×(GH, H)
 matmul, never an outer product accumulated per step. A forward that is not
 differentiated (evaluation, the loss alone) computes A_t = x_t Uᵀ inside the
-loop instead on the CPU, where that was measured faster (:func:`project_in_loop`). Residuals are the
+loop instead on the CPU at small batch, where that was measured faster
+(:func:`project_in_loop`). Residuals are the
 carries (for tanh: h_t only) and whatever extra the cell asks for.
 
 Options, each with its hand-written backward:
@@ -89,16 +90,18 @@ def default_unroll(backend: Optional[str] = None) -> int:
     return _DEFAULT_UNROLL.get(backend or jax.default_backend(), 1)
 
 
-# Measured on the 2-core CPU (benchmarks/NOTES.md): a forward that is not differentiated
-# runs faster with the input projection inside the loop than hoisted, since the hoisted
-# (T, B, G·H) array is a fresh buffer, paid in page faults, at every call. Elsewhere the
-# projection stays hoisted (one large matmul) until measured otherwise.
-_PROJECT_IN_LOOP = {"cpu": True}
+# Measured on the 2-core CPU (benchmarks/NOTES.md): at batch 8 a forward that is not
+# differentiated runs 1.14-1.24x faster with the input projection inside the loop than
+# hoisted (the hoisted (T, B, G·H) array is a fresh buffer, paid in page faults, at every
+# call); at batch 32 it runs 0.80-0.88x as fast. So: inside the loop up to this batch size.
+# Elsewhere the projection stays hoisted (one large matmul) until measured otherwise.
+_PROJECT_IN_LOOP_MAX_BATCH = {"cpu": 8}
 
 
-def project_in_loop(backend: Optional[str] = None) -> bool:
-    """Whether an undifferentiated forward computes A_t = x_t Uᵀ inside the loop."""
-    return _PROJECT_IN_LOOP.get(backend or jax.default_backend(), False)
+def project_in_loop(batch: int, backend: Optional[str] = None) -> bool:
+    """Whether an undifferentiated forward of this batch size computes A_t = x_t Uᵀ inside
+    the loop rather than once before it."""
+    return batch <= _PROJECT_IN_LOOP_MAX_BATCH.get(backend or jax.default_backend(), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +262,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
     hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                cell_params, W_hr, keep_residuals=False,
-                               in_loop=project_in_loop())
+                               in_loop=project_in_loop(xs.shape[1]))
     return hs, final
 
 
