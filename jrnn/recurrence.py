@@ -29,7 +29,10 @@ and after the scan, once over all T·B rows:
     db = \sum_t dA_t, \quad db_r = \sum_t dR_t, \quad dX = dA\, U .
 
 So the per-step work in the backward scan is pointwise plus one (B, GH)×(GH, H)
-matmul, never an outer product accumulated per step. Residuals are the
+matmul, never an outer product accumulated per step. A forward that is not
+differentiated (evaluation, the loss alone) computes A_t = x_t Uᵀ inside the
+loop instead on the CPU at small batch, where that was measured faster
+(:func:`project_in_loop`). Residuals are the
 carries (for tanh: h_t only) and whatever extra the cell asks for.
 
 Options, each with its hand-written backward:
@@ -85,6 +88,20 @@ _DEFAULT_UNROLL = {"cpu": 1, "gpu": 16, "cuda": 16, "rocm": 16, "tpu": 8}
 def default_unroll(backend: Optional[str] = None) -> int:
     """The ``lax.scan`` unroll used when a caller passes ``unroll=None``."""
     return _DEFAULT_UNROLL.get(backend or jax.default_backend(), 1)
+
+
+# Measured on the 2-core CPU (benchmarks/NOTES.md): at batch 8 a forward that is not
+# differentiated runs 1.14-1.24x faster with the input projection inside the loop than
+# hoisted (the hoisted (T, B, G·H) array is a fresh buffer, paid in page faults, at every
+# call); at batch 32 it runs 0.80-0.88x as fast. So: inside the loop up to this batch size.
+# Elsewhere the projection stays hoisted (one large matmul) until measured otherwise.
+_PROJECT_IN_LOOP_MAX_BATCH = {"cpu": 8}
+
+
+def project_in_loop(batch: int, backend: Optional[str] = None) -> bool:
+    """Whether an undifferentiated forward of this batch size computes A_t = x_t Uᵀ inside
+    the loop rather than once before it."""
+    return batch <= _PROJECT_IN_LOOP_MAX_BATCH.get(backend or jax.default_backend(), 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,12 +192,16 @@ def _zoneout_keep(static, noise, z_t):
 
 
 def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_params=None,
-             W_hr=None, keep_residuals=True):
+             W_hr=None, keep_residuals=True, in_loop=False):
     """The forward pass shared by both backwards: outputs, and residuals if asked.
 
     Without ``keep_residuals`` the scan stacks only the outputs: a custom_vjp's
     primal (a call that is not differentiated) must not build residuals that
     nothing reads, since neither JAX nor XLA prunes them from inside it.
+
+    With ``in_loop`` the input projection A_t = x_t Uᵀ is computed in each step
+    (one more small matmul there) instead of once for all T·B rows before the
+    loop: the undifferentiated forward on the CPU (:func:`project_in_loop`).
 
     With zoneout, a step's carry is k ⊙ carry_{t−1} + (1 − k) ⊙ carry_raw, where
     carry_raw is the cell's own output; the residuals then hold carry_raw too,
@@ -192,7 +213,9 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
-    XU = _project(xs, U, G, md)
+    in_loop = in_loop and static.kernel == "scan"
+    U_t = (U if md is None else U.astype(md)).T if in_loop else None  # (D, G·H), as W_t
+    XU = xs if in_loop else _project(xs, U, G, md)
     b_g = None if b is None else gate_blocks(b, G, axis=0)
     if static.kernel == "persistent":
         A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
@@ -208,6 +231,8 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
 
     def step(carry, inputs):
         XU_t, m_t, rho_t, z_t = inputs
+        if in_loop:  # x_t (B, D) -> G blocks of (B, H)
+            XU_t = gate_blocks(_matmul.einsum("bd,dg->bg", XU_t, U_t, md), G)
         A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
         h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
@@ -236,7 +261,8 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
     hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                               cell_params, W_hr, keep_residuals=False)
+                               cell_params, W_hr, keep_residuals=False,
+                               in_loop=project_in_loop(xs.shape[1]))
     return hs, final
 
 

@@ -25,6 +25,32 @@ def test_suite_measures_a_multi_head_recurrence():
     assert "block-diagonal" in by["flax"]["missing"] and "block-diagonal" in by["torch"]["missing"]
 
 
+def test_roofline_counts_every_product_of_a_small_lstm_step():
+    from jrnn.bench.roofline import flops
+    cfg = dict(B=2, T=3, D=5, H=7, C=11)  # N = T·B = 6 rows, G·H = 28
+    projection, recurrent, head = 2 * 6 * 28 * 5, 2 * 6 * 28 * 7, 2 * 6 * 7 * 11
+    forward = projection + recurrent + head
+    # backward: dV and do·V (the head), dR_t·W in the loop and dW after it, dU
+    backward = head + head + recurrent + recurrent + projection
+    assert flops(gates=4, **cfg, kind="forward") == forward
+    assert flops(gates=4, **cfg, kind="train") == forward + backward
+    # a block-diagonal W with 7 heads: each recurrent product is 1/7 of the dense one
+    assert flops(gates=4, **{**cfg, "H": 7}, kind="train", heads=7) == \
+        forward + backward - 3 * recurrent + 3 * recurrent // 7
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        flops(gates=1, **cfg, kind="backward")
+
+
+def test_suite_reports_the_fraction_of_roofline():
+    cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
+    rows = suite.measure("tiny", "gru", cfg, [1], reps=1, warmup=0, peak=1e9)
+    row = next(r for r in rows if r["impl"] == "jrnn (unroll 1)" and r["kind"] == "train")
+    assert row["flops"] == 2 * 8 * (2 * 15 * 3 + 3 * 15 * 5 + 3 * 5 * 3)
+    assert row["roofline_ms"] == 1e3 * row["flops"] / 1e9
+    assert row["roofline_fraction"] == row["roofline_ms"] / row["median_ms"]
+    assert "| tiny | gru | train | " in suite.roofline_table(rows)
+
+
 def test_remat_curve_runs(tmp_path):
     assert remat_curve.main(["--T", "64", "--B", "2", "--D", "3", "--H", "4", "--C", "3",
                              "--segments", "8", "--reps", "1", "--out", str(tmp_path)]) == 0

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
-from jrnn.bench import environment
+from jrnn.bench import environment, roofline
 from jrnn.models import tagger
 
 
@@ -230,9 +230,15 @@ def time_rounds(calls: dict[str, Callable], reps: int) -> dict[str, list[float]]
 
 
 def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int = 2,
-            heads: int = 1):
-    """All implementations at one config and cell: one row per (implementation, kind)."""
+            heads: int = 1, peak: Optional[float] = None):
+    """All implementations at one config and cell: one row per (implementation, kind).
+
+    Each row carries the FLOPs of its products (:func:`jrnn.bench.roofline.flops`); with
+    ``peak`` (FLOP/s, measured in the same run) also the roofline time and the fraction of
+    it the implementation reached (roofline time / its median time).
+    """
     runners, rows = {}, []
+    gates = jrnn.cells.get(cell).gates
     for name, build in implementations(unrolls, heads).items():
         try:
             runners[name] = build(cell, cfg)
@@ -241,7 +247,7 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
                          "missing": str(e)})
             print(f"  {name}: missing ({e})", flush=True)
     for kind in ("train", "forward"):
-        calls, first, peak = {}, {}, {}
+        calls, first, peak_mem = {}, {}, {}
         for name, r in runners.items():
             call = getattr(r, kind)
             r.reset_peak()
@@ -253,12 +259,17 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
             calls[name] = call
         times = time_rounds(calls, reps)
         for name, r in runners.items():
-            peak[name] = r.peak_bytes()
+            peak_mem[name] = r.peak_bytes()
+            median_ms = 1e3 * statistics.median(times[name])
+            n = roofline.flops(gates=gates, **cfg._asdict(), kind=kind, heads=heads)
             rows.append({"config": label, "cell": cell, **cfg._asdict(), "impl": name,
-                         "kind": kind, "median_ms": 1e3 * statistics.median(times[name]),
+                         "kind": kind, "median_ms": median_ms,
                          "min_ms": 1e3 * min(times[name]), "first_s": first[name],
-                         "temp_bytes": r.temp_bytes(kind), "peak_bytes": peak[name],
-                         "reps": reps})
+                         "temp_bytes": r.temp_bytes(kind), "peak_bytes": peak_mem[name],
+                         "reps": reps, "flops": n})
+            if peak:
+                rows[-1]["roofline_ms"] = 1e3 * n / peak
+                rows[-1]["roofline_fraction"] = rows[-1]["roofline_ms"] / median_ms
             print(f"  {label} {cell:5s} {kind:7s} {name:20s} "
                   f"{rows[-1]['median_ms']:10.2f} ms  (first call {first[name]:.2f} s)",
                   flush=True)
@@ -315,6 +326,28 @@ def tables(rows, unrolls) -> str:
         cells = [f"{_fmt_bytes(by[i].get('temp_bytes'))} / {by[i]['first_s']:.2f}"
                  if i in by else "missing" for i in implementations(unrolls) if i != "torch"]
         out.append(f"| {r0['config']} | {r0['cell']} | " + " | ".join(cells) + " |")
+    out.append(roofline_table(rows))
+    return "\n".join(out)
+
+
+def roofline_table(rows) -> str:
+    """Per config, cell and kind: the products' GFLOP, the roofline time at the measured
+    peak, and each implementation's fraction of it (1 = at the machine's matmul limit);
+    empty when the rows carry no roofline (no peak was measured)."""
+    sel = [r for r in rows if "roofline_ms" in r]
+    if not sel:
+        return ""
+    impls = list(dict.fromkeys(r["impl"] for r in rows if "missing" not in r))
+    out = ["\n### Fraction of the matmul roofline (roofline time / time; 1 = the machine's "
+           "limit)\n",
+           "| config | cell | kind | GFLOP | roofline ms | " + " | ".join(impls) + " |",
+           "|---|---|---|---|---|" + "---|" * len(impls)]
+    for key in dict.fromkeys((r["config"], r["cell"], r["kind"]) for r in sel):
+        by = {r["impl"]: r for r in sel if (r["config"], r["cell"], r["kind"]) == key}
+        r0 = next(iter(by.values()))
+        cells = [f"{by[i]['roofline_fraction']:.2f}" if i in by else "missing" for i in impls]
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {r0['flops'] / 1e9:.2f} | "
+                   f"{r0['roofline_ms']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -353,6 +386,9 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=integer(1), default=20)
     parser.add_argument("--heads", type=integer(1), default=1,
                         help="heads of a block-diagonal recurrent matrix (1: dense)")
+    parser.add_argument("--peak-size", type=integer(1), default=2048,
+                        help="n of the (n, n) float32 matmul that measures the peak FLOP/s "
+                             "for the roofline columns (default: 2048)")
     parser.add_argument("--out", default=out,
                         help=f"folder for the JSON, markdown and PNG results (default: {out})")
     return parser
@@ -369,19 +405,22 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
             env[name] = __import__(name).__version__
         except ImportError:
             env[name] = None
+    peak = roofline.peak_flops(args.peak_size)
+    env["peak_gflops"] = peak / 1e9
     print(env, flush=True)
     rows = []
     for label in args.configs:
         for cell in args.cells:
             rows += measure(label, cell, CONFIGS[label], args.unroll, args.reps,
-                            heads=args.heads)
+                            heads=args.heads, peak=peak)
     sweep_rows = {}
     for sweep in args.sweeps:
         sweep_rows[sweep] = []
         for cfg in SWEEPS[sweep]:
             for cell in args.sweep_cells:
                 sweep_rows[sweep] += measure(f"{sweep}={getattr(cfg, sweep)}", cell, cfg,
-                                             args.unroll, args.reps, heads=args.heads)
+                                             args.unroll, args.reps, heads=args.heads,
+                                             peak=peak)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"{backend}_suite" +
                         (f"_heads{args.heads}" if args.heads > 1 else ""))
@@ -391,7 +430,10 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
             f"flax {env['flax']}, torch {env['torch']}, {env['date']}\n",
             f"`python benchmarks/suite.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
             f"\n\nMedian of {args.reps} interleaved rounds; float32. Ratios are time divided "
-            f"by jrnn's, so > 1 means jrnn is faster.", tables(rows, args.unroll)]
+            f"by jrnn's, so > 1 means jrnn is faster. Measured peak float32 matmul throughput "
+            f"({args.peak_size}² matmul, same run): {peak / 1e9:.1f} GFLOP/s; the roofline "
+            f"time is the products' FLOPs at that peak (jrnn/bench/roofline.py).",
+            tables(rows, args.unroll)]
     for sweep, srows in sweep_rows.items():
         text.append(f"\n## Sweep over {sweep}\n" + tables(srows, args.unroll))
         if sweep == "T" and plot_sweep(srows, stem + "_sweep_T.png",
