@@ -128,6 +128,30 @@ def sequence(name: str, xs: Any, U_shape: Sequence[int], dtype: Any, owner: str)
     same_dtype(name, xs, dtype, owner)
 
 
+def cell_params(cell: Any, params: Any, size: int, dtype: Any, owner: str) -> None:
+    """A cell with parameters of its own gets them, shaped as its ``init_params(key,
+    size, dtype)`` makes them and of the layer's dtype; a cell without gets None."""
+    if cell.init_params is None:
+        if params is not None:
+            raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
+                             f"got {type(params).__name__}")
+        return
+    if params is None:
+        raise ValueError(f"cell_params: cell {cell.name!r} needs its own parameters "
+                         f"(jrnn.cells.get({cell.name!r}).init_params(key, {size}, dtype)), "
+                         f"got None")
+    expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), size, dtype))
+    if jax.tree.structure(params) != jax.tree.structure(expected):
+        raise ValueError(f"cell_params: expected the structure {jax.tree.structure(expected)}, "
+                         f"got {jax.tree.structure(params)}")
+    for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(params),
+                                 jax.tree.leaves(expected)):
+        name = "cell_params" + jax.tree_util.keystr(path)
+        floating(name, leaf)
+        shape(name, leaf, ref.shape)
+        same_dtype(name, leaf, dtype, owner)
+
+
 def shape(name: str, x: Any, expected_shape: Sequence[int], expected: str = "",
           hint: str = "") -> None:
     if tuple(np.shape(x)) != tuple(expected_shape):

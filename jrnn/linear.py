@@ -429,24 +429,7 @@ def _check_args(cell, U, bias, xs, h0, mask, params, reset=None):
         if flags is not None:
             _checks.boolean(name, flags)
             _checks.shape(name, flags, xs.shape[:-1], str(xs.shape[:-1]) + " = xs.shape[:-1]")
-    if cell.init_params is None:
-        if params is not None:
-            raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
-                             f"got {type(params).__name__}")
-    else:
-        if params is None:
-            raise ValueError(f"cell_params: cell {cell.name!r} needs its own parameters "
-                             f"(its init_params(key, N, dtype)), got None")
-        expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), N, dtype))
-        if jax.tree.structure(params) != jax.tree.structure(expected):
-            raise ValueError(f"cell_params: expected the structure "
-                             f"{jax.tree.structure(expected)}, got {jax.tree.structure(params)}")
-        for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(params),
-                                     jax.tree.leaves(expected)):
-            name = "cell_params" + jax.tree_util.keystr(path)
-            _checks.floating(name, leaf)
-            _checks.shape(name, leaf, ref.shape)
-            _checks.same_dtype(name, leaf, dtype, "U")
+    _checks.cell_params(cell, params, N, dtype, "U")
     return N, state_dtype
 
 

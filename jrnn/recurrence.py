@@ -489,28 +489,6 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
 KERNELS = ("auto", "scan", "persistent")
 
 
-def _check_cell_params(cell, W, cell_params, H):
-    """A cell with parameters of its own gets them, shaped as its init_params makes them."""
-    if cell.init_params is None:
-        if cell_params is not None:
-            raise ValueError(f"cell_params: cell {cell.name!r} has no parameters of its own, "
-                             f"got {type(cell_params).__name__}")
-        return
-    expected = jax.eval_shape(lambda: cell.init_params(jax.random.key(0), H, W.dtype))
-    if cell_params is None:
-        raise ValueError(f"cell_params: cell {cell.name!r} needs its own parameters "
-                         f"(jrnn.cells.get({cell.name!r}).init_params(key, H, dtype)), got None")
-    if jax.tree.structure(cell_params) != jax.tree.structure(expected):
-        raise ValueError(f"cell_params: expected the structure {jax.tree.structure(expected)}, "
-                         f"got {jax.tree.structure(cell_params)}")
-    for (path, leaf), ref in zip(jax.tree_util.tree_leaves_with_path(cell_params),
-                                 jax.tree.leaves(expected)):
-        name = "cell_params" + jax.tree_util.keystr(path)
-        _checks.floating(name, leaf)
-        _checks.shape(name, leaf, ref.shape)
-        _checks.same_dtype(name, leaf, W.dtype, "W")
-
-
 def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
     """Validates the regularisation masks; returns (Noise, evaluation zoneout or None).
 
@@ -706,7 +684,7 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape)
     noise, zoneout_p = _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P)
     md = _matmul.check(matmul_dtype)
-    _check_cell_params(cell, W, cell_params, H)
+    _checks.cell_params(cell, cell_params, H, W.dtype, "W")
     loop = choose_kernel(kernel, backward, cell, W, md, mask, reset, record,
                          noise=noise != Noise() or zoneout_p is not None,
                          projected=W_hr is not None, heads=heads)
