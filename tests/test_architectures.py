@@ -34,22 +34,33 @@ def both_value_and_grads(arch: str):
     return jax.jit(both)
 
 
-def check(arch, cell, dtype, seed=0):
+def check(arch, cell, dtype, seed=0) -> set:
+    """Asserts the agreement; returns the names of the parameters no gradient reached."""
     params, batch = ARCHS[arch].build(jax.random.key(seed), cell, dtype)
     floats, others = split(batch)
     (J_m, g_m), (J_a, g_a) = both_value_and_grads(arch)(params, floats, others)
     assert rel_error(J_m, J_a) <= TOL[dtype]
     paths_m = jax.tree_util.tree_leaves_with_path(g_m)
+    unreached = set()
     for (path, gm), ga in zip(paths_m, jax.tree.leaves(g_a), strict=True):
         name = jax.tree_util.keystr(path)
         assert rel_error(gm, ga) <= TOL[dtype], name
         # (a linear cell's W is empty, (0, H): there is no recurrent matrix)
-        assert ga.size == 0 or np.any(np.asarray(ga) != 0), f"{name}: no gradient reaches it"
+        if ga.size and not np.any(np.asarray(ga) != 0):
+            unreached.add(name)
+    return unreached
 
 
 @pytest.mark.parametrize("arch,cell", PAIRS)
 def test_gradients_match_autodiff_float64(arch, cell):
-    check(arch, cell, jnp.float64)
+    """Every parameter must receive a gradient, or the comparison would not test it. At
+    these sizes (B 3, H 4) one draw of every kind of dropout at once can cut every path to
+    a parameter (e.g. a recurrent mask, a weight mask and zoneout together on one layer of
+    an encoder); such a parameter must then be reached, and agree, under a second draw."""
+    unreached = check(arch, cell, jnp.float64)
+    if unreached:
+        unreached &= check(arch, cell, jnp.float64, seed=1)
+    assert not unreached, f"no gradient reaches {sorted(unreached)}"
 
 
 @pytest.mark.parametrize("arch,cell", [
