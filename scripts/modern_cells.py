@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
 import time
 
 from jrnn import cells, charlm, cli
+from jrnn.bench import write_report
 
 CELLS = ("lstm", "mingru", "minlstm", "slstm")
 
@@ -107,17 +107,12 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(f"\n{header}\n{text}")
     if args.out:
-        command = " ".join(["python", "scripts/modern_cells.py", *(
-            sys.argv[1:] if argv is None else argv)])
-        with open(args.out, "w") as f:
-            f.write(f"# Modern recurrences against the LSTM, at equal training time\n\n"
-                    f"`{command}`\n\n{header}. Every cell reads the same chunks of the same "
-                    f"text from the same seed and is scored on the same held-out 5% (unigram "
-                    f"baseline {rows[0]['baseline']:.3f} nats/char). One run per cell.\n\n"
-                    f"{text}\n")
-        with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
-            json.dump(rows, f, indent=1)
-        print(f"written: {args.out}")
+        write_report(args.out, "modern_cells.py", argv,
+                     "Modern recurrences against the LSTM, at equal training time",
+                     f"{header}. Every cell reads the same chunks of the same text from the "
+                     f"same seed and is scored on the same held-out 5% (unigram baseline "
+                     f"{rows[0]['baseline']:.3f} nats/char). One run per cell.\n\n{text}\n",
+                     rows)
     return 0
 
 

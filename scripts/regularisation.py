@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 
 
 from jrnn import charlm, cells, cli
+from jrnn.bench import write_report
 from jrnn.data import streams
 
 
@@ -111,17 +111,13 @@ def main(argv=None) -> int:
     text = "\n".join(lines)
     print(f"\n{header}\n{text}\n{verdict}")
     if args.out:
-        command = " ".join(["python", "scripts/regularisation.py", *(
-            sys.argv[1:] if argv is None else argv)])
-        with open(args.out, "w") as f:
-            f.write(f"# Regularisation of a character-level LSTM\n\n`{command}`\n\n{header}. "
-                    f"Both models start from the same parameters and read the same chunks; "
-                    f"both are scored in evaluation mode (no noise) on the held-out 5% and on "
-                    f"the whole training text (gap: validation minus training loss). One run "
-                    f"each, on a CPU shared with other jobs (times are indicative only).\n\n{text}\n\n{verdict}.\n")
-        with open(args.out.rsplit(".", 1)[0] + ".json", "w") as f:
-            json.dump(rows, f, indent=1)
-        print(f"written: {args.out}")
+        write_report(args.out, "regularisation.py", argv,
+                     "Regularisation of a character-level LSTM",
+                     f"{header}. Both models start from the same parameters and read the same "
+                     f"chunks; both are scored in evaluation mode (no noise) on the held-out 5% "
+                     f"and on the whole training text (gap: validation minus training loss). "
+                     f"One run each, on a CPU shared with other jobs (times are indicative "
+                     f"only).\n\n{text}\n\n{verdict}.\n", rows)
     return 0
 
 

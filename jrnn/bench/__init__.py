@@ -29,6 +29,21 @@ def environment(**extra) -> dict:
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, **extra}
 
 
+def write_report(out: str, script: str, argv, title: str, body: str, rows: list) -> None:
+    """Writes a worked example's results: ``out`` (markdown: the title, the command that
+    made it, ``body``) and the same ``rows`` as JSON beside it. ``argv``: the script's
+    arguments (None: those of this process)."""
+    import json
+    import sys
+    command = " ".join(["python", f"scripts/{script}",
+                        *(sys.argv[1:] if argv is None else argv)])
+    with open(out, "w") as f:
+        f.write(f"# {title}\n\n`{command}`\n\n{body}")
+    with open(out.rsplit(".", 1)[0] + ".json", "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"written: {out}")
+
+
 def write_results(out: str, name: str, env: dict, rows: list, markdown: str) -> str:
     """Writes ``<out>/<backend>_<name>.json`` ({"env", "rows"}) and ``.md``, prints the
     markdown, and returns the path without its suffix."""
