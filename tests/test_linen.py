@@ -13,7 +13,7 @@ optax = pytest.importorskip("optax")
 
 import jrnn.linen  # noqa: E402
 from jrnn import cells, layers  # noqa: E402
-from adapter_helpers import (B, D, F64, H, LENGTHS, T, assert_layer_grads_match,  # noqa: E402
+from adapter_helpers import (B, F64, H, LENGTHS, T, assert_layer_grads_match,  # noqa: E402
                              initial_state, loss_of, problem, randomize)
 from helpers import rel_error  # noqa: E402
 

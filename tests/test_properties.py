@@ -22,7 +22,7 @@ import os
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the [test] extra")
-from hypothesis import assume, given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
