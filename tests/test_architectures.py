@@ -51,9 +51,19 @@ def check(arch, cell, dtype, seed=0) -> set:
     return unreached
 
 
+# The architectures that hold every kind of layer and option between them, where
+# float32 is checked too.
+FLOAT32_ARCHS = ("deep-bidirectional", "many-to-one", "encoder-decoder",
+                 "deep-bidirectional-dropout", "deep-bidirectional-projection",
+                 "deep-bidirectional-heads")
+
+
 @pytest.mark.parametrize("arch,cell", PAIRS)
-def test_gradients_match_autodiff_float64(arch, cell):
-    """Every parameter must receive a gradient, or the comparison would not test it. At
+def test_gradients_match_autodiff(arch, cell):
+    """float64 on every row, and float32 on the rows of FLOAT32_ARCHS (their float64
+    reference reuses the program compiled here).
+
+    Every parameter must receive a gradient, or the comparison would not test it. At
     these sizes (B 3, H 4) one draw of every kind of dropout at once can cut every path to
     a parameter (e.g. a recurrent mask, a weight mask and zoneout together on one layer of
     an encoder); such a parameter must then be reached, and agree, under a second draw."""
@@ -61,14 +71,15 @@ def test_gradients_match_autodiff_float64(arch, cell):
     if unreached:
         unreached &= check(arch, cell, jnp.float64, seed=1)
     assert not unreached, f"no gradient reaches {sorted(unreached)}"
+    if arch in FLOAT32_ARCHS:
+        check_float32(arch, cell)
 
 
-@pytest.mark.parametrize("arch,cell", [
-    (a, c) for a, c in PAIRS if a in ("deep-bidirectional", "many-to-one", "encoder-decoder",
-                                      "deep-bidirectional-dropout",
-                                      "deep-bidirectional-projection",
-                                      "deep-bidirectional-heads")])
-def test_gradients_match_autodiff_float32(arch, cell):
+def test_the_float32_architectures_are_entries_of_the_table():
+    assert set(FLOAT32_ARCHS) <= set(ARCHS), set(FLOAT32_ARCHS) - set(ARCHS)
+
+
+def check_float32(arch, cell):
     """float32: the hand-written gradients are as accurate as autodiff's.
 
     Both are measured against the float64 gradient of the same (upcast) inputs:
