@@ -455,7 +455,9 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
     GH = W.shape[0]
     if W.shape != (cell.gates * H, P // heads):
         if W_hr is not None:
-            what = (f"({cell.gates}·H, P/heads) = ({cell.gates * H}, {P // heads}) with W_hr "
+            what = (f"({cell.gates}·H, P) = ({cell.gates * H}, {P}) with W_hr "
+                    f"{tuple(W_hr.shape)}" if heads == 1 else
+                    f"({cell.gates}·H, P/heads) = ({cell.gates * H}, {P // heads}) with W_hr "
                     f"{tuple(W_hr.shape)} and heads={heads}")
         elif heads > 1:
             what = (f"({cell.gates}·H, H/heads) = ({cell.gates * H}, {H // heads}) with "
