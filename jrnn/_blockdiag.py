@@ -1,19 +1,21 @@
 r"""The recurrent product of a multi-head (block-diagonal) recurrence, and its adjoints.
 
-With ``heads`` = NH and H = NH·DH, each gate's (H, H) recurrent matrix is
-block-diagonal with NH blocks of (DH, DH) (the sLSTM of Beck et al. 2024,
+With ``heads`` = NH, a cell of width H = NH·DH and a recurrent input h of width
+K = NH·DK (K = H, or the projected width P of an LSTMP, Sak et al. 2014), each
+gate's (H, K) recurrent matrix is block-diagonal with NH blocks of (DH, DK): a
+head's gates read only that head's slice of h (the sLSTM of Beck et al. 2024,
 "xLSTM", mixes units only within a head). jrnn stores only the blocks, in the
-rows of the dense layout: W is (G·H, DH), its row j of gate g holds the DH
+rows of the dense layout: W is (G·H, DK), its row j of gate g holds the DK
 weights from unit j's own head, so that
 
 .. math::
 
-    W^{(g)}_{n} = W[gH + nD_H : gH + (n+1)D_H, :] \in \mathbb{R}^{D_H \times D_H},
+    W^{(g)}_{n} = W[gH + nD_H : gH + (n+1)D_H, :] \in \mathbb{R}^{D_H \times D_K},
     \qquad R_t^{(g, n)} = h_{t-1}^{(n)} W_n^{(g)\top}
 
-where h^{(n)} is head n's slice of h. Viewed as (G, NH, DH, DH), W is one
-batched matmul per step (a contraction over DH, batched over the heads), and
-with NH = 1 it is the dense (G·H, H) layout and the dense product exactly.
+where h^{(n)} is head n's slice of h. Viewed as (G, NH, DH, DK), W is one
+batched matmul per step (a contraction over DK, batched over the heads), and
+with NH = 1 it is the dense (G·H, K) layout and the dense product exactly.
 Backward, for dR_t (B, G·H) and the state h_in that step read:
 
 .. math::
@@ -29,29 +31,29 @@ from jrnn import _matmul
 
 
 def _blocks(W, G: int, heads: int):
-    """(G·H, DH) -> (G, NH, DH_out, DH_in)."""
-    DH = W.shape[1]
-    return W.reshape(G, heads, DH, DH)
+    """(G·H, DK) -> (G, NH, DH, DK)."""
+    return W.reshape(G, heads, W.shape[0] // (G * heads), W.shape[1])
 
 
 def product(h, W, G: int, heads: int, md=None):
-    """R = h Wᵀ for the block-diagonal W: (B, H) -> (B, G·H)."""
-    B, DH = h.shape[0], W.shape[1]
-    R = _matmul.einsum("bnd,gned->bgne", h.reshape(B, heads, DH), _blocks(W, G, heads), md)
+    """R = h Wᵀ for the block-diagonal W: (B, K) -> (B, G·H)."""
+    B, DK = h.shape[0], W.shape[1]
+    R = _matmul.einsum("bnd,gned->bgne", h.reshape(B, heads, DK), _blocks(W, G, heads), md)
     return R.reshape(B, -1)
 
 
 def transpose(dR, W, G: int, heads: int, md=None):
-    """dR W for the block-diagonal W: (B, G·H) -> (B, H), the cotangent of h."""
-    B, DH = dR.shape[0], W.shape[1]
-    dh = _matmul.einsum("bgne,gned->bnd", dR.reshape(B, G, heads, DH), _blocks(W, G, heads), md)
-    return dh.reshape(B, -1)
+    """dR W for the block-diagonal W: (B, G·H) -> (B, K), the cotangent of h."""
+    blocks = _blocks(W, G, heads)
+    dh = _matmul.einsum("bgne,gned->bnd", dR.reshape(dR.shape[0], G, heads, blocks.shape[2]),
+                        blocks, md)
+    return dh.reshape(dR.shape[0], -1)
 
 
 def weight_gradient(dR_g, h_in, heads: int, md=None):
-    """One gate's block rows of dW from all N = T·B rows: (N, H), (N, H) -> (H, DH)."""
+    """One gate's block rows of dW from all N = T·B rows: (N, H), (N, K) -> (H, DK)."""
     N, H = dR_g.shape
-    DH = H // heads
-    dW = _matmul.einsum("rne,rnd->ned", dR_g.reshape(N, heads, DH), h_in.reshape(N, heads, DH),
-                        md)
-    return dW.reshape(H, DH)
+    DK = h_in.shape[1] // heads
+    dW = _matmul.einsum("rne,rnd->ned", dR_g.reshape(N, heads, H // heads),
+                        h_in.reshape(N, heads, DK), md)
+    return dW.reshape(H, DK)

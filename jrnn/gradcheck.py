@@ -81,10 +81,12 @@ def capabilities(cell: str) -> frozenset:
 def _widths(s: "Sizes", proj: bool = False, heads: int = 1) -> tuple[int, dict]:
     """(hidden size, layer options): with a projection the cell is H + 1 wide and
     projects to P = H, so that every entry's outputs keep the width H of its sizes;
-    with heads the cell is heads·H wide, each head H (any H of the sizes divides)."""
+    with heads the cell is heads·H wide, each head H (any H of the sizes divides);
+    with both, the cell is heads·(H + 1) wide and projects to heads·H."""
+    options = dict(heads=heads) if heads > 1 else {}
     if proj:
-        return s.H + 1, dict(proj_size=s.H)
-    return (heads * s.H, dict(heads=heads)) if heads > 1 else (s.H, {})
+        return heads * (s.H + 1), dict(options, proj_size=heads * s.H)
+    return heads * s.H, options
 
 
 def _normal(key, shape, dtype, scale=1.0):
@@ -414,6 +416,13 @@ ARCHITECTURES = {a.name: a for a in [
     _recurrent("encoder-decoder-deep-bidirectional-heads",
                 *_seq2seq(num_layers=2, bidirectional_encoder=True, heads=2)),
     _recurrent("memory-bounded-bptt-heads", *_remat_segments(heads=2)),
+    _projected("layer-heads-projection", _single_layer(heads=2, proj=True, lengths=True)),
+    _projected("layer-reverse-heads-projection-recurrent-dropout-zoneout-reset",
+               _single_layer(reverse=True, heads=2, proj=True, lengths=True, reset=True,
+                             noise=True)),
+    _projected("deep-bidirectional-dropout-heads-projection",
+               _tagger(num_layers=2, bidirectional=True, lengths=True, dropout=ALL_NOISE,
+                       heads=2, proj=True)),
 ]}
 TRUNCATED_BPTT = _arch_entry("truncated-bptt", *_tbptt())
 TRUNCATED_BPTT_DROPOUT = _recurrent("truncated-bptt-dropout", *_tbptt(dropout=ALL_NOISE))

@@ -4,8 +4,9 @@ A :class:`Layer` holds one direction of one layer: ``U`` (G·H, D), ``W``
 (G·H, H), ``b`` (G·H,) and an optional recurrent bias ``b_r`` (G·H,), for an
 LSTM optionally a projection ``W_hr`` (P, H) (then W is (G·H, P): LSTMP, made
 by ``proj_size=P``), plus the name of its cell and the number of heads of a
-block-diagonal W (``heads``; W is then (G·H, H/heads)) as static metadata (a pytree with only the arrays as leaves,
-so ``jax.grad``, optax and ``jit`` see arrays alone).
+block-diagonal W (``heads``; W is then (G·H, H/heads), or (G·H, P/heads) with a
+projection) as static metadata (a pytree with only the arrays as leaves, so
+``jax.grad``, optax and ``jit`` see arrays alone).
 
 A stack is a tuple of layers, each a tuple of one (unidirectional) or two
 (forward, backward) :class:`Layer` s: the deep RNN (Goodfellow et al., Deep
@@ -57,7 +58,7 @@ class Layer:
     cell: str = "elman"               # static: a registered cell name
     cell_params: Any = None           # the cell's own parameters (layer-normalised cells)
     W_hr: Optional[jax.Array] = None  # (P, H), PyTorch's weight_hr: LSTMP's projection
-    heads: int = 1                    # static: NH, W block-diagonal (G·H, H/NH); 1: dense
+    heads: int = 1                    # static: NH, W block-diagonal (G·H, H/NH or P/NH); 1: dense
 
     @property
     def hidden_size(self) -> int:
@@ -115,7 +116,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
         of (H/NH, H/NH) (multi-head recurrence; Beck et al. 2024), stored as W
         (G·H, H/NH) (:func:`jrnn.rnn`'s ``heads``). 1: dense. Every block is
         uniform in ±1/√H like the dense W (orthogonal per block with
-        ``recurrent_init="orthogonal"``).
+        ``recurrent_init="orthogonal"``). With ``proj_size`` P (NH dividing P too)
+        the blocks are (H/NH, P/NH): each head's gates read its own P/NH units of
+        the projected h, W is (G·H, P/NH), and W_hr stays dense.
     """
     spec = cells.get(cell)
     key = _checks.key("key", key)
@@ -131,9 +134,9 @@ def init_layer(key, cell: str, input_size: int, hidden_size: int, *, bias: Optio
     heads = recurrence.check_heads(heads)
     if hidden_size % heads:
         raise ValueError(f"heads: expected a divisor of hidden_size = {hidden_size}, got {heads}")
-    if heads > 1 and P:
-        raise ValueError(f"heads: a projection (proj_size={P}) and a block-diagonal W do not "
-                         f"combine; got heads={heads}")
+    if P % heads:
+        raise ValueError(f"heads: with a projection each head reads its own proj_size/heads "
+                         f"units of h, so heads must divide proj_size = {P}; got {heads}")
     if bias is None:
         bias = spec.default_bias
     if recurrent_bias is None:

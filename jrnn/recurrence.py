@@ -53,8 +53,10 @@ Options, each with its hand-written backward:
 * ``W_hr`` (P, H), LSTMP (Sak et al. 2014): the cell's h-output u_t is
   projected, h_t = u_t W_hrᵀ, a second matmul per step; W is (G·H, P) and
   dW_hr = Σ_t (dJ/dh_t)ᵀ u_t is one matmul after the scan (docs/derivation.md §9).
-* ``heads`` NH: W block-diagonal per gate, stored (G·H, H/NH); R_t is one matmul
-  batched over the heads, and dW one einsum after the scan (:mod:`jrnn._blockdiag`).
+* ``heads`` NH: W block-diagonal per gate, stored (G·H, H/NH) (with ``W_hr``:
+  (G·H, P/NH), each head reading its own slice of the projected h); R_t is one
+  matmul batched over the heads, and dW one einsum after the scan
+  (:mod:`jrnn._blockdiag`).
 * ``reverse``: run from t = T−1 down to 0. With right-padded ``mask`` this
   reverses each sequence within its own length: the padded tail is skipped
   (state unchanged) before the valid steps run.
@@ -420,9 +422,6 @@ def _check_projection(cell, W, W_hr, heads: int = 1) -> tuple[int, int]:
             _checks.fail_shape("W", f"({cell.gates}·H, H/heads) with H divisible by "
                                f"heads={heads} for cell {cell.name!r}", W.shape)
         return H, H
-    if heads != 1:
-        raise ValueError(f"heads: a projection W_hr and a block-diagonal W (heads > 1) do not "
-                         f"combine; got heads={heads} with W_hr")
     if not cell.projectable:
         raise ValueError(f"W_hr: a projection of h needs a cell whose h_(t-1) enters only "
                          f"through the recurrent product ({', '.join(projectable_cells())}), "
@@ -436,6 +435,10 @@ def _check_projection(cell, W, W_hr, heads: int = 1) -> tuple[int, int]:
     _checks.same_dtype("W_hr", W_hr, W.dtype, "W")
     _checks.rank("W", W, (2,), f"(G·H, P) = ({cell.gates * H}, {P}): the recurrent input is "
                  "the projected h")
+    if heads > 1 and (H % heads or P % heads):
+        raise ValueError(f"heads: with a projection each head maps its P/heads units of h to "
+                         f"its H/heads units of every gate, so heads must divide both "
+                         f"H = {H} and P = {P}; got heads={heads}")
     return H, P
 
 
@@ -450,9 +453,12 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
         _checks.floating(name, x)
     H, P = _check_projection(cell, W, W_hr, heads)
     GH = W.shape[0]
-    if W.shape != (cell.gates * H, P if heads == 1 else H // heads):
+    if W.shape != (cell.gates * H, P // heads):
         if W_hr is not None:
-            what = f"({cell.gates}·H, P) = ({cell.gates * H}, {P}) with W_hr {tuple(W_hr.shape)}"
+            what = (f"({cell.gates}·H, P) = ({cell.gates * H}, {P}) with W_hr "
+                    f"{tuple(W_hr.shape)}" if heads == 1 else
+                    f"({cell.gates}·H, P/heads) = ({cell.gates * H}, {P // heads}) with W_hr "
+                    f"{tuple(W_hr.shape)} and heads={heads}")
         elif heads > 1:
             what = (f"({cell.gates}·H, H/heads) = ({cell.gates * H}, {H // heads}) with "
                     f"heads={heads}: each row holds the weights from its own head")
@@ -646,7 +652,9 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         2024), stored as W of shape (G·H, H/NH): row j holds the weights from
         unit j's own head (:mod:`jrnn._blockdiag`). R_t is then one batched
         matmul over the heads per step, forward and backward, and dW one einsum
-        after the scan. 1 (the default) is the dense W.
+        after the scan. 1 (the default) is the dense W. With ``W_hr`` (NH dividing
+        P and H) the blocks are (H/NH, P/NH) and W is (G·H, P/NH): each head's
+        gates read its own slice of the projected h; W_hr stays dense.
 
     Returns:
       ``(hs, final)``: hs (T, B, H) every hidden state (zeros at masked steps),

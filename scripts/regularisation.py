@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                      f"{header}. Both models start from the same parameters and read the same "
                      f"chunks; both are scored in evaluation mode (no noise) on the held-out 5% "
                      f"and on the whole training text (gap: validation minus training loss). "
-                     f"One run each, on a CPU shared with other jobs (times are indicative "
+                     f"One run each (the times are that run's wall clock, indicative "
                      f"only).\n\n{text}\n\n{verdict}.\n", rows)
     return 0
 

@@ -443,6 +443,21 @@ OPTIONS = {
                           layers.init_layer(KEY, "gru", D, H)), XS, heads=3), Error(
         ValueError, r"W: expected shape \(3·H, H/heads\) = \(9, 1\) with heads=3.*got "
                     r"\(9, 3\)", "names W, (G·H, H/heads) = (9, 1) and (9, 3)")),
+    "heads not dividing proj_size": ("`layers.init_layer(..., \"lstm\", hidden_size=3, heads=3, "
+                                     "proj_size=2)`",
+                                     lambda: layers.init_layer(KEY, "lstm", D, H, heads=3,
+                                                               proj_size=2), Error(
+        ValueError, r"heads: with a projection each head reads its own proj_size/heads units "
+                    r"of h, so heads must divide proj_size = 2; got 3",
+        "names heads, a divisor of proj_size = 2 and 3")),
+    "heads projection W shape": ("`jrnn.rnn(\"lstm\", ..., W_hr=, heads=2)` on a layer with a "
+                                 "projection (H = 3, P = 2)",
+                                 lambda: jrnn.rnn("lstm", *(lambda l: (l.U, l.W, l.b))(
+                                     _projected_layer()), XS, W_hr=_projected_layer().W_hr,
+                                     heads=2), Error(
+        ValueError, r"heads: with a projection each head maps its P/heads units of h to its "
+                    r"H/heads units of every gate, so heads must divide both H = 3 and P = 2; "
+                    r"got heads=2", "names heads, divisors of H = 3 and P = 2, and 2")),
 }
 
 

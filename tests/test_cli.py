@@ -69,13 +69,14 @@ def test_regularisation_is_saved_a_resume_must_repeat_it_and_sample_applies_it(t
     assert greedy.strip() == ("def " + expected).strip()
 
 
-def test_zoneout_trains_and_samples_with_a_projection(tmp_path, capsys):
-    """--zoneout with --proj-size: h's mask is P wide, c's H wide; sampling (evaluation)
-    uses each one's expectation."""
+@pytest.mark.parametrize("heads", ["1", "2"])
+def test_zoneout_trains_and_samples_with_a_projection(heads, tmp_path, capsys):
+    """--zoneout with --proj-size (and --heads: W block-diagonal over P/heads slices of h):
+    h's mask is P wide, c's H wide; sampling (evaluation) uses each one's expectation."""
     d = str(tmp_path / "run")
     assert cli.main(["train", *TINY, "--steps", "2", "--cell", "lstm", "--proj-size", "4",
-                     "--zoneout", "0.1", "--zoneout-cell", "0.05", "--checkpoint-dir", d,
-                     "--sample", "0"]) == 0
+                     "--heads", heads, "--zoneout", "0.1", "--zoneout-cell", "0.05",
+                     "--checkpoint-dir", d, "--sample", "0"]) == 0
     capsys.readouterr()
     assert cli.main(["sample", "--checkpoint-dir", d, "--length", "10", "--temperature", "0"]
                     ) == 0
@@ -102,7 +103,8 @@ def test_sample_without_checkpoints_says_so(tmp_path, capsys):
                                        ("elman", "truncated-bptt"),
                                        ("minlstm", "layer-reverse-lengths-parallel"),
                                        ("slstm", "deep-bidirectional-heads"),
-                                       ("lstm", "deep-bidirectional-projection")])
+                                       ("lstm", "deep-bidirectional-projection"),
+                                       ("lstm", "deep-bidirectional-dropout-heads-projection")])
 def test_gradcheck_reports_every_gradient(cell, arch, capsys):
     assert cli.main(["gradcheck", "--cell", cell, "--arch", arch, "--T", "7", "--B", "3",
                      "--D", "2", "--H", "3", "--C", "4"]) == 0
@@ -208,6 +210,9 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["train", *TINY, "--cell", "gru", "--proj-size", "4"], 1, "proj_size: a projection needs"),
     (["train", *TINY, "--proj-size", "12", "--cell", "lstm"], 1,
      "proj_size: expected 0 < proj_size < hidden_size = 12"),
+    (["train", *TINY, "--cell", "lstm", "--proj-size", "4", "--heads", "3"], 1,
+     "heads: with a projection each head reads its own proj_size/heads units of h, so heads "
+     "must divide proj_size = 4; got 3"),
     (["train", "--heads", "0"], 2, "--heads"),
     (["train", "--cell", "mingru", "--recurrent-dropout", "0.1"], 2, "--recurrent-dropout: "
      "the linear cell 'mingru' takes input and between-layer dropout only"),

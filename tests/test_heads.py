@@ -56,6 +56,27 @@ def test_block_diagonal_equals_the_dense_matrix_with_zeros_off_the_blocks(cell):
         assert rel_error(getattr(g, name), getattr(g_d, name)) <= 1e-12, name
 
 
+def test_with_a_projection_each_head_reads_its_own_slice_of_the_projected_h():
+    """heads with proj_size P: the blocks are (H/NH, P/NH), the same function as the dense
+    (G·H, P) W with zeros off them; forward and every gradient, float64."""
+    P = NH  # each head reads one unit of the projected h
+    layer = layers.init_layer(jax.random.key(0), "lstm", D, H, heads=NH, proj_size=P,
+                              recurrent_bias=True, dtype=F64)
+    assert layer.W.shape == (4 * H, P // NH) and layer.output_size == P
+    mask = np.kron(np.eye(NH), np.ones((DH, P // NH)))  # (H, P): head n's rows read its slice
+    W_dense = jnp.asarray(np.tile(mask, (4, 1)) * np.tile(np.asarray(layer.W), (1, NH)))
+    dense_layer = dataclasses.replace(layer, W=W_dense, heads=1)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), F64)
+    lengths = jnp.array([5, 3, 1])
+    grad = jax.jit(jax.value_and_grad(_loss))
+    (J, g), (J_d, g_d) = grad(layer, xs, lengths), grad(dense_layer, xs, lengths)
+    assert rel_error(J, J_d) <= 1e-13
+    on_blocks = (np.asarray(g_d.W) * np.tile(mask, (4, 1))).reshape(4 * H, NH, P // NH).sum(1)
+    assert rel_error(g.W, jnp.asarray(on_blocks)) <= 1e-12
+    for name in ("U", "b", "b_r", "W_hr"):
+        assert rel_error(getattr(g, name), getattr(g_d, name)) <= 1e-12, name
+
+
 def test_one_head_is_the_dense_layer():
     layer = layers.init_layer(jax.random.key(0), "lstm", D, H, dtype=F64)
     assert layer.heads == 1 and layer.W.shape == (4 * H, H)
@@ -99,7 +120,7 @@ def test_refusals_are_named():
         jrnn.rnn("lstm", layer.U, jnp.zeros((4 * H, H), jnp.float32), layer.b, xs, heads=NH)
     with pytest.raises(ValueError, match="heads > 1"):
         layers.run_layer(layer, xs, kernel="persistent")
-    with pytest.raises(ValueError, match="heads: a projection"):
+    with pytest.raises(ValueError, match="heads must divide proj_size = 2; got 3"):
         layers.init_layer(jax.random.key(0), "lstm", D, H, heads=NH, proj_size=2)
     torch = pytest.importorskip("torch")
     assert torch is not None

@@ -42,8 +42,9 @@ classic cell's backward gives the cotangents of the normalised pre-activations
 LN backward above gives dA_t, dR_t and this step's dγ, dβ, which the driver sums
 over the steps. The LSTM's cell path: dĉ = dh ⊙ o ⊙ (1 − tanh² ĉ), then
 dc_t += LN_c backward of dĉ, and the rest as for the LSTM. Residuals per step:
-x̂ and s of each normalisation (2·G·H + 2 per row, + H + 1 for the LSTM's c),
-beside what the classic cell stores.
+x̂ and s of each normalisation (2·G·H + 2 per row, + 2 for the LSTM's c),
+beside what the classic cell stores; the LSTM's ĉ is recomputed from c_t and its stored
+mean and s (2 per row instead of H + 1).
 """
 from __future__ import annotations
 
@@ -148,14 +149,16 @@ def lstm_step(A, R, carry, params):
     z_i, z_f, z_g, z_o = (a + r for a, r in zip(y_x, y_r))
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     c = f * c_prev + i * g
-    (c_norm,), c_hat, c_s = layer_norm((c,), params.c_gain, params.c_bias)
+    (c_norm,), _, c_s = layer_norm((c,), params.c_gain, params.c_bias)
     h = o * jnp.tanh(c_norm)
-    return (h, c), ((i, f, g, o), saved, (c_hat, c_s))
+    # ĉ is not stored: the backward recomputes it from c_t (a carry, kept anyway), μ and s
+    return (h, c), ((i, f, g, o), saved, (c.mean(-1, keepdims=True), c_s))
 
 
 def lstm_step_vjp(carry_in, carry, extra, dcarry, params):
     _, c_prev = carry_in
-    (i, f, g, o), saved, ((c_hat,), c_s) = extra
+    (i, f, g, o), saved, (c_mean, c_s) = extra
+    c_hat = (carry[1] - c_mean) * c_s
     dh, dc = dcarry
     tanh_c = jnp.tanh(c_hat * params.c_gain[None] + params.c_bias[None])
     d_norm = dh * o * ((1 - tanh_c) * (1 + tanh_c))
