@@ -135,7 +135,8 @@ def _combine(first, second):
 
 
 def _forward(static, U, bias, xs, h0, mask, reset, params):
-    """Outputs hs (zeros at masked steps), the final state, and every state h_t.
+    """Outputs hs (zeros at masked steps), the final state, every state h_t, and in
+    parallel mode the a_t the scan used (None in sequential mode).
 
     Sequential mode computes (a_t, b_t) inside the loop from P_t, so neither is
     ever stored for all T; parallel mode needs them as arrays for the scan.
@@ -150,6 +151,7 @@ def _forward(static, U, bias, xs, h0, mask, reset, params):
             h = a_t * h + b_t
             return h, h
         final, states = lax.scan(step, h0, (P, (mask, reset)))
+        a = None
     else:
         a, b = _masked(cell, P, params, (mask, reset), bias, h0)
         b = b.at[0].add(a[0] * h0)
@@ -157,20 +159,23 @@ def _forward(static, U, bias, xs, h0, mask, reset, params):
         final = states[-1]
     hs = states if mask is None else jnp.where(mask[..., None], states,
                                                jnp.zeros((), states.dtype))
-    return hs, final, states
+    return hs, final, states, a
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _linear_manual(static, U, bias, xs, h0, mask, reset, params):
-    hs, final, _ = _forward(static, U, bias, xs, h0, mask, reset, params)
+    hs, final, _, _ = _forward(static, U, bias, xs, h0, mask, reset, params)
     return hs, final
 
 
 def _linear_manual_fwd(static, U, bias, xs, h0, mask, reset, params):
-    hs, final, states = _forward(static, U, bias, xs, h0, mask, reset, params)
-    # Only the states are kept (the output itself when there is no mask): P is
-    # recomputed from X in the backward.
-    return (hs, final), (U, bias, xs, h0, mask, reset, params, states)
+    hs, final, states, a = _forward(static, U, bias, xs, h0, mask, reset, params)
+    # The states are kept (the output itself when there is no mask), and in parallel mode
+    # the scan's a_t unless a is constant: the blocked backward's first pass then reads
+    # a_t instead of recomputing P. P itself is recomputed from X in the backward.
+    if a is not None and static.cell.constant_a:
+        a = None
+    return (hs, final), (U, bias, xs, h0, mask, reset, params, states, a)
 
 
 def _step_adjoint(cell, params, bias, mu, P_t, g_t, f_t, h_prev, h0):
@@ -303,14 +308,17 @@ def _chunks(T: int) -> int:
     return 1 << max(0, (T.bit_length() - 1) // 2)
 
 
-def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, record=False):
+def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, a=None,
+                      record=False):
     """Parallel mode's backward: the reverse scan as a blocked parallel scan (Blelloch
     1990, §1.4: each processor scans its block, the block totals are scanned, each block
     is rescanned from its correct start). T is cut into C chunks of K ≈ √T steps, all
     chunks at once:
 
     1. per chunk, from a zero start, the outgoing μ and the product of conj(a) (K steps,
-       vectorised over the C chunks; nothing stored but the two (C, B, N) totals);
+       vectorised over the C chunks; nothing stored but the two (C, B, N) totals); a_t
+       is read from ``a`` (the forward's, masks and restarts applied) when given, else
+       recomputed from x_t;
     2. the chunks' incoming μ, C steps of μ_in[j] = total[j+1] + prod[j+1] μ_in[j+1];
     3. per chunk again from its correct incoming μ, the same fused step as the
        sequential backward (:func:`_step_adjoint`).
@@ -329,9 +337,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     pad = C * K - T
     valid = jnp.ones((T, B), bool) if mask is None else mask
     if pad:  # padded steps are masked: a = 1, b = 0, no cotangent
-        widen = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+        widen = lambda v: jnp.concatenate([v, jnp.zeros((pad,) + v.shape[1:], v.dtype)])
         xs, g, valid = widen(xs), widen(g), widen(valid)
         reset = None if reset is None else widen(reset)
+        a = None if a is None else jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:],
+                                                                a.dtype)])
     m_in = None if (mask is None and not pad) else valid
     blocked = lambda a: a.reshape((C, K) + a.shape[1:])
     xb, gb = blocked(xs), blocked(g)
@@ -345,11 +355,16 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
         x_k = at(xb, k).reshape(C * B, D)
         return x_k, tuple(p.reshape(C, B, N) for p in jnp.split(x_k @ U_t, cell.blocks, axis=1))
 
+    ab = None if a is None else blocked(a)
+
     def totals(i, carry):
         mu, prod = carry
         k = K - 1 - i
-        a_bar = jnp.conj(_masked(cell, project(k)[1], params, (at(mb, k), at(rb, k)), bias,
-                                 h0)[0])
+        if ab is not None:
+            a_bar = jnp.conj(at(ab, k))
+        else:
+            a_bar = jnp.conj(_masked(cell, project(k)[1], params, (at(mb, k), at(rb, k)),
+                                     bias, h0)[0])
         return a_bar * (at(gb, k) + mu), a_bar * prod
 
     zeros = jnp.zeros((C, B, N), g.dtype)
@@ -393,7 +408,7 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
 
 
 def _linear_manual_bwd(static, residuals, cotangents):
-    U, bias, xs, h0, mask, reset, params, states = residuals
+    U, bias, xs, h0, mask, reset, params, states, a = residuals
     cell = static.cell
     g, g_final = cotangents
     if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
@@ -404,7 +419,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
     if static.mode == "parallel":
         dU, dbias, dxs, dparams, dh0, flow = _backward_blocked(
             cell, params, _split_bias(bias, cell.blocks), U, xs, g, g_final, (mask, reset), h0,
-            states, record)
+            states, a, record)
         if record:
             _report_flow(static, *flow)
         if cell.complex_state:
@@ -543,7 +558,7 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         _checks.reject_forward_mode("jrnn.linear.linear_rnn", U, bias, xs, h0, cell_params)
         hs, final = _linear_manual(static, U, bias, xs, h0, mask, reset, cell_params)
     else:
-        hs, final, _ = _forward(static, U, bias, xs, h0, mask, reset, cell_params)
+        hs, final, _, _ = _forward(static, U, bias, xs, h0, mask, reset, cell_params)
     if reverse:
         hs = hs[::-1]
     if unbatched:
