@@ -28,9 +28,11 @@ h_t (plus that of the final state at t = T),
 a reverse scan inside each chunk, the chunks' carries joined, Blelloch 1990 §1.4)
 and in sequential mode by a reverse ``lax.scan``;
 then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
-each one matmul over all rows. The forward keeps only the states h_t (the output)
-as residuals: P and a_t are recomputed from X in the backward (one matmul, cheaper
-than storing and reading back 2–3 arrays of T·B·N). docs/derivation.md derives it.
+each one matmul over all rows. The forward keeps the states h_t (the output) as
+residuals, and in parallel mode the a_t its scan was given anyway (unless a is
+constant), which the blocked backward's first pass reads; P is recomputed from X in
+the backward (one matmul, cheaper than storing and reading back 2–3 arrays of T·B·N).
+docs/derivation.md derives it.
 
 Default mode per platform (benchmarks/linear.py: the hand-written training step of
 minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
