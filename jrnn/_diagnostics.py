@@ -21,9 +21,12 @@ def recording() -> bool:
     return bool(_ACTIVE)
 
 
-def register(cell: str, reverse: bool, shape) -> int:
+def register(cell: str, reverse: bool, shape, weight: str = "W") -> int:
+    """A layer's index; ``weight`` names the matrix whose per-step gradient it reports
+    (the classic driver: the recurrent W; the linear driver, which has none: U)."""
     recorder = _ACTIVE[-1]
-    recorder.layers.append({"cell": cell, "reverse": reverse, "shape": tuple(shape)})
+    recorder.layers.append({"cell": cell, "reverse": reverse, "shape": tuple(shape),
+                            "weight": weight})
     return len(recorder.layers) - 1
 
 

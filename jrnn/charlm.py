@@ -414,13 +414,7 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
     # (the initial parameters, the same whether or not this process resumes) and at the end.
     flow_ids = train_ids[:min(len(train_ids) - 1, 4 * T) + 1]
     plots_wanted = config.checkpoint_dir is not None
-    # The gradient flow is read from the classic driver's reverse scan (jrnn.diagnostics);
-    # the linear driver's adjoint scan does not report it.
-    flow_wanted = plots_wanted and cells.get(config.cell).driver != "linear"
-    if plots_wanted and not flow_wanted:
-        log(f"gradient flow not drawn: cell {config.cell!r} runs on the linear driver, "
-            "whose backward does not report it (jrnn.diagnostics reads jrnn.rnn's)")
-    flow_start = _flow(state["params"], flow_ids, V) if flow_wanted else None
+    flow_start = _flow(state["params"], flow_ids, V) if plots_wanted else None
     step, position, losses, spent = 0, 0, [], 0.0
     if found is not None:
         path, meta = found
@@ -524,9 +518,8 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
             f"{config.steps}")
     if plots_wanted:
         _write_loss_plot(config.checkpoint_dir, losses, baseline, log)
-        if flow_wanted:
-            _write_flow_plot(config.checkpoint_dir, flow_start,
-                             _flow(state["params"], flow_ids, V), step, log)
+        _write_flow_plot(config.checkpoint_dir, flow_start,
+                         _flow(state["params"], flow_ids, V), step, log)
         kept = checkpoint.list_steps(config.checkpoint_dir)
         log(f"checkpoints: {checkpoint.path_for(config.checkpoint_dir, kept[-1])} (steps "
             f"{', '.join(map(str, kept))} kept); training log: "

@@ -17,6 +17,12 @@ contribution of step t to the recurrent weights' gradient, ∇_W J = Σ_t
 h_t²)). Norms are taken over the batch and the hidden units (Frobenius). For
 an LSTM, h is the output state; the cell state c is not reported.
 
+A layer of a linear recurrence (:mod:`jrnn.linear`: h_t = a_t ⊙ h_{t−1} + b_t) has no
+recurrent matrix. Its first curve is the adjoint of its reverse scan,
+∂J/∂h_t = λ_t = g_t + ā_{t+1} ⊙ λ_{t+1} (complex for the LRU: the norm is over the real
+and imaginary parts); its second is the contribution of step t to the gradient of its one
+weight matrix, ‖∇_U^{(t)} J‖ = ‖dP_tᵀ x_t‖_F with P = X Uᵀ (its ``weight`` is ``"U"``).
+
 They come from the same reverse scan that computes the gradients: while
 :func:`gradient_flow` runs, each layer's backward adds the two reductions and
 hands them to the host with ``jax.debug.callback``. Nothing changes outside
@@ -48,7 +54,8 @@ class LayerFlow(NamedTuple):
     cell: str
     reverse: bool
     dh_norm: np.ndarray  # (T,) ‖∂J/∂h_t‖, t in input order
-    dW_norm: np.ndarray  # (T,) ‖∇_W^(t) J‖
+    dW_norm: np.ndarray  # (T,) ‖∇_W^(t) J‖ of the matrix named by ``weight``
+    weight: str = "W"    # "W" (the recurrent matrix) or "U" (a linear layer's input matrix)
 
     @property
     def label(self) -> str:
@@ -90,5 +97,6 @@ def gradient_flow(loss_fn: Callable[..., Any], *args, argnums=0,
     if missing:
         raise ValueError(f"loss_fn: layers {missing} ran forward but no backward reached them "
                          "(is the loss independent of them?)")
-    return grads, [LayerFlow(i, info["cell"], info["reverse"], *recorder.flows[i])
+    return grads, [LayerFlow(i, info["cell"], info["reverse"], *recorder.flows[i],
+                             weight=info["weight"])
                    for i, info in enumerate(recorder.layers)]

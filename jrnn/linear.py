@@ -28,9 +28,11 @@ h_t (plus that of the final state at t = T),
 a reverse scan inside each chunk, the chunks' carries joined, Blelloch 1990 §1.4)
 and in sequential mode by a reverse ``lax.scan``;
 then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
-each one matmul over all rows. The forward keeps only the states h_t (the output)
-as residuals: P and a_t are recomputed from X in the backward (one matmul, cheaper
-than storing and reading back 2–3 arrays of T·B·N). docs/derivation.md derives it.
+each one matmul over all rows. The forward keeps the states h_t (the output) as
+residuals, and in parallel mode the a_t its scan was given anyway (unless a is
+constant), which the blocked backward's first pass reads; P is recomputed from X in
+the backward (one matmul, cheaper than storing and reading back 2–3 arrays of T·B·N).
+docs/derivation.md derives it.
 
 Default mode per platform (benchmarks/linear.py: the hand-written training step of
 minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
@@ -59,7 +61,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn import _checks
+from jrnn import _checks, _diagnostics
 from jrnn.cells import linear_contract as _contract
 from jrnn.recurrence import check_lengths, lengths_to_mask
 
@@ -80,6 +82,8 @@ def default_mode(backend: Optional[str] = None) -> str:
 class _Static:
     cell: _contract.LinearCell
     mode: str
+    record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
+    reverse: bool = False  # the inputs were reversed before the scan (for the recording)
 
 
 def _rows(a):
@@ -133,7 +137,8 @@ def _combine(first, second):
 
 
 def _forward(static, U, bias, xs, h0, mask, reset, params):
-    """Outputs hs (zeros at masked steps), the final state, and every state h_t.
+    """Outputs hs (zeros at masked steps), the final state, every state h_t, and in
+    parallel mode the a_t the scan used (None in sequential mode).
 
     Sequential mode computes (a_t, b_t) inside the loop from P_t, so neither is
     ever stored for all T; parallel mode needs them as arrays for the scan.
@@ -148,6 +153,7 @@ def _forward(static, U, bias, xs, h0, mask, reset, params):
             h = a_t * h + b_t
             return h, h
         final, states = lax.scan(step, h0, (P, (mask, reset)))
+        a = None
     else:
         a, b = _masked(cell, P, params, (mask, reset), bias, h0)
         b = b.at[0].add(a[0] * h0)
@@ -155,27 +161,30 @@ def _forward(static, U, bias, xs, h0, mask, reset, params):
         final = states[-1]
     hs = states if mask is None else jnp.where(mask[..., None], states,
                                                jnp.zeros((), states.dtype))
-    return hs, final, states
+    return hs, final, states, a
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _linear_manual(static, U, bias, xs, h0, mask, reset, params):
-    hs, final, _ = _forward(static, U, bias, xs, h0, mask, reset, params)
+    hs, final, _, _ = _forward(static, U, bias, xs, h0, mask, reset, params)
     return hs, final
 
 
 def _linear_manual_fwd(static, U, bias, xs, h0, mask, reset, params):
-    hs, final, states = _forward(static, U, bias, xs, h0, mask, reset, params)
-    # Only the states are kept (the output itself when there is no mask): P is
-    # recomputed from X in the backward.
-    return (hs, final), (U, bias, xs, h0, mask, reset, params, states)
+    hs, final, states, a = _forward(static, U, bias, xs, h0, mask, reset, params)
+    # The states are kept (the output itself when there is no mask), and in parallel mode
+    # the scan's a_t unless a is constant: the blocked backward's first pass then reads
+    # a_t instead of recomputing P. P itself is recomputed from X in the backward.
+    if a is not None and static.cell.constant_a:
+        a = None
+    return (hs, final), (U, bias, xs, h0, mask, reset, params, states, a)
 
 
 def _step_adjoint(cell, params, bias, mu, P_t, g_t, f_t, h_prev, h0):
     """One step of the reverse scan, fused with the cell's VJP:
     λ_t = g_t + μ_{t+1}; (dP_t, dparams_t) from da_t = λ_t conj(h_{t−1}), db_t = λ_t;
     μ_t = conj(a_t) λ_t. At a restart, h_{t−1} is h0, μ_t = 0, and h0 receives
-    conj(a_t) λ_t (the last value returned; None without restarts)."""
+    conj(a_t) λ_t (None without restarts). Returns (μ_t, dP_t, dparams_t, dh0_t, λ_t)."""
     P_t = _biased(P_t, bias)
     m_t, r_t = f_t
     a_t, _ = _masked(cell, P_t, params, f_t, None, h0)
@@ -191,16 +200,40 @@ def _step_adjoint(cell, params, bias, mu, P_t, g_t, f_t, h_prev, h0):
         m = m_t[..., None]
         da, db = (jnp.where(m, v, jnp.zeros((), v.dtype)) for v in (da, db))
     dP_t, dparams_t = cell.coefficients_vjp(P_t, params, da, db)
-    return jnp.conj(a_t) * lam, dP_t, dparams_t, dh0_t
+    return jnp.conj(a_t) * lam, dP_t, dparams_t, dh0_t, lam
 
 
 def _add(total, part):
     return None if total is None else jax.tree.map(jnp.add, total, part)
 
 
-def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states):
+def _squared(lam):
+    """‖λ‖² over the batch and the state (real and imaginary parts); leading axes kept."""
+    return jnp.sum(jnp.real(lam * jnp.conj(lam)), axis=(-2, -1))
+
+
+def _weight_squared(dP, x):
+    """‖dP_tᵀ x_t‖_F², step t's share of dU, without the (K·N, D) products:
+    ‖Σ_b p_b x_bᵀ‖² = Σ_{b,c} (p_b·p_c)(x_b·x_c). ``dP``: the cell's blocks (..., B, N),
+    ``x`` (..., B, D); leading axes kept."""
+    gram_p = sum(jnp.einsum("...bn,...cn->...bc", d, d) for d in dP)
+    gram_x = jnp.einsum("...bd,...cd->...bc", x, x)
+    return jnp.maximum(jnp.sum(gram_p * gram_x, axis=(-2, -1)), 0)
+
+
+def _report_flow(static, lam_squared, weight_squared):
+    """Sends ‖∂J/∂h_t‖ = ‖λ_t‖ and ‖∇_U^(t) J‖, t in input order, to
+    :mod:`jrnn.diagnostics`."""
+    dh_norm, dU_norm = jnp.sqrt(lam_squared), jnp.sqrt(weight_squared)
+    if static.reverse:
+        dh_norm, dU_norm = dh_norm[::-1], dU_norm[::-1]
+    jax.debug.callback(_diagnostics.deliver, static.record, dh_norm, dU_norm)
+
+
+def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states, record=False):
     """The reverse lax.scan: carries μ_{t+1} = conj(a_{t+1}) λ_{t+1} (so a needs no
-    shift) and the parameter gradient; emits dP_t. h_{t−1} is read from the stored states."""
+    shift) and the parameter gradient; emits dP_t (and ‖λ_t‖² if ``record``). h_{t−1} is
+    read from the stored states. Returns (dP, dparams, dh0, ‖λ‖² or None)."""
     T = g.shape[0]
     dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
     restarts0 = None if flags[1] is None else jnp.zeros_like(g_final)
@@ -210,20 +243,22 @@ def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states):
         t, P_t, g_t, f_t = inputs
         h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
                                                                  keepdims=False))
-        mu, dP_t, dparams_t, dh0_t = _step_adjoint(cell, params, bias, mu, P_t, g_t, f_t,
-                                                   h_prev, h0)
-        return (mu, _add(dparams, dparams_t), _add(restarts, dh0_t)), dP_t
+        mu, dP_t, dparams_t, dh0_t, lam = _step_adjoint(cell, params, bias, mu, P_t, g_t,
+                                                        f_t, h_prev, h0)
+        return ((mu, _add(dparams, dparams_t), _add(restarts, dh0_t)),
+                (dP_t, _squared(lam) if record else None))
 
-    (dh0, dparams, restarts), dP = lax.scan(step, (g_final, dparams0, restarts0),
-                                            (jnp.arange(T), P, g, flags), reverse=True)
-    return dP, dparams, dh0 if restarts is None else dh0 + restarts
+    (dh0, dparams, restarts), (dP, lam_sq) = lax.scan(
+        step, (g_final, dparams0, restarts0), (jnp.arange(T), P, g, flags), reverse=True)
+    return dP, dparams, dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
-def _backward_sequential_gain(form, params, g, g_final, flags, h0, states):
+def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False):
     """The reverse lax.scan of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
     (the LRU): a is constant, so the loop reads neither P nor X; it emits dP_t from db_t
-    alone and sums da_t over the rows in its carry. The gain's gradient comes after the
-    loop, from dU (:func:`_weight_products`). Returns (dP, Σ da, dh0)."""
+    alone (and ‖λ_t‖² if ``record``) and sums da_t over the rows in its carry. The gain's
+    gradient comes after the loop, from dU (:func:`_weight_products`).
+    Returns (dP, Σ da, dh0, ‖λ‖² or None)."""
     T = g.shape[0]
     mask, reset = flags
     a = form.a(params)
@@ -245,14 +280,14 @@ def _backward_sequential_gain(form, params, g, g_final, flags, h0, states):
             m = m_t[..., None]
             a_t = jnp.where(m, a_t, jnp.ones((), a_t.dtype))
             db = jnp.where(m, lam, jnp.zeros((), lam.dtype))
-        return (jnp.conj(a_t) * lam, da_sum + db * jnp.conj(h_prev), restarts), \
-            form.input_vjp(params, db)
+        return ((jnp.conj(a_t) * lam, da_sum + db * jnp.conj(h_prev), restarts),
+                (form.input_vjp(params, db), _squared(lam) if record else None))
 
     restarts0 = None if reset is None else jnp.zeros_like(g_final)
-    (dh0, da_sum, restarts), dP = lax.scan(
+    (dh0, da_sum, restarts), (dP, lam_sq) = lax.scan(
         step, (g_final, jnp.zeros_like(g_final), restarts0), (jnp.arange(T), g, flags),
         reverse=True)
-    return dP, jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts
+    return dP, jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
 def _weight_products(dP, xs, U, bias, blocks: int):
@@ -275,14 +310,17 @@ def _chunks(T: int) -> int:
     return 1 << max(0, (T.bit_length() - 1) // 2)
 
 
-def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states):
+def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, a=None,
+                      record=False):
     """Parallel mode's backward: the reverse scan as a blocked parallel scan (Blelloch
     1990, §1.4: each processor scans its block, the block totals are scanned, each block
     is rescanned from its correct start). T is cut into C chunks of K ≈ √T steps, all
     chunks at once:
 
     1. per chunk, from a zero start, the outgoing μ and the product of conj(a) (K steps,
-       vectorised over the C chunks; nothing stored but the two (C, B, N) totals);
+       vectorised over the C chunks; nothing stored but the two (C, B, N) totals); a_t
+       is read from ``a`` (the forward's, masks and restarts applied) when given, else
+       recomputed from x_t;
     2. the chunks' incoming μ, C steps of μ_in[j] = total[j+1] + prod[j+1] μ_in[j+1];
     3. per chunk again from its correct incoming μ, the same fused step as the
        sequential backward (:func:`_step_adjoint`).
@@ -290,8 +328,9 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states):
     Depth 2K + C ≈ 3√T instead of T. Each step of the C chunks recomputes its
     P_t = x_t Uᵀ (C·B rows, one matmul), adds its share of dU and dbias and writes dX,
     so neither P nor dP is ever held for all T: the backward needs no memory of the
-    order of T·B·N beyond the stored states (benchmarks/NOTES.md).
-    Returns (dU, dbias, dxs, dparams, dh0)."""
+    order of T·B·N beyond the stored states (benchmarks/NOTES.md). With ``record``, the
+    rescan also writes ‖λ_t‖² and ‖dP_tᵀ x_t‖² of every step (two (C, K) arrays).
+    Returns (dU, dbias, dxs, dparams, dh0, (‖λ‖², ‖dU^(t)‖²) or None)."""
     T, B, N = g.shape
     D = xs.shape[-1]
     mask, reset = flags
@@ -300,9 +339,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states):
     pad = C * K - T
     valid = jnp.ones((T, B), bool) if mask is None else mask
     if pad:  # padded steps are masked: a = 1, b = 0, no cotangent
-        widen = lambda a: jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+        widen = lambda v: jnp.concatenate([v, jnp.zeros((pad,) + v.shape[1:], v.dtype)])
         xs, g, valid = widen(xs), widen(g), widen(valid)
         reset = None if reset is None else widen(reset)
+        a = None if a is None else jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:],
+                                                                a.dtype)])
     m_in = None if (mask is None and not pad) else valid
     blocked = lambda a: a.reshape((C, K) + a.shape[1:])
     xb, gb = blocked(xs), blocked(g)
@@ -316,11 +357,16 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states):
         x_k = at(xb, k).reshape(C * B, D)
         return x_k, tuple(p.reshape(C, B, N) for p in jnp.split(x_k @ U_t, cell.blocks, axis=1))
 
+    ab = None if a is None else blocked(a)
+
     def totals(i, carry):
         mu, prod = carry
         k = K - 1 - i
-        a_bar = jnp.conj(_masked(cell, project(k)[1], params, (at(mb, k), at(rb, k)), bias,
-                                 h0)[0])
+        if ab is not None:
+            a_bar = jnp.conj(at(ab, k))
+        else:
+            a_bar = jnp.conj(_masked(cell, project(k)[1], params, (at(mb, k), at(rb, k)),
+                                     bias, h0)[0])
         return a_bar * (at(gb, k) + mu), a_bar * prod
 
     zeros = jnp.zeros((C, B, N), g.dtype)
@@ -339,48 +385,59 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states):
     dU0 = jnp.zeros((U.shape[0], D + 1), U.dtype)  # the last column: dbias
 
     def rescan(i, carry):
-        mu, dparams, restarts, dU, dxb = carry
+        mu, dparams, restarts, dU, dxb, flow = carry
         k = K - 1 - i
         h_prev = jnp.where(k == 0, first_prev, at(states_b, jnp.maximum(k - 1, 0)))
         x_k, P_t = project(k)
-        mu, dP_t, dparams_t, dh0_t = _step_adjoint(cell, params, bias, mu, P_t, at(gb, k),
-                                                   (at(mb, k), at(rb, k)), h_prev, h0)
+        mu, dP_t, dparams_t, dh0_t, lam = _step_adjoint(
+            cell, params, bias, mu, P_t, at(gb, k), (at(mb, k), at(rb, k)), h_prev, h0)
         dP_rows = jnp.concatenate([d.reshape(C * B, N) for d in dP_t], axis=1)
         ones = jnp.concatenate([x_k, jnp.ones((C * B, 1), x_k.dtype)], axis=1)
         dU = dU + dP_rows.T @ ones
         dxb = lax.dynamic_update_index_in_dim(dxb, (dP_rows @ U_t.T).reshape(C, B, D), k, 1)
-        return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dU, dxb
+        if record:
+            parts = (_squared(lam), _weight_squared(dP_t, x_k.reshape(C, B, D)))
+            flow = tuple(lax.dynamic_update_index_in_dim(f, v, k, 1) for f, v in zip(flow, parts))
+        return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dU, dxb, flow
 
-    _, dparams, restarts, dU, dxb = lax.fori_loop(
-        0, K, rescan, (mu_in, dparams0, restarts0, dU0, jnp.zeros_like(xb)))
+    flow0 = (jnp.zeros((C, K), U.dtype),) * 2 if record else None
+    _, dparams, restarts, dU, dxb, flow = lax.fori_loop(
+        0, K, rescan, (mu_in, dparams0, restarts0, dU0, jnp.zeros_like(xb), flow0))
     dxs = dxb.reshape((C * K, B, D))[:T]
     dh0 = dh0 if restarts is None else dh0 + jnp.sum(restarts, axis=0)
-    return dU[:, :-1], dU[:, -1], dxs, dparams, dh0
+    flow = None if flow is None else tuple(f.reshape(C * K)[:T] for f in flow)
+    return dU[:, :-1], dU[:, -1], dxs, dparams, dh0, flow
 
 
 def _linear_manual_bwd(static, residuals, cotangents):
-    U, bias, xs, h0, mask, reset, params, states = residuals
+    U, bias, xs, h0, mask, reset, params, states, a = residuals
     cell = static.cell
     g, g_final = cotangents
     if cell.complex_state:  # JAX's cotangent of a complex value is conj(∂J/∂Re + i ∂J/∂Im)
         g, g_final = jnp.conj(g), jnp.conj(g_final)
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
+    record = static.record is not None
     if static.mode == "parallel":
-        dU, dbias, dxs, dparams, dh0 = _backward_blocked(
+        dU, dbias, dxs, dparams, dh0, flow = _backward_blocked(
             cell, params, _split_bias(bias, cell.blocks), U, xs, g, g_final, (mask, reset), h0,
-            states)
+            states, a, record)
+        if record:
+            _report_flow(static, *flow)
         if cell.complex_state:
             dh0 = jnp.conj(dh0)
         return dU, None if bias is None else dbias, dxs, dh0, None, None, dparams
     form = cell.gain_form
     if form is not None:  # P is never recomputed (jrnn.cells.linear_contract.GainForm)
-        dP, da_sum, dh0 = _backward_sequential_gain(form, params, g, g_final, (mask, reset),
-                                                    h0, states)
+        dP, da_sum, dh0, lam_sq = _backward_sequential_gain(
+            form, params, g, g_final, (mask, reset), h0, states, record)
     else:
         P = _project(xs, U, cell.blocks)
-        dP, dparams, dh0 = _backward_sequential(cell, params, _split_bias(bias, cell.blocks),
-                                                P, g, g_final, (mask, reset), h0, states)
+        dP, dparams, dh0, lam_sq = _backward_sequential(
+            cell, params, _split_bias(bias, cell.blocks), P, g, g_final, (mask, reset), h0,
+            states, record)
+    if record:
+        _report_flow(static, lam_sq, _weight_squared(dP, xs))
     dU, dbias, dxs = _weight_products(dP, xs, U, bias, cell.blocks)
     if form is not None:
         split = lambda a: tuple(jnp.split(a, cell.blocks, axis=0))
@@ -495,12 +552,15 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         xs = xs[::-1]
         mask = None if mask is None else mask[::-1]
         reset = None if reset is None else reset[::-1]
-    static = _Static(cell, mode)
+    record = None
+    if backward == "manual" and _diagnostics.recording():
+        record = _diagnostics.register(cell.name, bool(reverse), xs.shape, weight="U")
+    static = _Static(cell, mode, record, bool(reverse) and record is not None)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.linear.linear_rnn", U, bias, xs, h0, cell_params)
         hs, final = _linear_manual(static, U, bias, xs, h0, mask, reset, cell_params)
     else:
-        hs, final, _ = _forward(static, U, bias, xs, h0, mask, reset, cell_params)
+        hs, final, _, _ = _forward(static, U, bias, xs, h0, mask, reset, cell_params)
     if reverse:
         hs = hs[::-1]
     if unbatched:

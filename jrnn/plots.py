@@ -46,8 +46,8 @@ def loss_curve(losses: Sequence[float], path: str, baseline: Optional[float] = N
 
 def gradient_flow(flows, path: str, title: Optional[str] = None,
                   labels: Optional[Sequence[str]] = None) -> str:
-    """‖∂J/∂h_t‖ and ‖∇_W^(t) J‖ against t, log scale, one line per layer
-    (:func:`jrnn.diagnostics.gradient_flow`'s flows, or several runs' flows)."""
+    """‖∂J/∂h_t‖ and ‖∇_W^(t) J‖ (‖∇_U^(t) J‖ for a linear layer) against t, log scale,
+    one line per layer (:func:`jrnn.diagnostics.gradient_flow`'s flows, or several runs')."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=120)
     for i, flow in enumerate(flows):
@@ -56,7 +56,8 @@ def gradient_flow(flows, path: str, title: Optional[str] = None,
         axes[0].semilogy(t, np.maximum(flow.dh_norm, 1e-300), label=label, lw=1.2)
         axes[1].semilogy(t, np.maximum(flow.dW_norm, 1e-300), label=label, lw=1.2)
     axes[0].set_ylabel(r"$\|\partial J / \partial h_t\|$")
-    axes[1].set_ylabel(r"$\|\nabla_W^{(t)} J\|$")
+    weights = sorted({flow.weight for flow in flows})
+    axes[1].set_ylabel(r"$\|\nabla_{%s}^{(t)} J\|$" % ",".join(weights))
     for ax in axes:
         ax.set_xlabel("step t")
         ax.grid(alpha=0.3, which="both")

@@ -167,7 +167,7 @@ def affine(h, W, bias=None, matmul_dtype=None):
 def recurrent(h, W, b_r, G: int, heads: int = 1, matmul_dtype=None):
     """R = h Wᵀ + b_r for a dense (heads = 1) or block-diagonal W: one generation step."""
     R = (affine(h, W, None, matmul_dtype) if heads == 1 else
-         _blockdiag.product(h, W, G, heads, matmul_dtype))
+         _blockdiag.product(h, _blockdiag.by_head(W, G, heads), matmul_dtype))
     return R if b_r is None else R + b_r[None, :]
 
 
@@ -228,7 +228,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
     W_t = (W if md is None else W.astype(md))
-    W_t = W_t.T if static.heads == 1 else W_t
+    W_t = W_t.T if static.heads == 1 else _blockdiag.by_head(W_t, G, static.heads)
     W_hr_t = None if W_hr is None else (W_hr if md is None else W_hr.astype(md)).T
 
     def step(carry, inputs):
@@ -239,7 +239,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
         h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
         R_t = (_matmul.einsum("bh,hg->bg", h_feed, W_t, md) if static.heads == 1 else
-               _blockdiag.product(h_feed, W_t, G, static.heads, md))
+               _blockdiag.product(h_feed, W_t, md))
         R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
         new, extra = cell.step(A_t, R_t, carry_in, cell_params)
         if W_hr_t is not None:  # LSTMP: h_t = u_t W_hrᵀ, u_t = the cell's o ⊙ tanh(c)
@@ -283,6 +283,8 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
     W_mm = W if md is None else W.astype(md)
+    if static.heads > 1:  # arranged once, outside the loop (jrnn/_blockdiag.py)
+        W_mm = _blockdiag.by_head_transposed(W_mm, G, static.heads)
     W_hr_mm = None if W_hr is None else (W_hr if md is None else W_hr.astype(md))
     if mask is not None:
         d_hs = jnp.where(mask[..., None], d_hs, 0)  # masked outputs are constant zeros
@@ -322,7 +324,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         dR = dA if dR is None else dR
         dR_all = dR[0] if G == 1 else jnp.concatenate(dR, axis=-1)
         dh_prev = (_matmul.einsum("bg,gh->bh", dR_all, W_mm, md) if static.heads == 1 else
-                   _blockdiag.transpose(dR_all, W_mm, G, static.heads, md))
+                   _blockdiag.transpose(dR_all, W_mm, md))
         if noise.recurrent is not None:  # R_t read h_{t−1} ⊙ m
             d_rec = d_rec + dh_prev * carry_in[0]
             dh_prev = dh_prev * noise.recurrent
