@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn import _checks, cells, linear, recurrence
+from jrnn import _blockdiag, _checks, cells, linear, recurrence
 from jrnn import dropout as _dropout
 
 __all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack",
            "run_stack", "output_size", "check_proj_size",
-           "step_stack", "zero_states", "hidden_of", "reverse_resets"]
+           "step_stack", "step_weights", "zero_states", "hidden_of", "reverse_resets"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,7 +393,24 @@ def hidden_of(cell: str, state) -> jax.Array:
     return state if spec.driver == "linear" else spec.to_carry(state)[0]
 
 
-def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = None):
+def step_weights(stack: Stack) -> tuple:
+    """Each layer's weights transposed once for :func:`step_stack`: per layer ``(Uᵀ, Wᵀ,
+    W_hrᵀ)`` ((D, G·H), (K, G·H), (H, P) or None; a block-diagonal W arranged by head,
+    :func:`jrnn._blockdiag.by_head`).
+
+    A generation loop computes them before the loop and passes them to every step: XLA:CPU
+    multiplies x (B, D) by a (D, G·H) matrix faster than by the stored (G·H, D) one, which
+    it would otherwise repack at every step (benchmarks/NOTES.md).
+    """
+    return tuple((part.U.T, part.W.T if part.heads == 1 else
+                  _blockdiag.by_head(part.W, cells.get(part.cell).gates, part.heads),
+                  None if part.W_hr is None else part.W_hr.T)
+                 if cells.get(part.cell).driver != "linear" else None
+                 for (part,) in stack)
+
+
+def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = None,
+               weights: Optional[tuple] = None):
     """One time step of a unidirectional stack, for generation.
 
     ``states[l]`` is layer l's state (B, H) (LSTM: its ``(h, c)``); x (B, D).
@@ -401,25 +418,29 @@ def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = No
     cells as the scan, so sampling follows exactly the trained equations;
     with ``dropout``, in evaluation mode as :func:`run_stack` with
     ``training=False``: zoneout's expectation p ⊙ carry_{t−1} + (1 − p) ⊙ carry_t,
-    every other kind of noise off.
+    every other kind of noise off. ``weights``: :func:`step_weights` of the stack, computed
+    once before a loop of steps (None: computed here).
     """
     if _check_stack(stack) != 1:
         raise ValueError("stack: step_stack runs left to right one step at a time, so it "
                          "needs a unidirectional stack; got a bidirectional one")
+    weights = step_weights(stack) if weights is None else weights
     new_states = []
-    for (part,), state in zip(stack, states):
+    for (part,), state, transposed in zip(stack, states, weights):
         spec = cells.get(part.cell)
         if spec.driver == "linear":
             x = linear.linear_step(part.cell, part.U, part.b, x, state, part.cell_params)
             new_states.append(x)
             continue
         carry = tuple(spec.to_carry(state))
-        A = recurrence.gate_blocks(recurrence.affine(x, part.U, part.b), spec.gates)
-        R = recurrence.gate_blocks(recurrence.recurrent(carry[0], part.W, part.b_r, spec.gates,
-                                                        part.heads), spec.gates)
+        U_t, W_t, W_hr_t = transposed
+        A = recurrence.gate_blocks(recurrence.affine_t(x, U_t, part.b), spec.gates)
+        R = recurrence.gate_blocks(recurrence.recurrent(carry[0], W_t, part.b_r, spec.gates,
+                                                        part.heads, transposed=True),
+                                   spec.gates)
         new, _ = spec.step(A, R, carry, part.cell_params)
-        if part.W_hr is not None:  # LSTMP: the emitted h is the projected one
-            new = (recurrence.affine(new[0], part.W_hr),) + tuple(new[1:])
+        if W_hr_t is not None:  # LSTMP: the emitted h is the projected one
+            new = (recurrence.affine_t(new[0], W_hr_t),) + tuple(new[1:])
         rates = () if dropout is None else _dropout.zoneout_rates(dropout, spec)
         if any(rates):
             new = tuple(p * c + (1 - p) * n for p, c, n in zip(rates, carry, new))

@@ -164,10 +164,27 @@ def affine(h, W, bias=None, matmul_dtype=None):
     return R if bias is None else R + bias[None, :]
 
 
-def recurrent(h, W, b_r, G: int, heads: int = 1, matmul_dtype=None):
-    """R = h Wᵀ + b_r for a dense (heads = 1) or block-diagonal W: one generation step."""
-    R = (affine(h, W, None, matmul_dtype) if heads == 1 else
-         _blockdiag.product(h, _blockdiag.by_head(W, G, heads), matmul_dtype))
+def affine_t(h, W_t, bias=None, matmul_dtype=None):
+    """:func:`affine` for a weight already transposed, W_t = Wᵀ (K, G·H): h W_t (+ bias).
+
+    The layout XLA:CPU multiplies fastest (the loop's R_t uses it); a generation loop
+    transposes its weights once before the loop (:func:`jrnn.layers.step_weights`).
+    """
+    R = _matmul.einsum("bh,hg->bg", h, W_t, matmul_dtype)
+    return R if bias is None else R + bias[None, :]
+
+
+def recurrent(h, W, b_r, G: int, heads: int = 1, matmul_dtype=None, transposed: bool = False):
+    """R = h Wᵀ + b_r for a dense (heads = 1) or block-diagonal W: one generation step.
+
+    ``transposed``: W is given arranged for a loop of steps, as
+    :func:`jrnn.layers.step_weights` makes it: a dense one as Wᵀ (K, G·H), a block-diagonal
+    one by head (:func:`jrnn._blockdiag.by_head`)."""
+    if heads == 1:
+        R = (affine_t if transposed else affine)(h, W, None, matmul_dtype)
+    else:
+        blocks = W if transposed else _blockdiag.by_head(W, G, heads)
+        R = _blockdiag.product(h, blocks, matmul_dtype)
     return R if b_r is None else R + b_r[None, :]
 
 

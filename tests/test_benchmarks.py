@@ -12,9 +12,25 @@ def test_suite_measures_every_implementation(cell):
     impls = {r["impl"] for r in rows}
     assert {"jrnn (unroll 1)", "autodiff (unroll 2)", "flax", "torch"} <= impls
     for r in rows:  # each row is measured, or says why it is missing
-        assert ("missing" in r) or (r["median_ms"] > 0 and r["kind"] in ("train", "forward"))
+        assert ("missing" in r) or (r["median_ms"] > 0 and r["kind"] in suite.KINDS)
+    sampled = {r["impl"] for r in rows if r.get("kind") == "sample"}
+    assert sampled == {"jrnn (unroll 1)", "jrnn (unroll 2)", "flax", "torch"}  # no autodiff
     text = suite.tables(rows, [1, 2])
-    assert f"### {cell}: training step" in text
+    assert f"### {cell}: training step" in text and f"### {cell}: sampler" in text
+
+
+@pytest.mark.parametrize("impl", ["jrnn", "flax", "torch"])
+def test_each_sampler_draws_tokens_in_range(impl):
+    from jrnn.bench import sampler
+    cfg = suite.Config(B=2, T=5, D=3, H=4, C=3)
+    tokens = sampler.tokens(getattr(sampler, f"{impl}_sampler")("gru", cfg))
+    assert tokens.shape == (5, 2) and tokens.min() >= 0 and tokens.max() < 3
+
+
+def test_the_sampler_needs_inputs_as_wide_as_the_classes():
+    from jrnn.bench import sampler
+    with pytest.raises(suite.Missing, match="D == C, got D 3, C 4"):
+        sampler.jrnn_sampler("lstm", suite.Config(B=2, T=5, D=3, H=4, C=4))
 
 
 def test_suite_measures_a_multi_head_recurrence():

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jrnn
-from jrnn.bench import environment, roofline
+from jrnn.bench import environment, roofline, sampler
 from jrnn.models import tagger
 
 
@@ -77,6 +77,7 @@ SWEEPS = {
                                                          8192, 16384)],
     "B": [Config(B=b, T=512, D=64, H=256, C=64) for b in (1, 4, 16, 64, 256)],
 }
+KINDS = ("train", "forward", "sample")  # sample: the step-by-step generation loop
 CELLS = ("elman", "lstm", "gru")  # the default; --cells takes any registered cell
 ALL_CELLS = tuple(jrnn.cells.names())
 OUT = os.path.join("benchmarks", "results")  # `jrnn bench` passes runs/bench instead
@@ -92,6 +93,7 @@ class Runner(NamedTuple):
     temp_bytes: Callable[[str], Optional[int]]  # XLA temporary bytes of "train"/"forward"
     peak_bytes: Callable[[], Optional[int]]     # device peak since the last reset, if known
     reset_peak: Callable[[], None]
+    sample: Optional[Callable[[], object]] = None  # T tokens step by step (jrnn.bench.sampler)
 
 
 def data(cfg: Config, seed: int = 0):
@@ -106,7 +108,7 @@ def _jax_peak():
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
-def _jax_runner(loss, params, args) -> Runner:
+def _jax_runner(loss, params, args, sample=None) -> Runner:
     train = jax.jit(jax.value_and_grad(loss))
     forward = jax.jit(loss)
     compiled = {"train": train, "forward": forward}
@@ -119,13 +121,24 @@ def _jax_runner(loss, params, args) -> Runner:
             return None
     return Runner(lambda: jax.block_until_ready(train(params, *args)),
                   lambda: jax.block_until_ready(forward(params, *args)),
-                  temp, _jax_peak, lambda: None)
+                  temp, _jax_peak, lambda: None, sample)
 
 
 def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 1) -> Runner:
     params = tagger.init(jax.random.key(0), cell, cfg.D, cfg.H, cfg.C, heads=heads)
     loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward)
-    return _jax_runner(loss, params, data(cfg))
+    # the generation loop has no backward, so autodiff's would be the same program
+    sample = (_sampler_or_none(sampler.jrnn_sampler, cell, cfg, heads)
+              if backward == "manual" else None)
+    return _jax_runner(loss, params, data(cfg), sample)
+
+
+def _sampler_or_none(build, *args):
+    """A sampler, or None where the config cannot have one (D != C)."""
+    try:
+        return build(*args)
+    except Missing:
+        return None
 
 
 def build_flax(cell: str, cfg: Config) -> Runner:
@@ -147,7 +160,7 @@ def build_flax(cell: str, cfg: Config) -> Runner:
     params = model.init(jax.random.key(0), xs[:2])
     loss = lambda p, xs, ys: optax.softmax_cross_entropy_with_integer_labels(
         model.apply(p, xs), ys).sum()
-    return _jax_runner(loss, params, (xs, ys))
+    return _jax_runner(loss, params, (xs, ys), _sampler_or_none(sampler.flax_sampler, cell, cfg))
 
 
 def build_torch(cell: str, cfg: Config) -> Runner:
@@ -192,7 +205,8 @@ def build_torch(cell: str, cfg: Config) -> Runner:
 
     return Runner(train, forward, lambda kind: None,
                   (lambda: torch.cuda.max_memory_allocated()) if gpu else (lambda: None),
-                  torch.cuda.reset_peak_memory_stats if gpu else (lambda: None))
+                  torch.cuda.reset_peak_memory_stats if gpu else (lambda: None),
+                  _sampler_or_none(sampler.torch_sampler, cell, cfg))
 
 
 def build_flax_dense_lstm(cell: str, cfg: Config) -> Runner:
@@ -260,10 +274,12 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
             rows.append({"config": label, "cell": cell, **cfg._asdict(), "impl": name,
                          "missing": str(e)})
             print(f"  {name}: missing ({e})", flush=True)
-    for kind in ("train", "forward"):
+    for kind in KINDS:
         calls, first, peak_mem = {}, {}, {}
         for name, r in runners.items():
             call = getattr(r, kind)
+            if call is None:  # no sampler for autodiff (no backward), or D != C
+                continue
             r.reset_peak()
             t0 = time.perf_counter()
             call()
@@ -272,10 +288,12 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
                 call()
             calls[name] = call
         times = time_rounds(calls, reps)
-        for name, r in runners.items():
+        for name in calls:
+            r = runners[name]
             peak_mem[name] = r.peak_bytes()
             median_ms = 1e3 * statistics.median(times[name])
-            n = roofline.flops(gates=gates, **cfg._asdict(), kind=kind, heads=heads)
+            n = roofline.flops(gates=gates, **cfg._asdict(), heads=heads,
+                               kind="train" if kind == "train" else "forward")
             rows.append({"config": label, "cell": cell, **cfg._asdict(), "impl": name,
                          "kind": kind, "median_ms": median_ms,
                          "min_ms": 1e3 * min(times[name]), "first_s": first[name],
@@ -300,14 +318,15 @@ def tables(rows, unrolls) -> str:
     """Per cell and kind: time of each implementation and its ratio to jrnn's."""
     out = []
     base = f"jrnn (unroll {unrolls[0]})"
-    for kind in ("train", "forward"):
+    for kind in KINDS:
         for cell in ALL_CELLS:
             sel = [r for r in rows if r["cell"] == cell and r.get("kind", kind) == kind]
             labels = list(dict.fromkeys(r["config"] for r in sel))
             if not labels:
                 continue
             impls = list(dict.fromkeys(r["impl"] for r in sel))
-            what = "training step (loss and all gradients)" if kind == "train" else "forward (loss)"
+            what = {"train": "training step (loss and all gradients)", "forward":
+                    "forward (loss)", "sample": "sampler (T tokens, one step at a time)"}[kind]
             out.append(f"\n### {cell}: {what}, ms (× = time / {base}'s)\n")
             out.append("| config (B, T, D, H, C) | " + " | ".join(impls) + " |")
             out.append("|---|" + "---|" * len(impls))
