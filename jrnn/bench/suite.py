@@ -124,12 +124,13 @@ def _jax_runner(loss, params, args, sample=None) -> Runner:
                   temp, _jax_peak, lambda: None, sample)
 
 
-def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 1) -> Runner:
+def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 1,
+               with_sampler: bool = True) -> Runner:
     params = tagger.init(jax.random.key(0), cell, cfg.D, cfg.H, cfg.C, heads=heads)
     loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward)
     # the generation loop has no backward, so autodiff's would be the same program
     sample = (_sampler_or_none(sampler.jrnn_sampler, cell, cfg, heads)
-              if backward == "manual" else None)
+              if backward == "manual" and with_sampler else None)
     return _jax_runner(loss, params, data(cfg), sample)
 
 
@@ -228,7 +229,9 @@ def _dense_only(build):
 def implementations(unrolls, heads: int = 1) -> dict[str, Callable[[str, Config], Runner]]:
     impls = {}
     for u in unrolls:
-        impls[f"jrnn (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "manual", u, heads)
+        # the generation loop does not take an unroll: timed once, with the first
+        impls[f"jrnn (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "manual", u, heads,
+                                                                     u == unrolls[0])
         impls[f"autodiff (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "autodiff", u,
                                                                          heads)
     if heads == 1:
@@ -278,7 +281,7 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
         calls, first, peak_mem = {}, {}, {}
         for name, r in runners.items():
             call = getattr(r, kind)
-            if call is None:  # no sampler for autodiff (no backward), or D != C
+            if call is None:  # no sampler: autodiff (the same program), a second unroll, D != C
                 continue
             r.reset_peak()
             t0 = time.perf_counter()
