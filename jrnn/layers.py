@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn import _blockdiag, _checks, cells, linear, recurrence
+from jrnn import _checks, cells, linear, recurrence
 from jrnn import dropout as _dropout
 
 __all__ = ["Layer", "Stack", "RECURRENT_INITS", "init_layer", "run_layer", "init_stack",
@@ -395,15 +395,13 @@ def hidden_of(cell: str, state) -> jax.Array:
 
 def step_weights(stack: Stack) -> tuple:
     """Each layer's weights transposed once for :func:`step_stack`: per layer ``(Uᵀ, Wᵀ,
-    W_hrᵀ)`` ((D, G·H), (K, G·H), (H, P) or None; a block-diagonal W arranged by head,
-    :func:`jrnn._blockdiag.by_head`).
+    W_hrᵀ)`` ((D, G·H), W as :func:`jrnn.recurrence.arranged` makes it, (H, P) or None).
 
     A generation loop computes them before the loop and passes them to every step: XLA:CPU
     multiplies x (B, D) by a (D, G·H) matrix faster than by the stored (G·H, D) one, which
     it would otherwise repack at every step (benchmarks/NOTES.md).
     """
-    return tuple((part.U.T, part.W.T if part.heads == 1 else
-                  _blockdiag.by_head(part.W, cells.get(part.cell).gates, part.heads),
+    return tuple((part.U.T, recurrence.arranged(part.W, cells.get(part.cell).gates, part.heads),
                   None if part.W_hr is None else part.W_hr.T)
                  if cells.get(part.cell).driver != "linear" else None
                  for (part,) in stack)

@@ -174,17 +174,21 @@ def affine_t(h, W_t, bias=None, matmul_dtype=None):
     return R if bias is None else R + bias[None, :]
 
 
+def arranged(W, G: int, heads: int = 1):
+    """W as a loop of steps reads it, arranged once before the loop: a dense one as
+    Wᵀ (K, G·H) (XLA:CPU multiplies (B, K) by it faster than by the stored (G·H, K),
+    which it would repack at every step), a block-diagonal one by head
+    (:func:`jrnn._blockdiag.by_head`; benchmarks/NOTES.md)."""
+    return W.T if heads == 1 else _blockdiag.by_head(W, G, heads)
+
+
 def recurrent(h, W, b_r, G: int, heads: int = 1, matmul_dtype=None, transposed: bool = False):
     """R = h Wᵀ + b_r for a dense (heads = 1) or block-diagonal W: one generation step.
 
-    ``transposed``: W is given arranged for a loop of steps, as
-    :func:`jrnn.layers.step_weights` makes it: a dense one as Wᵀ (K, G·H), a block-diagonal
-    one by head (:func:`jrnn._blockdiag.by_head`)."""
-    if heads == 1:
-        R = (affine_t if transposed else affine)(h, W, None, matmul_dtype)
-    else:
-        blocks = W if transposed else _blockdiag.by_head(W, G, heads)
-        R = _blockdiag.product(h, blocks, matmul_dtype)
+    ``transposed``: W is given as :func:`arranged` makes it."""
+    W = W if transposed else arranged(W, G, heads)
+    R = (affine_t(h, W, None, matmul_dtype) if heads == 1 else
+         _blockdiag.product(h, W, matmul_dtype))
     return R if b_r is None else R + b_r[None, :]
 
 
@@ -245,7 +249,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
     W_t = (W if md is None else W.astype(md))
-    W_t = W_t.T if static.heads == 1 else _blockdiag.by_head(W_t, G, static.heads)
+    W_t = arranged(W_t, G, static.heads)
     W_hr_t = None if W_hr is None else (W_hr if md is None else W_hr.astype(md)).T
 
     def step(carry, inputs):
@@ -255,9 +259,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         A_t = XU_t if b_g is None else tuple(x + bias[None, :] for x, bias in zip(XU_t, b_g))
         carry_in = carry if rho_t is None else _select(rho_t, carry0, carry)
         h_feed = carry_in[0] if noise.recurrent is None else carry_in[0] * noise.recurrent
-        R_t = (_matmul.einsum("bh,hg->bg", h_feed, W_t, md) if static.heads == 1 else
-               _blockdiag.product(h_feed, W_t, md))
-        R_t = gate_blocks(R_t if b_r is None else R_t + b_r[None, :], G)
+        R_t = gate_blocks(recurrent(h_feed, W_t, b_r, G, static.heads, md, transposed=True), G)
         new, extra = cell.step(A_t, R_t, carry_in, cell_params)
         if W_hr_t is not None:  # LSTMP: h_t = u_t W_hrᵀ, u_t = the cell's o ⊙ tanh(c)
             extra = (extra, new[0])
