@@ -212,15 +212,6 @@ def _squared(lam):
     return jnp.sum(jnp.real(lam * jnp.conj(lam)), axis=(-2, -1))
 
 
-def _weight_squared(dP, x):
-    """‖dP_tᵀ x_t‖_F², step t's share of dU, without the (K·N, D) products:
-    ‖Σ_b p_b x_bᵀ‖² = Σ_{b,c} (p_b·p_c)(x_b·x_c). ``dP``: the cell's blocks (..., B, N),
-    ``x`` (..., B, D); leading axes kept."""
-    gram_p = sum(jnp.einsum("...bn,...cn->...bc", d, d) for d in dP)
-    gram_x = jnp.einsum("...bd,...cd->...bc", x, x)
-    return jnp.maximum(jnp.sum(gram_p * gram_x, axis=(-2, -1)), 0)
-
-
 def _report_flow(static, lam_squared, weight_squared):
     """Sends ‖∂J/∂h_t‖ = ‖λ_t‖ and ‖∇_U^(t) J‖, t in input order, to
     :mod:`jrnn.diagnostics`."""
@@ -396,7 +387,8 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
         dU = dU + dP_rows.T @ ones
         dxb = lax.dynamic_update_index_in_dim(dxb, (dP_rows @ U_t.T).reshape(C, B, D), k, 1)
         if record:
-            parts = (_squared(lam), _weight_squared(dP_t, x_k.reshape(C, B, D)))
+            parts = (_squared(lam),
+                     _diagnostics.product_norm_squared(dP_t, x_k.reshape(C, B, D)))
             flow = tuple(lax.dynamic_update_index_in_dim(f, v, k, 1) for f, v in zip(flow, parts))
         return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dU, dxb, flow
 
@@ -437,7 +429,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
             cell, params, _split_bias(bias, cell.blocks), P, g, g_final, (mask, reset), h0,
             states, record)
     if record:
-        _report_flow(static, lam_sq, _weight_squared(dP, xs))
+        _report_flow(static, lam_sq, _diagnostics.product_norm_squared(dP, xs))
     dU, dbias, dxs = _weight_products(dP, xs, U, bias, cell.blocks)
     if form is not None:
         split = lambda a: tuple(jnp.split(a, cell.blocks, axis=0))

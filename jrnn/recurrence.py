@@ -412,10 +412,9 @@ def _report_flow(index: int, dh, dR, h_in, heads: int = 1) -> None:
     summed over the heads' blocks for a block-diagonal W.
     """
     dh_norm = jnp.sqrt(jnp.sum(jnp.square(dh), axis=(1, 2)))
-    by_head = lambda a: a.reshape(a.shape[:2] + (heads, -1))
-    gram_h = jnp.einsum("tbnh,tcnh->tnbc", by_head(h_in), by_head(h_in))
-    gram_r = sum(jnp.einsum("tbng,tcng->tnbc", by_head(r), by_head(r)) for r in dR)
-    dW_norm = jnp.sqrt(jnp.maximum(jnp.sum(gram_r * gram_h, axis=(1, 2, 3)), 0))
+    by_head = lambda a: jnp.swapaxes(a.reshape(a.shape[:2] + (heads, -1)), 1, 2)  # (T, n, B, ·)
+    per_head = _diagnostics.product_norm_squared(tuple(map(by_head, dR)), by_head(h_in))
+    dW_norm = jnp.sqrt(jnp.sum(per_head, axis=1))
     jax.debug.callback(_diagnostics.deliver, index, dh_norm, dW_norm)
 
 
