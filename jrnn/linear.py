@@ -277,28 +277,44 @@ def _gain_adjoint(form, a, params, mu, g_t, f_t, h_prev, h0):
 
 
 def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False):
-    """The reverse lax.scan of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
-    (the LRU): a is constant, so the loop reads neither P nor X; it emits dP_t from db_t
-    alone (and ‖λ_t‖² if ``record``) and sums da_t over the rows in its carry
-    (:func:`_gain_adjoint`). The gain's gradient comes after the loop, from dU
-    (:func:`_weight_products`). Returns (dP, Σ da, dh0, ‖λ‖² or None)."""
-    T = g.shape[0]
-    a = form.a(params)
+    """The reverse loop of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
+    (the LRU): a is constant, so the loop reads neither P nor X; it turns each step's
+    cotangent into dP_t from db_t alone (and ‖λ_t‖² if ``record``) and sums da_t over the
+    rows in its carry (:func:`_gain_adjoint`). The gain's gradient comes after the loop,
+    from dU (:func:`_weight_products`).
 
-    def step(carry, inputs):
-        mu, da_sum, restarts = carry
-        t, g_t, f_t = inputs
-        h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
-                                                                 keepdims=False))
-        mu, dP_t, da_t, dh0_t, lam = _gain_adjoint(form, a, params, mu, g_t, f_t, h_prev, h0)
-        return ((mu, da_sum + da_t, _add(restarts, dh0_t)),
-                (dP_t, _squared(lam) if record else None))
+    The cotangent enters as real rows, [Re g | Im g] (T, B, 2N) for a complex state, and
+    step t overwrites its own row with dP_t = (dP_re | dP_im), which has the same shape:
+    dP needs no buffer of its own (nor its zero initialisation), so the backward holds two
+    arrays of T·B·2N floats (the states and this one), not three.
+    Returns ((dP,), Σ da, dh0, ‖λ‖² or None): dP (T, B, K·N), the K blocks side by side."""
+    T, N = g.shape[0], g.shape[-1]
+    a = form.a(params)
+    parts = (jnp.real(g), jnp.imag(g)) if jnp.iscomplexobj(g) else (g,)
+    rows = jnp.concatenate(parts, axis=-1)
+    as_state = ((lambda r: lax.complex(r[..., :N], r[..., N:])) if len(parts) == 2
+                else (lambda r: r))
+    at = lambda v, t: None if v is None else lax.dynamic_index_in_dim(v, t, keepdims=False)
+
+    def step(i, carry):
+        rows, row, mu, da_sum, restarts, lam_sq = carry
+        t = T - 1 - i
+        h_prev = jnp.where(t == 0, h0, at(states, jnp.maximum(t - 1, 0)))
+        mu, dP_t, da_t, dh0_t, lam = _gain_adjoint(
+            form, a, params, mu, as_state(row), tuple(at(f, t) for f in flags), h_prev, h0)
+        rows = lax.dynamic_update_index_in_dim(rows, jnp.concatenate(dP_t, axis=-1), t, 0)
+        # Row t − 1 is read after row t is written, for the next step: a step that read its
+        # own row before overwriting it had XLA copy all of ``rows`` at every step.
+        row = at(rows, jnp.maximum(t - 1, 0))
+        if record:
+            lam_sq = lam_sq.at[t].set(_squared(lam))
+        return rows, row, mu, da_sum + da_t, _add(restarts, dh0_t), lam_sq
 
     restarts0 = None if flags[1] is None else jnp.zeros_like(g_final)
-    (dh0, da_sum, restarts), (dP, lam_sq) = lax.scan(
-        step, (g_final, jnp.zeros_like(g_final), restarts0), (jnp.arange(T), g, flags),
-        reverse=True)
-    return dP, jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
+    lam_sq0 = jnp.zeros((T,), rows.dtype) if record else None
+    dP, _, dh0, da_sum, restarts, lam_sq = lax.fori_loop(
+        0, T, step, (rows, rows[-1], g_final, jnp.zeros_like(g_final), restarts0, lam_sq0))
+    return (dP,), jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
 def _gain_params(cell, params, da_sum, U, dU, bias, dbias):
@@ -472,7 +488,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
             states, record)
     if record:
         _report_flow(static, lam_sq, _weight_squared(dP, xs))
-    dU, dbias, dxs = _weight_products(dP, xs, U, bias, cell.blocks)
+    dU, dbias, dxs = _weight_products(dP, xs, U, bias, len(dP))
     if form is not None:
         dparams = _gain_params(cell, params, da_sum, U, dU, bias, dbias)
     if cell.complex_state:
