@@ -40,7 +40,7 @@ minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
 =========  ==========  ============================================================
 platform   default     measured
 =========  ==========  ============================================================
-cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.75×
+cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.82×
 gpu        parallel    not yet measured (no GPU in the session that wrote this)
 =========  ==========  ============================================================
 
