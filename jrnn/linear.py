@@ -40,7 +40,7 @@ minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
 =========  ==========  ============================================================
 platform   default     measured
 =========  ==========  ============================================================
-cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.75×
+cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.82×
 gpu        parallel    not yet measured (no GPU in the session that wrote this)
 =========  ==========  ============================================================
 
@@ -244,41 +244,75 @@ def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states, r
     return dP, dparams, dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
+def _gain_adjoint(form, a, params, mu, g_t, f_t, h_prev, h0):
+    """One reverse step of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
+    (constant a, b = gain ⊙ P): λ_t = g_t + μ_{t+1}, dP_t from db_t = λ_t alone (no P),
+    da_t = db_t conj(h_{t−1}) left for the caller to sum, μ_t = conj(a_t) λ_t, with the
+    flags ``f_t = (mask, reset)`` as in :func:`_step_adjoint`.
+    Returns (μ_t, dP_t, da_t, dh0_t, λ_t)."""
+    m_t, r_t = f_t
+    lam = g_t + mu
+    a_t = jnp.broadcast_to(a, lam.shape)
+    dh0_t = None
+    if r_t is not None:  # a restart: h_{t−1} is h0, which receives conj(a) λ; a' = 0
+        r = r_t[..., None]
+        dh0_t = jnp.where(r, jnp.conj(a_t) * lam, jnp.zeros((), lam.dtype))
+        h_prev = jnp.where(r, jnp.broadcast_to(h0, h_prev.shape), h_prev)
+        a_t = jnp.where(r, jnp.zeros((), a_t.dtype), a_t)
+    db = lam
+    if m_t is not None:  # a masked step: a' = 1, b' = 0
+        m = m_t[..., None]
+        a_t = jnp.where(m, a_t, jnp.ones((), a_t.dtype))
+        db = jnp.where(m, lam, jnp.zeros((), lam.dtype))
+    return jnp.conj(a_t) * lam, form.input_vjp(params, db), db * jnp.conj(h_prev), dh0_t, lam
+
+
 def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False):
-    """The reverse lax.scan of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
-    (the LRU): a is constant, so the loop reads neither P nor X; it emits dP_t from db_t
-    alone (and ‖λ_t‖² if ``record``) and sums da_t over the rows in its carry. The gain's
-    gradient comes after the loop, from dU (:func:`_weight_products`).
-    Returns (dP, Σ da, dh0, ‖λ‖² or None)."""
-    T = g.shape[0]
-    mask, reset = flags
+    """The reverse loop of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
+    (the LRU): a is constant, so the loop reads neither P nor X; it turns each step's
+    cotangent into dP_t from db_t alone (and ‖λ_t‖² if ``record``) and sums da_t over the
+    rows in its carry (:func:`_gain_adjoint`). The gain's gradient comes after the loop,
+    from dU (:func:`_weight_products`).
+
+    The cotangent enters as real rows, [Re g | Im g] (T, B, 2N) for a complex state, and
+    step t overwrites its own row with dP_t = (dP_re | dP_im), which has the same shape:
+    dP needs no buffer of its own (nor its zero initialisation), so the backward holds two
+    arrays of T·B·2N floats (the states and this one), not three.
+    Returns ((dP,), Σ da, dh0, ‖λ‖² or None): dP (T, B, K·N), the K blocks side by side."""
+    T, N = g.shape[0], g.shape[-1]
     a = form.a(params)
+    parts = (jnp.real(g), jnp.imag(g)) if jnp.iscomplexobj(g) else (g,)
+    rows = jnp.concatenate(parts, axis=-1)
+    as_state = ((lambda r: lax.complex(r[..., :N], r[..., N:])) if len(parts) == 2
+                else (lambda r: r))
+    at = lambda v, t: None if v is None else lax.dynamic_index_in_dim(v, t, keepdims=False)
 
-    def step(carry, inputs):
-        mu, da_sum, restarts = carry
-        t, g_t, (m_t, r_t) = inputs
-        h_prev = jnp.where(t == 0, h0, lax.dynamic_index_in_dim(states, jnp.maximum(t - 1, 0),
-                                                                 keepdims=False))
-        lam = g_t + mu
-        a_t = jnp.broadcast_to(a, lam.shape)
-        if r_t is not None:  # a restart: h_{t−1} is h0, which receives conj(a) λ; a' = 0
-            r = r_t[..., None]
-            restarts = restarts + jnp.where(r, jnp.conj(a_t) * lam, jnp.zeros((), lam.dtype))
-            h_prev = jnp.where(r, jnp.broadcast_to(h0, h_prev.shape), h_prev)
-            a_t = jnp.where(r, jnp.zeros((), a_t.dtype), a_t)
-        db = lam
-        if m_t is not None:  # a masked step: a' = 1, b' = 0
-            m = m_t[..., None]
-            a_t = jnp.where(m, a_t, jnp.ones((), a_t.dtype))
-            db = jnp.where(m, lam, jnp.zeros((), lam.dtype))
-        return ((jnp.conj(a_t) * lam, da_sum + db * jnp.conj(h_prev), restarts),
-                (form.input_vjp(params, db), _squared(lam) if record else None))
+    def step(i, carry):
+        rows, row, mu, da_sum, restarts, lam_sq = carry
+        t = T - 1 - i
+        h_prev = jnp.where(t == 0, h0, at(states, jnp.maximum(t - 1, 0)))
+        mu, dP_t, da_t, dh0_t, lam = _gain_adjoint(
+            form, a, params, mu, as_state(row), tuple(at(f, t) for f in flags), h_prev, h0)
+        rows = lax.dynamic_update_index_in_dim(rows, jnp.concatenate(dP_t, axis=-1), t, 0)
+        # Row t − 1 is read after row t is written, for the next step: a step that read its
+        # own row before overwriting it had XLA copy all of ``rows`` at every step.
+        row = at(rows, jnp.maximum(t - 1, 0))
+        if record:
+            lam_sq = lam_sq.at[t].set(_squared(lam))
+        return rows, row, mu, da_sum + da_t, _add(restarts, dh0_t), lam_sq
 
-    restarts0 = None if reset is None else jnp.zeros_like(g_final)
-    (dh0, da_sum, restarts), (dP, lam_sq) = lax.scan(
-        step, (g_final, jnp.zeros_like(g_final), restarts0), (jnp.arange(T), g, flags),
-        reverse=True)
-    return dP, jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
+    restarts0 = None if flags[1] is None else jnp.zeros_like(g_final)
+    lam_sq0 = jnp.zeros((T,), rows.dtype) if record else None
+    dP, _, dh0, da_sum, restarts, lam_sq = lax.fori_loop(
+        0, T, step, (rows, rows[-1], g_final, jnp.zeros_like(g_final), restarts0, lam_sq0))
+    return (dP,), jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
+
+
+def _gain_params(cell, params, da_sum, U, dU, bias, dbias):
+    """The parameters of a GainForm cell from Σ da and the weights (the blocks split)."""
+    split = lambda a: None if a is None else tuple(jnp.split(a, cell.blocks, axis=0))
+    return cell.gain_form.params_vjp(params, da_sum, split(U), split(dU), split(bias),
+                                     None if bias is None else split(dbias))
 
 
 def _weight_products(dP, xs, U, bias, blocks: int):
@@ -319,7 +353,9 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     Depth 2K + C ≈ 3√T instead of T. Each step of the C chunks recomputes its
     P_t = x_t Uᵀ (C·B rows, one matmul), adds its share of dU and dbias and writes dX,
     so neither P nor dP is ever held for all T: the backward needs no memory of the
-    order of T·B·N beyond the stored states (benchmarks/NOTES.md). With ``record``, the
+    order of T·B·N beyond the stored states (benchmarks/NOTES.md). A cell with a
+    :class:`~jrnn.cells.linear_contract.GainForm` (the LRU) recomputes no P_t at all: its
+    rescan is :func:`_gain_adjoint`, and the gain's gradient comes from dU after the loop. With ``record``, the
     rescan also writes ‖λ_t‖² and ‖dP_tᵀ x_t‖² of every step (two (C, K) arrays).
     Returns (dU, dbias, dxs, dparams, dh0, (‖λ‖², ‖dU^(t)‖²) or None)."""
     T, B, N = g.shape
@@ -371,7 +407,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     states_b = blocked(jnp.concatenate([states, jnp.zeros((pad, B, N), states.dtype)])
                        if pad else states)
     first_prev = jnp.concatenate([h0[None], states_b[:-1, K - 1]])
-    dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
+    form = cell.gain_form
+    if form is not None:  # the rows' da_t summed elementwise in the carry, reduced after
+        a_gain, dparams0 = form.a(params), zeros
+    else:
+        dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
     restarts0 = None if reset is None else zeros
     dU0 = jnp.zeros((U.shape[0], D + 1), U.dtype)  # the last column: dbias
 
@@ -379,9 +419,15 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
         mu, dparams, restarts, dU, dxb, flow = carry
         k = K - 1 - i
         h_prev = jnp.where(k == 0, first_prev, at(states_b, jnp.maximum(k - 1, 0)))
-        x_k, P_t = project(k)
-        mu, dP_t, dparams_t, dh0_t, lam = _step_adjoint(
-            cell, params, bias, mu, P_t, at(gb, k), (at(mb, k), at(rb, k)), h_prev, h0)
+        f_k = (at(mb, k), at(rb, k))
+        if form is not None:  # dP_t from db_t alone: P_t is not recomputed
+            x_k = at(xb, k).reshape(C * B, D)
+            mu, dP_t, dparams_t, dh0_t, lam = _gain_adjoint(form, a_gain, params, mu,
+                                                            at(gb, k), f_k, h_prev, h0)
+        else:
+            x_k, P_t = project(k)
+            mu, dP_t, dparams_t, dh0_t, lam = _step_adjoint(
+                cell, params, bias, mu, P_t, at(gb, k), f_k, h_prev, h0)
         dP_rows = jnp.concatenate([d.reshape(C * B, N) for d in dP_t], axis=1)
         ones = jnp.concatenate([x_k, jnp.ones((C * B, 1), x_k.dtype)], axis=1)
         dU = dU + dP_rows.T @ ones
@@ -398,7 +444,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     dxs = dxb.reshape((C * K, B, D))[:T]
     dh0 = dh0 if restarts is None else dh0 + jnp.sum(restarts, axis=0)
     flow = None if flow is None else tuple(f.reshape(C * K)[:T] for f in flow)
-    return dU[:, :-1], dU[:, -1], dxs, dparams, dh0, flow
+    dU, dbias = dU[:, :-1], dU[:, -1]
+    if form is not None:
+        dparams = _gain_params(cell, params, jnp.sum(dparams, axis=(0, 1)), U, dU,
+                               None if bias is None else jnp.concatenate(bias), dbias)
+    return dU, dbias, dxs, dparams, dh0, flow
 
 
 def _linear_manual_bwd(static, residuals, cotangents):
@@ -430,12 +480,9 @@ def _linear_manual_bwd(static, residuals, cotangents):
             states, record)
     if record:
         _report_flow(static, lam_sq, _diagnostics.product_norm_squared(dP, xs))
-    dU, dbias, dxs = _weight_products(dP, xs, U, bias, cell.blocks)
+    dU, dbias, dxs = _weight_products(dP, xs, U, bias, len(dP))
     if form is not None:
-        split = lambda a: tuple(jnp.split(a, cell.blocks, axis=0))
-        dparams = form.params_vjp(params, da_sum, split(U), split(dU),
-                                  None if bias is None else split(bias),
-                                  None if bias is None else split(dbias))
+        dparams = _gain_params(cell, params, da_sum, U, dU, bias, dbias)
     if cell.complex_state:
         dh0 = jnp.conj(dh0)
     return dU, dbias, dxs, dh0, None, None, dparams

@@ -24,7 +24,7 @@ There is no recurrent matmul, so the whole sequence runs as one scan
 
 A cell whose a is constant and whose b is its projection times a gain of its own
 parameters (the LRU: b = γ ⊙ (P_re + i P_im)) may also give a :class:`GainForm`.
-The sequential backward then never recomputes P: its loop needs only a, the cell
+The backward (either mode) then never recomputes P: its loop needs only a, the cell
 maps each db_t to dP_t without P, and the gain's gradient, Σ dP ⊙ P, is taken after
 the loop from the weights, Σ_{t,b} dP ⊙ (x Uᵀ + bias) = Σ_d dU ⊙ U + dbias ⊙ bias
 (row by row).
