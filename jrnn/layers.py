@@ -394,17 +394,26 @@ def hidden_of(cell: str, state) -> jax.Array:
 
 
 def step_weights(stack: Stack) -> tuple:
-    """Each layer's weights transposed once for :func:`step_stack`: per layer ``(Uᵀ, Wᵀ,
-    W_hrᵀ)`` ((D, G·H), W as :func:`jrnn.recurrence.arranged` makes it, (H, P) or None).
+    """Each layer's weights arranged once for :func:`step_stack`: per layer ``(Uᵀ, Wᵀ,
+    W_hrᵀ)`` ((D, G·H), W as :func:`jrnn.recurrence.arranged` makes it, (H, P) or None);
+    for a cell whose generation step computes one product per gate
+    (:func:`jrnn.recurrence.per_gate_generation`, a dense W), Uᵀ and Wᵀ split into their G
+    gate blocks (:func:`jrnn.recurrence.split_gates`).
 
     A generation loop computes them before the loop and passes them to every step: XLA:CPU
     multiplies x (B, D) by a (D, G·H) matrix faster than by the stored (G·H, D) one, which
-    it would otherwise repack at every step (benchmarks/NOTES.md).
+    it would otherwise repack at every step, and a gate block sliced inside the loop would
+    be copied at every step (benchmarks/NOTES.md).
     """
-    return tuple((part.U.T, recurrence.arranged(part.W, cells.get(part.cell).gates, part.heads),
-                  None if part.W_hr is None else part.W_hr.T)
-                 if cells.get(part.cell).driver != "linear" else None
-                 for (part,) in stack)
+    def arrange(part):
+        spec = cells.get(part.cell)
+        if spec.driver == "linear":
+            return None
+        U_t, W_t = part.U.T, recurrence.arranged(part.W, spec.gates, part.heads)
+        if part.heads == 1 and spec.gates > 1 and recurrence.per_gate_generation(part.cell):
+            U_t, W_t = (recurrence.split_gates(a, spec.gates) for a in (U_t, W_t))
+        return U_t, W_t, None if part.W_hr is None else part.W_hr.T
+    return tuple(arrange(part) for (part,) in stack)
 
 
 def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = None,
@@ -432,10 +441,11 @@ def step_stack(stack: Stack, states, x, dropout: Optional[_dropout.Dropout] = No
             continue
         carry = tuple(spec.to_carry(state))
         U_t, W_t, W_hr_t = transposed
-        A = recurrence.gate_blocks(recurrence.affine_t(x, U_t, part.b), spec.gates)
-        R = recurrence.gate_blocks(recurrence.recurrent(carry[0], W_t, part.b_r, spec.gates,
-                                                        part.heads, transposed=True),
-                                   spec.gates)
+        A = recurrence.gate_affine(x, U_t, part.b, spec.gates)
+        R = (recurrence.gate_affine(carry[0], W_t, part.b_r, spec.gates) if part.heads == 1 else
+             recurrence.gate_blocks(recurrence.recurrent(carry[0], W_t, part.b_r, spec.gates,
+                                                         part.heads, transposed=True),
+                                    spec.gates))
         new, _ = spec.step(A, R, carry, part.cell_params)
         if W_hr_t is not None:  # LSTMP: the emitted h is the projected one
             new = (recurrence.affine_t(new[0], W_hr_t),) + tuple(new[1:])

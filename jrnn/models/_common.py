@@ -74,13 +74,14 @@ def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
     def step(carry, key):
         states, x = carry
         states, h = layers.step_stack(stack, states, x, dropout, weights)
-        o = heads.logits(head.V, head.c, h)
+        o = recurrence.affine_t(h, V_t, head.c)  # the head's logits h Vᵀ + c
         token = (jnp.argmax(o, axis=-1) if temperature == 0 else
                  jax.random.categorical(key, o / jnp.asarray(temperature, o.dtype)))
         token = token.astype(jnp.int32)  # the same dtype whether greedy or sampled
         return (states, embed(token)), token
 
-    weights = layers.step_weights(stack)  # transposed once, outside the loop
+    weights = layers.step_weights(stack)  # arranged once, outside the loop
+    V_t = head.V.T  # likewise the head's (C, H) weight
     keys = jax.random.split(jax.random.key(0) if key is None else _checks.key("key", key), length)
     _, tokens = jax.lax.scan(step, (states, x0), keys)
     return tokens
