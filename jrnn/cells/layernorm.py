@@ -41,10 +41,12 @@ classic cell's backward gives the cotangents of the normalised pre-activations
 (dy_x = dz, and dy_r = dz, or for the GRU's n block dy_r = da^n ⊙ r), then the
 LN backward above gives dA_t, dR_t and this step's dγ, dβ, which the driver sums
 over the steps. The LSTM's cell path: dĉ = dh ⊙ o ⊙ (1 − tanh² ĉ), then
-dc_t += LN_c backward of dĉ, and the rest as for the LSTM. Residuals per step:
-x̂ and s of each normalisation (2·G·H + 2 per row, + 2 for the LSTM's c),
-beside what the classic cell stores; the LSTM's ĉ is recomputed from c_t and its stored
-mean and s (2 per row instead of H + 1).
+dc_t += LN_c backward of dĉ, and the rest as for the LSTM. Residuals per step: x̂_r
+and s_r of the recurrent normalisation, μ_x and s_x of the input one (G·H + 3 numbers
+a row; the LSTM's c: μ_c and s_c, 2 more), beside the carries. The backward
+recomputes the rest pointwise, which on the CPU costs less than storing it: x̂_x =
+(A_t − μ_x) s_x from the A_t the driver keeps (``Cell.vjp_reads_inputs``), the
+normalised pre-activations and the gates from x̂_x and x̂_r, and the LSTM's ĉ from c_t.
 """
 from __future__ import annotations
 
@@ -127,9 +129,20 @@ def _normalised(A, R, params):
     return y_x, y_r, (mu_x, s_x, xh_r, s_r)
 
 
-def _normalised_vjp(dy_x, dy_r, A, saved, params, c_grads=(None, None)):
+def _renormalised(A, saved, params):
+    """The forward's LN_x(A_t), LN_r(R_t) and x̂_x again, from A_t and what was stored."""
+    mu_x, _, xh_r, _ = saved
+    xh_x = normalised(A, mu_x, saved[1])
+    G = len(A)
+    affine = lambda xh, gain, bias: tuple(x * g[None] + b[None] for x, g, b in
+                                          zip(xh, _blocks(gain, G), _blocks(bias, G)))
+    return (affine(xh_x, params.x_gain, params.x_bias),
+            affine(xh_r, params.r_gain, params.r_bias), xh_x)
+
+
+def _normalised_vjp(dy_x, dy_r, A, saved, params, c_grads=(None, None), xh_x=None):
     mu_x, s_x, xh_r, s_r = saved
-    xh_x = normalised(A, mu_x, s_x)
+    xh_x = normalised(A, mu_x, s_x) if xh_x is None else xh_x
     dA, dgx, dbx = layer_norm_vjp(dy_x, xh_x, s_x, params.x_gain)
     dR, dgr, dbr = layer_norm_vjp(dy_r, xh_r, s_r, params.r_gain)
     return dA, dR, LayerNormParams(dgx, dbx, dgr, dbr, *c_grads)
@@ -159,13 +172,17 @@ def lstm_step(A, R, carry, params):
     c = f * c_prev + i * g
     (c_norm,), _, c_s, c_mean = layer_norm((c,), params.c_gain, params.c_bias, with_mean=True)
     h = o * jnp.tanh(c_norm)
-    # ĉ is not stored: the backward recomputes it from c_t (a carry, kept anyway), μ and s
-    return (h, c), ((i, f, g, o), saved, (c_mean, c_s))
+    # ĉ is not stored: the backward recomputes it from c_t (a carry, kept anyway), μ and s;
+    # nor are the gates: it recomputes them from A_t and x̂_r
+    return (h, c), (saved, (c_mean, c_s))
 
 
 def lstm_step_vjp(carry_in, carry, extra, dcarry, params, A):
     _, c_prev = carry_in
-    (i, f, g, o), saved, (c_mean, c_s) = extra
+    saved, (c_mean, c_s) = extra
+    y_x, y_r, xh_x = _renormalised(A, saved, params)
+    z_i, z_f, z_g, z_o = (a + r for a, r in zip(y_x, y_r))
+    i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     (c_hat,) = normalised((carry[1],), c_mean, c_s)
     dh, dc = dcarry
     tanh_c = jnp.tanh(c_hat * params.c_gain[None] + params.c_bias[None])
@@ -174,7 +191,7 @@ def lstm_step_vjp(carry_in, carry, extra, dcarry, params, A):
     dc = dc + dc_ln
     dz = (dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * ((1 - g) * (1 + g)),
           dh * tanh_c * o * (1 - o))
-    dA, dR, dparams = _normalised_vjp(dz, dz, A, saved, params, (dgc, dbc))
+    dA, dR, dparams = _normalised_vjp(dz, dz, A, saved, params, (dgc, dbc), xh_x)
     return dA, dR, (jnp.zeros_like(carry_in[0]), dc * f), dparams
 
 
@@ -182,14 +199,16 @@ def lstm_step_vjp(carry_in, carry, extra, dcarry, params, A):
 
 def gru_step(A, R, carry, params):
     y_x, y_r, saved = _normalised(A, R, params)
-    (h,), extra = _gru.step(y_x, y_r, carry)
-    return (h,), (extra, saved)
+    (h,), _ = _gru.step(y_x, y_r, carry)
+    return (h,), saved  # the gates are recomputed in the backward from A_t and x̂_r
 
 
 def gru_step_vjp(carry_in, carry, extra, dcarry, params, A):
-    gru_extra, saved = extra
+    saved = extra
+    y_x, y_r, xh_x = _renormalised(A, saved, params)
+    _, gru_extra = _gru.step(y_x, y_r, carry_in)
     dy_x, dy_r, d_in, _ = _gru.step_vjp(carry_in, carry, gru_extra, dcarry)
-    dA, dR, dparams = _normalised_vjp(dy_x, dy_r, A, saved, params)
+    dA, dR, dparams = _normalised_vjp(dy_x, dy_r, A, saved, params, xh_x=xh_x)
     return dA, dR, d_in, dparams
 
 
