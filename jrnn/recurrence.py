@@ -33,7 +33,10 @@ matmul, never an outer product accumulated per step. A forward that is not
 differentiated (evaluation, the loss alone) computes A_t = x_t Uᵀ inside the
 loop instead on the CPU at small batch, where that was measured faster
 (:func:`project_in_loop`). Residuals are the
-carries (for tanh: h_t only) and whatever extra the cell asks for.
+carries (for tanh: h_t only) and whatever extra the cell asks for; for a cell
+whose backward reads its step's input (``Cell.vjp_reads_inputs``: the layer-normalised
+cells) also A, which the loop reads anyway, so that the cell need not store what it
+derives from A_t.
 
 Options, each with its hand-written backward:
 
