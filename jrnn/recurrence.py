@@ -33,7 +33,10 @@ matmul, never an outer product accumulated per step. A forward that is not
 differentiated (evaluation, the loss alone) computes A_t = x_t Uᵀ inside the
 loop instead on the CPU at small batch, where that was measured faster
 (:func:`project_in_loop`). Residuals are the
-carries (for tanh: h_t only) and whatever extra the cell asks for.
+carries (for tanh: h_t only) and whatever extra the cell asks for; for a cell
+whose backward reads its step's input (``Cell.vjp_reads_inputs``: the layer-normalised
+cells) also A, which the loop reads anyway, so that the cell need not store what it
+derives from A_t.
 
 Options, each with its hand-written backward:
 
@@ -272,7 +275,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
         carries, extras, final = persistent.forward(cell, A, W, b_r, carry0,
                                                     reverse=static.reverse, matmul_dtype=md)
-        return carries[0], final, carries, extras
+        return carries[0], final, carries, extras, XU
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
     # would repack at every step (benchmarks/NOTES.md).
@@ -304,28 +307,29 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         step, carry0, (XU, mask, reset, noise.zoneout), reverse=static.reverse,
         unroll=static.unroll)
     hs = carries[0] if mask is None else jnp.where(mask[..., None], carries[0], 0)
-    return hs, final, carries, extras
+    return hs, final, carries, extras, XU
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
-    hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                               cell_params, W_hr, keep_residuals=False,
+    hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                  cell_params, W_hr, keep_residuals=False,
                                in_loop=project_in_loop(xs.shape[1]))
     return hs, final
 
 
 def _rnn_manual_fwd(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
-    hs, final, carries, extras = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                          cell_params, W_hr)
+    hs, final, carries, extras, XU = _forward(static, U, W, b, b_r, xs, carry0, mask, reset,
+                                              noise, cell_params, W_hr)
+    XU = XU if static.cell.vjp_reads_inputs else None  # kept only for a cell that reads A_t
     residuals = (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
-                 extras)
+                 extras, XU)
     return (hs, final), residuals
 
 
 def _rnn_manual_bwd(static, residuals, cotangents):
     (U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr, carries,
-     extras) = residuals
+     extras, XU) = residuals
     d_hs, d_final = cotangents
     cell, T, md = static.cell, xs.shape[0], static.matmul_dtype
     G = cell.gates
@@ -333,6 +337,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     if static.heads > 1:  # arranged once, outside the loop (jrnn/_blockdiag.py)
         W_mm = _blockdiag.by_head_transposed(W_mm, G, static.heads)
     W_hr_mm = None if W_hr is None else (W_hr if md is None else W_hr.astype(md))
+    b_g = None if b is None else gate_blocks(b, G, axis=0)
     if mask is not None:
         d_hs = jnp.where(mask[..., None], d_hs, 0)  # masked outputs are constant zeros
     before = 1 if static.reverse else -1  # index of the step processed just before t
@@ -346,7 +351,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
 
     def step(acc, inputs):
         dcarry, dcarry0, d_rec, d_params = acc
-        g_t, carry_t, extra_t, m_t, rho_t, z_t, t = inputs
+        g_t, carry_t, extra_t, m_t, rho_t, z_t, XU_t, t = inputs
         carry_in = carry_before(t)
         if rho_t is not None:
             carry_in = _select(rho_t, carry0, carry_in)
@@ -365,7 +370,12 @@ def _rnn_manual_bwd(static, residuals, cotangents):
             extra_t, u_t = extra_t
             carry_t = (u_t,) + tuple(carry_t[1:])
             d_new = (_matmul.einsum("bp,ph->bh", d_h, W_hr_mm, md),) + tuple(d_new[1:])
-        dA, dR, d_in, d_params_t = cell.step_vjp(carry_in, carry_t, extra_t, d_new, cell_params)
+        inputs_t = {}
+        if XU_t is not None:  # the cell reads the A_t its step received (Cell.vjp_reads_inputs)
+            inputs_t["A"] = XU_t if b_g is None else tuple(
+                x + bias[None, :] for x, bias in zip(XU_t, b_g))
+        dA, dR, d_in, d_params_t = cell.step_vjp(carry_in, carry_t, extra_t, d_new, cell_params,
+                                                 **inputs_t)
         if d_params is not None:
             d_params = _add(d_params, d_params_t)
         dR = dA if dR is None else dR
@@ -404,7 +414,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
                 None if noise.recurrent is None else jnp.zeros_like(noise.recurrent),
                 jax.tree.map(jnp.zeros_like, cell_params))
         (d_first, dcarry0, d_rec, d_params), (dA, dR_own, h_in, dh, d_keep, d_out) = lax.scan(
-            step, acc0, (d_hs, carries, extras, mask, reset, noise.zoneout, jnp.arange(T)),
+            step, acc0, (d_hs, carries, extras, mask, reset, noise.zoneout, XU, jnp.arange(T)),
             reverse=not static.reverse, unroll=static.unroll)
         d_carry0 = d_first if dcarry0 is None else _add(d_first, dcarry0)
         d_noise = Noise(d_rec, d_keep)
@@ -751,8 +761,8 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         hs, final = _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                 cell_params, W_hr)
     else:
-        hs, final, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
-                                   cell_params, W_hr, keep_residuals=False)
+        hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
+                                      cell_params, W_hr, keep_residuals=False)
     if unbatched:
         hs, final = hs[:, 0], jax.tree.map(lambda a: a[0], final)
     return hs, cell.from_carry(tuple(final))

@@ -33,6 +33,10 @@ has none. Row-wise operations across the hidden units, like a normalisation,
 are still "pointwise" in time, so they belong to the cell. ``dparams_t`` is
 this step's share of their gradient (None without parameters); the driver sums
 it over the steps in the reverse scan's carry.
+A cell whose backward reads the step's input, ``Cell.vjp_reads_inputs``, gets it as
+``step_vjp(..., params, A=A_t)``: the driver keeps A, which it computed before the loop
+anyway, instead of the cell storing what it derives from A_t at every step (a normalised
+cell recomputes x̂ from A_t and two numbers a row, rather than storing G·H of them).
 dA_t and dR_t are tuples of G blocks. A cell returns ``dR_t = None`` when it
 equals ``dA_t`` (A and R enter only as a sum); a block of dR_t that *is* the
 same array as dA_t's (GRU's r and z) is stored once.
@@ -70,6 +74,8 @@ class Cell:
         project the cell's h-output u_t (H) to h_t = u_t W_hrᵀ (P < H) before it
         is emitted and fed back (LSTMP, Sak et al. 2014). Such a cell's
         ``step_vjp`` returns, for h_{t−1}, zeros shaped like ``carry_in[0]`` (P).
+      vjp_reads_inputs: ``step_vjp`` takes the keyword ``A``, the step's A_t (G blocks, the
+        bias b included), which the driver keeps from before the loop.
     """
 
     name: str
@@ -84,6 +90,7 @@ class Cell:
     default_bias: bool = True
     driver: str = "recurrence"  # the module that runs it: jrnn.recurrence (linear cells: jrnn.linear)
     projectable: bool = False
+    vjp_reads_inputs: bool = False
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"
