@@ -314,7 +314,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
 def _rnn_manual(static, U, W, b, b_r, xs, carry0, mask, reset, noise, cell_params, W_hr):
     hs, final, _, _, _ = _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise,
                                   cell_params, W_hr, keep_residuals=False,
-                               in_loop=project_in_loop(xs.shape[1]))
+                                  in_loop=project_in_loop(xs.shape[1]))
     return hs, final
 
 
