@@ -8,11 +8,15 @@
 #
 # Stages: env, tests (the suite on the GPU), kernel (jrnn/bench/persistent.py),
 # unroll (jrnn/bench/unroll.py), suite (jrnn/bench/suite.py at S M L X with the
-# T and B sweeps), remat, precision.
+# T and B sweeps), linear (jrnn/bench/linear.py), remat, precision. Each stage's
+# arguments can be replaced through NAME_ARGS (e.g. SUITE_ARGS="--configs S X").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
+# JAX and PyTorch share the GPU in one process (and test workers share it): JAX
+# allocates on demand instead of taking 75% of the memory at its first use.
+export XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 start=$(date +%s)
@@ -29,10 +33,11 @@ run() {  # run NAME LIMIT_S COMMAND...: a stage with its own log and time limit
 for stage in "$@"; do
   case $stage in
     env) nvidia-smi -L; $PY -c "import jax, flax, torch; print('jax', jax.__version__, jax.devices(), 'flax', flax.__version__, 'torch', torch.__version__, torch.cuda.is_available())" ;;
-    tests) run tests "${TESTS_LIMIT:-300}" $PY -m pytest -q -n "${WORKERS:-8}" -p no:cacheprovider --durations=10 ;;
+    tests) run tests "${TESTS_LIMIT:-300}" $PY -m pytest -q -n "${WORKERS:-8}" -p no:cacheprovider --durations=10 ${TESTS_ARGS:-} ;;
     kernel) run kernel "${KERNEL_LIMIT:-200}" $PY benchmarks/persistent.py --out "$OUT" ${KERNEL_ARGS:-} ;;
     unroll) run unroll "${UNROLL_LIMIT:-200}" $PY benchmarks/unroll.py --out "$OUT" ${UNROLL_ARGS:-} ;;
     suite) run suite "${SUITE_LIMIT:-560}" $PY benchmarks/suite.py --out "$OUT" ${SUITE_ARGS:---configs S M L X --sweeps T B} ;;
+    linear) run linear "${LINEAR_LIMIT:-200}" $PY benchmarks/linear.py --out "$OUT" ${LINEAR_ARGS:---reps 5 --cells mingru minlstm lru} ;;
     remat) run remat "${REMAT_LIMIT:-120}" $PY benchmarks/remat_curve.py --out "$OUT" ${REMAT_ARGS:-} ;;
     precision) run precision "${PRECISION_LIMIT:-120}" $PY benchmarks/precision.py --out "$OUT" ${PRECISION_ARGS:-} ;;
     *) echo "unknown stage: $stage" >&2; exit 2 ;;
