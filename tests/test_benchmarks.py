@@ -1,4 +1,6 @@
 """The benchmark scripts run (tiny sizes; nothing here measures or asserts a time)."""
+import json
+
 import jax
 import pytest
 
@@ -131,3 +133,18 @@ def test_linear_benchmark_writes_its_results(tmp_path):
     # float64 agreement of the two modes is exact to rounding (the x64 switch is restored)
     assert all(r["parallel_vs_sequential_f64"] < 1e-12 for r in data["agreement"])
     assert (tmp_path / f"{jax.default_backend()}_linear.md").read_text().startswith("# ")
+
+
+def test_suite_results_are_written_from_the_rows_measured_so_far(tmp_path):
+    """The suite writes its files after every config: a run stopped at a time limit keeps
+    what it measured (JSON, markdown with the tables)."""
+    cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
+    rows = suite.measure("tiny", "elman", cfg, [1], reps=1, warmup=0, peak=1e9)
+    env = {"backend": "test", "device": "d", "cpu_count": 1, "jax": "j", "flax": None,
+           "torch": None, "date": "today", "unrolls": [1], "reps": 1, "heads": 1,
+           "peak_gflops": 1.0}
+    text = suite.write_suite(str(tmp_path), env, rows, {"T": []}, "python x", 2048)
+    assert "| tiny (2, 4, 3, 5, 3) |" in text
+    assert (tmp_path / "test_suite.md").read_text().rstrip("\n") == text.rstrip("\n")
+    saved = json.loads((tmp_path / "test_suite.json").read_text())
+    assert saved["configs"] == json.loads(json.dumps(rows)) and saved["sweeps"] == {"T": []}

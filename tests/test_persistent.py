@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 import jrnn
-from jrnn import persistent
+from jrnn import persistent, recurrence
 from tests.helpers import TOL, rel_error
 
 GPU = jax.default_backend() == "gpu"
@@ -82,3 +82,18 @@ def test_auto_falls_back_to_the_scan_where_the_kernel_cannot_run():
     hs_auto, _ = jrnn.rnn("elman", U, W, b, xs, lengths=jnp.array([5, 4, 3]))
     hs_scan, _ = jrnn.rnn("elman", U, W, b, xs, lengths=jnp.array([5, 4, 3]), kernel="scan")
     assert rel_error(hs_auto, hs_scan) == 0
+
+
+def test_auto_picks_the_kernel_where_it_was_measured_faster(monkeypatch):
+    """The per-backend table: the tanh cell on GPUs (measured on an H100), nothing on the
+    CPU; and choose_kernel follows the table where the kernel can run, else the scan."""
+    assert persistent.preferred("elman", 128, jnp.float32, backend="gpu")
+    assert not persistent.preferred("lstm", 128, jnp.float32, backend="gpu")
+    assert not persistent.preferred("elman", 128, jnp.float32, backend="cpu")
+    W = jnp.zeros((16, 16), jnp.float32)
+    choose = lambda **kw: recurrence.choose_kernel("auto", "manual", "elman", W, None, **kw)
+    assert choose() == "scan"
+    monkeypatch.setitem(persistent._PREFERRED, jax.default_backend(), ("elman",))
+    assert choose() == "persistent"
+    assert choose(mask=jnp.ones((3, 2), bool)) == "scan"
+    assert recurrence.choose_kernel("auto", "autodiff", "elman", W, None) == "scan"

@@ -44,9 +44,10 @@ def write_report(out: str, script: str, argv, title: str, body: str, rows: list)
     print(f"written: {out}")
 
 
-def write_results(out: str, name: str, env: dict, rows: list, markdown: str) -> str:
+def write_results(out: str, name: str, env: dict, rows: list, markdown: str,
+                  echo: bool = True) -> str:
     """Writes ``<out>/<backend>_<name>.json`` ({"env", "rows"}) and ``.md``, prints the
-    markdown, and returns the path without its suffix."""
+    markdown if ``echo``, and returns the path without its suffix."""
     import json
     import os
     os.makedirs(out, exist_ok=True)
@@ -55,5 +56,6 @@ def write_results(out: str, name: str, env: dict, rows: list, markdown: str) -> 
         json.dump({"env": env, "rows": rows}, f, indent=1)
     with open(stem + ".md", "w") as f:
         f.write(markdown.rstrip("\n") + "\n")
-    print(markdown)
+    if echo:
+        print(markdown)
     return stem

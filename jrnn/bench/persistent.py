@@ -95,6 +95,36 @@ def timings(cell, B, T, D, H, C, md, reps, unroll):
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
+def table(rows, env) -> str:
+    """The markdown report of the measured cases (rows as :func:`main` makes them)."""
+    lines = [f"# Persistent kernel: {env['device']}, jax {env['jax']}, {env['date']}\n",
+             "Gradient error against the scan path (relative, all gradients), and median "
+             f"ms over {env['reps']} interleaved rounds; scan at unroll {env['unroll']}.\n",
+             "| cell | B | T | H | products | warps | grad err highest / default | "
+             "recurrence µs/step scan → kernel | forward ms scan → kernel (torch) | "
+             "train ms scan → kernel (torch) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = (f"| {r['cell']} | {r['B']} | {r['T']} | {r['H']} | "
+                f"{r['matmul_dtype'] or 'float32'} | {r['warps']} | ")
+        if "unsupported" in r or "failed" in r:
+            lines.append(head + (r.get("unsupported") or r["failed"][:120]).replace("|", "/")
+                         + " | | | |")
+            continue
+        e = r["error"]
+        err = f"{e['highest']['grads']:.1e} / {e['default']['grads']:.1e}"
+        if "ms" not in r:
+            lines.append(head + err + " | | | |")
+            continue
+        m, T = r["ms"], r["T"]
+        torch_f = f" ({m['torch forward']:.2f})" if "torch forward" in m else ""
+        torch_t = f" ({m['torch train']:.2f})" if "torch train" in m else ""
+        lines.append(head + err + f" | {1e3 * m['scan recurrence'] / T:.2f} → "
+                     f"{1e3 * m['persistent recurrence'] / T:.2f} | {m['scan forward']:.2f} → "
+                     f"{m['persistent forward']:.2f}{torch_f} | {m['scan train']:.2f} → "
+                     f"{m['persistent train']:.2f}{torch_t} |")
+    return "\n".join(lines)
+
+
 OUT = os.path.join("benchmarks", "results")
 
 
@@ -139,32 +169,9 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                 traceback.print_exc()
             print(json.dumps(row), flush=True)
             rows.append(row)
-    lines = [f"# Persistent kernel: {env['device']}, jax {env['jax']}, {env['date']}\n",
-             "Gradient error against the scan path (relative, all gradients), and median "
-             f"ms over {args.reps} interleaved rounds; scan at unroll {env['unroll']}.\n",
-             "| cell | B | T | H | products | warps | grad err highest / default | "
-             "recurrence µs/step scan → kernel | forward ms scan → kernel (torch) | "
-             "train ms scan → kernel (torch) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        head = (f"| {r['cell']} | {r['B']} | {r['T']} | {r['H']} | "
-                f"{r['matmul_dtype'] or 'float32'} | {r['warps']} | ")
-        if "unsupported" in r or "failed" in r:
-            lines.append(head + (r.get("unsupported") or r["failed"][:120]).replace("|", "/")
-                         + " | | | |")
-            continue
-        e = r["error"]
-        err = f"{e['highest']['grads']:.1e} / {e['default']['grads']:.1e}"
-        if "ms" not in r:
-            lines.append(head + err + " | | | |")
-            continue
-        m, T = r["ms"], r["T"]
-        torch_f = f" ({m['torch forward']:.2f})" if "torch forward" in m else ""
-        torch_t = f" ({m['torch train']:.2f})" if "torch train" in m else ""
-        lines.append(head + err + f" | {1e3 * m['scan recurrence'] / T:.2f} → "
-                     f"{1e3 * m['persistent recurrence'] / T:.2f} | {m['scan forward']:.2f} → "
-                     f"{m['persistent forward']:.2f}{torch_f} | {m['scan train']:.2f} → "
-                     f"{m['persistent train']:.2f}{torch_t} |")
-    write_results(args.out, "persistent", env, rows, "\n".join(lines))
+            # after every case, so that a run stopped at a time limit keeps what it measured
+            write_results(args.out, "persistent", env, rows, table(rows, env), echo=False)
+    write_results(args.out, "persistent", env, rows, table(rows, env))
     return 0
 
 

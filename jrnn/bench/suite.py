@@ -435,7 +435,6 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     if args.reps < 20:
         print(f"note: --reps {args.reps}: fewer than the 20 rounds the results table assumes")
     env = environment(unrolls=args.unroll, reps=args.reps, heads=args.heads)
-    backend = env["backend"]
     for name in ("flax", "torch"):
         try:
             env[name] = __import__(name).__version__
@@ -444,12 +443,14 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     peak = roofline.peak_flops(args.peak_size)
     env["peak_gflops"] = peak / 1e9
     print(env, flush=True)
-    rows = []
+    command = f"python benchmarks/suite.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+    rows, sweep_rows = [], {}
+    save = lambda: write_suite(args.out, env, rows, sweep_rows, command, args.peak_size)
     for label in args.configs:
         for cell in args.cells:
             rows += measure(label, cell, CONFIGS[label], args.unroll, args.reps,
                             heads=args.heads, peak=peak)
-    sweep_rows = {}
+            save()
     for sweep in args.sweeps:
         sweep_rows[sweep] = []
         for cfg in SWEEPS[sweep]:
@@ -457,28 +458,40 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
                 sweep_rows[sweep] += measure(f"{sweep}={getattr(cfg, sweep)}", cell, cfg,
                                              args.unroll, args.reps, heads=args.heads,
                                              peak=peak)
-    os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"{backend}_suite" +
-                        (f"_heads{args.heads}" if args.heads > 1 else ""))
+                save()
+    print(save())
+    return 0
+
+
+def write_suite(out: str, env: dict, rows: list, sweep_rows: dict, command: str,
+                peak_size: int) -> str:
+    """Writes ``<out>/<backend>_suite[_headsN].{json,md}`` (and the T sweep's plot) from
+    the rows measured so far, and returns the markdown. The suite calls it after every
+    config, so that a run stopped at a time limit keeps what it measured."""
+    unrolls, peak = env["unrolls"], env["peak_gflops"] * 1e9
+    os.makedirs(out, exist_ok=True)
+    stem = os.path.join(out, f"{env['backend']}_suite" +
+                        (f"_heads{env['heads']}" if env["heads"] > 1 else ""))
     with open(stem + ".json", "w") as f:
         json.dump({"env": env, "configs": rows, "sweeps": sweep_rows}, f, indent=1)
     text = [f"# Benchmark suite: {env['device']} ({env['cpu_count']} cores), jax {env['jax']}, "
             f"flax {env['flax']}, torch {env['torch']}, {env['date']}\n",
-            f"`python benchmarks/suite.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-            f"\n\nMedian of {args.reps} interleaved rounds; float32. Ratios are time divided "
+            f"`{command}`"
+            f"\n\nMedian of {env['reps']} interleaved rounds; float32. Ratios are time divided "
             f"by jrnn's, so > 1 means jrnn is faster. Measured peak float32 matmul throughput "
-            f"({args.peak_size}² matmul, same run): {peak / 1e9:.1f} GFLOP/s; the roofline "
+            f"({peak_size}² matmul, same run): {peak / 1e9:.1f} GFLOP/s; the roofline "
             f"time is the products' FLOPs at that peak (jrnn/bench/roofline.py).",
-            tables(rows, args.unroll)]
+            tables(rows, unrolls) if rows else ""]
     for sweep, srows in sweep_rows.items():
-        text.append(f"\n## Sweep over {sweep}\n" + tables(srows, args.unroll))
+        if not srows:
+            continue
+        text.append(f"\n## Sweep over {sweep}\n" + tables(srows, unrolls))
         if sweep == "T" and plot_sweep(srows, stem + "_sweep_T.png",
                                        "B 8, D 64, H 256, C 64"):
             text.append(f"\n![time against T]({os.path.basename(stem)}_sweep_T.png)\n")
     with open(stem + ".md", "w") as f:
         f.write("\n".join(text) + "\n")
-    print("\n".join(text))
-    return 0
+    return "\n".join(text)
 
 
 if __name__ == "__main__":
