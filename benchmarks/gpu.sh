@@ -8,8 +8,9 @@
 #
 # Stages: env, tests (the suite on the GPU), kernel (jrnn/bench/persistent.py),
 # unroll (jrnn/bench/unroll.py), suite (jrnn/bench/suite.py at S M L X with the
-# T and B sweeps), linear (jrnn/bench/linear.py), remat, precision. Each stage's
-# arguments can be replaced through NAME_ARGS (e.g. SUITE_ARGS="--configs S X").
+# T and B sweeps), linear (jrnn/bench/linear.py), remat, precision, and pack (every
+# file under $OUT in one archive, $PACK: for a remote runner that returns few files).
+# Each stage's arguments can be replaced through NAME_ARGS (e.g. SUITE_ARGS="--configs S X").
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -40,6 +41,7 @@ for stage in "$@"; do
     linear) run linear "${LINEAR_LIMIT:-200}" $PY benchmarks/linear.py --out "$OUT" ${LINEAR_ARGS:---reps 5 --cells mingru minlstm lru} ;;
     remat) run remat "${REMAT_LIMIT:-120}" $PY benchmarks/remat_curve.py --out "$OUT" ${REMAT_ARGS:-} ;;
     precision) run precision "${PRECISION_LIMIT:-120}" $PY benchmarks/precision.py --out "$OUT" ${PRECISION_ARGS:-} ;;
+    pack) tar czf "${PACK:?pack: set PACK to the path of the archive}" -C "$OUT" . && echo "== packed: $PACK" ;;
     *) echo "unknown stage: $stage" >&2; exit 2 ;;
   esac
 done

@@ -148,3 +148,28 @@ def test_suite_results_are_written_from_the_rows_measured_so_far(tmp_path):
     assert (tmp_path / "test_suite.md").read_text().rstrip("\n") == text.rstrip("\n")
     saved = json.loads((tmp_path / "test_suite.json").read_text())
     assert saved["configs"] == json.loads(json.dumps(rows)) and saved["sweeps"] == {"T": []}
+
+
+def test_the_gpu_script_runs_every_stage_the_docs_name(tmp_path):
+    """`bash benchmarks/gpu.sh STAGE ...` as the README and NOTES show it names stages the
+    script has; an unknown stage is refused with exit code 2; `pack` archives $OUT."""
+    import pathlib
+    import re
+    import subprocess
+    import tarfile
+    root = pathlib.Path(__file__).resolve().parent.parent
+    script = root / "benchmarks" / "gpu.sh"
+    stages = set(re.findall(r"^    (\w+)\) ", script.read_text(), flags=re.M))
+    shown = [m for doc in ("README.md", "benchmarks/NOTES.md")
+             for m in re.findall(r"bash benchmarks/gpu\.sh ([a-z ]+)", (root / doc).read_text())]
+    assert shown and all(set(m.split()) <= stages for m in shown), (shown, stages)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.md").write_text("measured")
+    env = {"PATH": "/usr/bin:/bin", "OUT": str(out), "PACK": str(tmp_path / "all.tgz")}
+    run = lambda *stages: subprocess.run(["bash", str(script), *stages], env=env,
+                                         capture_output=True, text=True)
+    refused = run("pack", "nonsense")
+    assert refused.returncode == 2 and "unknown stage: nonsense" in refused.stderr
+    with tarfile.open(tmp_path / "all.tgz") as archive:
+        assert "./result.md" in archive.getnames()
