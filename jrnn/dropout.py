@@ -224,7 +224,9 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
         shapes = ((num_steps,) + batch + (H,), (num_steps,) + batch + (C,))
         # h, then every other carry entry (the LSTM's c; the sLSTM's c, n and m, zoned out
         # together: one mask for the whole cell state, so that c / n keeps its meaning)
-        drawn = tuple(_per_step_bernoulli(k, p, shape).astype(dtype)
+        # boolean (one byte a unit, not four): the stored masks are part of the training
+        # step's temporary buffer, which the CPU pays per byte (benchmarks/NOTES.md)
+        drawn = tuple(_per_step_bernoulli(k, p, shape)
                       for k, p, shape in zip(jax.random.split(k_z, min(len(z), 2)), z, shapes))
         zoneout = drawn + drawn[1:] * (len(z) - 2)
     return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)
