@@ -62,6 +62,10 @@ come from a counter-based hash seeded by the key (MurmurHash3's finaliser over a
 counter; Salmon et al. 2011 for counter-based generators), much cheaper than
 threefry; the per-sequence and per-call masks use ``jax.random.bernoulli`` with
 p exactly.
+Zoneout's masks reach the driver as boolean arrays (True: the unit keeps its value), one
+byte a unit rather than four: they are part of the training step's temporary memory,
+which the CPU pays for per byte (a fresh allocation above glibc's 32 MiB mmap threshold
+faults on every page at every call).
 Evaluation uses p as given.
 """
 from __future__ import annotations
