@@ -62,6 +62,10 @@ come from a counter-based hash seeded by the key (MurmurHash3's finaliser over a
 counter; Salmon et al. 2011 for counter-based generators), much cheaper than
 threefry; the per-sequence and per-call masks use ``jax.random.bernoulli`` with
 p exactly.
+Zoneout's masks reach the driver as boolean arrays (True: the unit keeps its value), one
+byte a unit rather than four: they are part of the training step's temporary memory,
+which the CPU pays for per byte (a fresh allocation above glibc's 32 MiB mmap threshold
+faults on every page at every call).
 Evaluation uses p as given.
 """
 from __future__ import annotations
@@ -224,7 +228,9 @@ def layer_noise(dropout: Dropout, key, training: bool, *, cell, num_steps: int,
         shapes = ((num_steps,) + batch + (H,), (num_steps,) + batch + (C,))
         # h, then every other carry entry (the LSTM's c; the sLSTM's c, n and m, zoned out
         # together: one mask for the whole cell state, so that c / n keeps its meaning)
-        drawn = tuple(_per_step_bernoulli(k, p, shape).astype(dtype)
+        # boolean (one byte a unit, not four): the stored masks are part of the training
+        # step's temporary buffer, which the CPU pays per byte (benchmarks/NOTES.md)
+        drawn = tuple(_per_step_bernoulli(k, p, shape)
                       for k, p, shape in zip(jax.random.split(k_z, min(len(z), 2)), z, shapes))
         zoneout = drawn + drawn[1:] * (len(z) - 2)
     return LayerNoise(input_mask, weight_mask, recurrent_mask, zoneout)

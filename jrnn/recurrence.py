@@ -147,7 +147,7 @@ class Noise(NamedTuple):
     ``recurrent`` (B, H): multiplies h_{t−1} where it feeds the recurrent product,
     the same at every step (variational dropout, Gal & Ghahramani 2016), already
     scaled by 1/(1 − p). ``zoneout``: one (T, B, H) array per carry entry (h, and
-    c for the LSTM), 1 where a unit keeps its previous value at that step
+    c for the LSTM), 1 (or True) where a unit keeps its previous value at that step
     (Krueger et al. 2017). None where unused.
     """
 
@@ -239,6 +239,21 @@ def _add(a, b):
     return jax.tree.map(jnp.add, a, b)
 
 
+def _boolean(k) -> bool:
+    return getattr(k, "dtype", None) == jnp.bool_
+
+
+def _zoned(k, previous, raw):
+    """k ⊙ previous + (1 − k) ⊙ raw, for a float k or a boolean mask (True: keep)."""
+    return jnp.where(k, previous, raw) if _boolean(k) else k * previous + (1 - k) * raw
+
+
+def _recomputes_raw(cell, W_hr) -> bool:
+    """Whether, with zoneout, the backward recomputes the cell's own carry from its extras
+    (``Cell.carry_from_extra``) instead of the forward storing it beside the zoned one."""
+    return cell.carry_from_extra is not None and W_hr is None
+
+
 def _zoneout_keep(static, noise, z_t):
     """Per carry entry, the share of the previous value kept at this step, or None."""
     if static.zoneout_p is not None:
@@ -260,7 +275,9 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
 
     With zoneout, a step's carry is k ⊙ carry_{t−1} + (1 − k) ⊙ carry_raw, where
     carry_raw is the cell's own output; the residuals then hold carry_raw too,
-    since the cell's backward reads its own outputs (tanh' = 1 − h², say).
+    since the cell's backward reads its own outputs (tanh' = 1 − h², say), unless
+    the cell recomputes it from its extras (``Cell.carry_from_extra``: the LSTM).
+    A boolean k (True: keep) selects instead of mixing.
 
     With a projection ``W_hr`` (P, H), the cell's h-output u_t (H) becomes
     h_t = u_t W_hrᵀ (P): the carry and the output hold the projected h, the
@@ -298,8 +315,9 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
             new = (_matmul.einsum("bh,hp->bp", new[0], W_hr_t, md),) + tuple(new[1:])
         keep = _zoneout_keep(static, noise, z_t)
         if keep is not None:
-            extra = (extra, new)
-            new = tuple(k * c + (1 - k) * n for k, c, n in zip(keep, carry_in, new))
+            if not _recomputes_raw(cell, W_hr):
+                extra = (extra, new)
+            new = tuple(_zoned(k, c, n) for k, c, n in zip(keep, carry_in, new))
         if m_t is not None:
             new = _select(m_t, new, carry)
         return new, ((new, extra) if keep_residuals else ((new[0],), None))
@@ -361,11 +379,15 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         d_new = dcarry if m_t is None else _select(m_t, dcarry, zeros)
         keep, d_keep = _zoneout_keep(static, noise, z_t), None
         if keep is not None:  # carry = k ⊙ carry_in + (1 − k) ⊙ raw
-            extra_t, carry_t = extra_t
-            if noise.zoneout is not None:
-                d_keep = tuple(d * (c - n) for d, c, n in zip(d_new, carry_in, carry_t))
-            d_kept = tuple(d * k for d, k in zip(d_new, keep))
-            d_new = tuple(d * (1 - k) for d, k in zip(d_new, keep))
+            if _recomputes_raw(cell, W_hr_mm):
+                carry_t = cell.carry_from_extra(carry_in, extra_t)
+            else:
+                extra_t, carry_t = extra_t
+            if noise.zoneout is not None:  # a boolean mask has no cotangent
+                d_keep = tuple(None if _boolean(k) else d * (c - n)
+                               for d, k, c, n in zip(d_new, keep, carry_in, carry_t))
+            d_kept = tuple(_zoned(k, d, jnp.zeros_like(d)) for d, k in zip(d_new, keep))
+            d_new = tuple(_zoned(k, jnp.zeros_like(d), d) for d, k in zip(d_new, keep))
         d_h = d_new[0]  # dJ/dh_t where the step wrote h_t
         if W_hr_mm is not None:  # h_t = u_t W_hrᵀ: dJ/du_t = dJ/dh_t W_hr; the cell saw u_t
             extra_t, u_t = extra_t
@@ -585,12 +607,16 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
         if isinstance(k, (int, float)):
             raise TypeError(f"{name}: expected arrays for every carry entry (training) or "
                             f"floats for every one (evaluation), got a mix")
-        _checks.floating(name, k)
+        dtype = jnp.result_type(k)
+        if not (_boolean(k) or jnp.issubdtype(dtype, jnp.floating)):
+            raise TypeError(f"{name}: expected a boolean mask (True: keep) or a floating one, "
+                            f"got dtype {dtype}")
         width = P if i == 0 else H  # with a projection, h is P wide and c H wide
         shape = (T,) + batch + (width,)
         _checks.shape(name, k, shape, f"{shape}: one keep-mask per step, sequence and unit" +
                       ("" if P == H else f" (h: P = {P}, the other entries: H = {H})"))
-        _checks.same_dtype(name, k, W.dtype, "the parameters")
+        if not _boolean(k):
+            _checks.same_dtype(name, k, W.dtype, "the parameters")
         masks.append(k[:, None] if unbatched else k)
     return Noise(recurrent_mask, tuple(masks)), None
 
@@ -694,7 +720,8 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
       zoneout: zoneout on every carry (Krueger et al. 2017): carry_t =
         k ⊙ carry_{t−1} + (1 − k) ⊙ cell(...). In training, a tuple with one
         (T, B, H) array k per carry entry (h; for the LSTM h and c), 1 where a
-        unit keeps its value (with ``W_hr``: h's is (T, B, P), since the
+        unit keeps its value (a boolean array, True where it keeps, as
+        :mod:`jrnn.dropout` draws it, or a floating one, which is differentiated) (with ``W_hr``: h's is (T, B, P), since the
         projected h is what the carry holds); in evaluation, the probabilities
         themselves, a float or one per carry entry, used as the expectation k = p.
       cell_params: the cell's own parameters (``cell.init_params``), for a cell

@@ -363,6 +363,10 @@ MASKS = {  # name -> (description, keywords of jrnn.rnn, expectation)
         zoneout=(jnp.ones((T, B, H), F32),)), Error(
         ValueError, r"zoneout: expected one entry per carry entry of cell 'lstm' \(2\), got 1",
         "names zoneout, the LSTM's 2 carry entries and 1")),
+    "zoneout dtype": ("integer zoneout masks", dict(
+        zoneout=(jnp.ones((T, B, H), jnp.int32),) * 2), Error(
+        TypeError, r"zoneout\[0\]: expected a boolean mask \(True: keep\) or a floating one, "
+                   r"got dtype int32", "names zoneout[0], boolean or floating, and int32")),
     "zoneout p = 1": ("zoneout probability 1 (evaluation)", dict(zoneout=(1.0, 0.1)), Error(
         ValueError, r"zoneout: expected probabilities in \[0, 1\), got 1.0",
         "names zoneout, [0, 1) and 1.0")),

@@ -118,6 +118,19 @@ def test_unroll_and_regularisation_benchmarks_write_their_results(tmp_path):
         assert (tmp_path / f"{jax.default_backend()}_{name}.md").read_text().startswith("# ")
 
 
+def test_temp_buffer_benchmark_reports_bytes_faults_and_times(tmp_path):
+    from jrnn.bench import temp_buffer
+    assert temp_buffer.main(["--shapes", "S:2:3", "--cells", "elman", "--reps", "1",
+                             "--out", str(tmp_path)]) == 0
+    rows = __import__("json").loads(
+        (tmp_path / f"{jax.default_backend()}_temp_buffer.json").read_text())["rows"]
+    assert [r["option"] for r in rows] == ["plain", "zoneout 0.1"]
+    assert all(r["temp_MiB"] > 0 and r["faults_per_call"] >= 0 and r["median_ms"] > 0
+               for r in rows)
+    with pytest.raises(SystemExit):
+        temp_buffer.arguments().parse_args(["--shapes", "S:0:3"])
+
+
 def test_linear_benchmark_writes_its_results(tmp_path):
     """benchmarks/linear.py at tiny sizes: every table row, the sweep and the agreement."""
     from jrnn.bench import linear

@@ -96,6 +96,32 @@ def test_zoneout_keeping_every_unit_freezes_the_state(cell):
                      layers.run_layer(layer, XS, h0)[0]) == 0
 
 
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_boolean_zoneout_masks_act_as_the_same_masks_in_floats(cell):
+    """The driver selects with a boolean mask and mixes with a floating one: the same
+    outputs and, by the hand-written backward, the same parameter and input gradients."""
+    (layer,), = _stack(cell)
+    n = len(jax.tree.leaves(layers.zero_states(((layer,),), (B,))[0][0]))
+    masks = tuple(jax.random.bernoulli(k, 0.4, (T, B, H)) for k in jax.random.split(KEY, n))
+    loss = lambda layer, xs, z: jnp.sum(jnp.sin(layers.run_layer(layer, xs, zoneout=z)[0]))
+    as_bool = jax.value_and_grad(loss, argnums=(0, 1))(layer, XS, masks)
+    as_float = jax.value_and_grad(loss, argnums=(0, 1))(
+        layer, XS, tuple(m.astype(jnp.float64) for m in masks))
+    assert rel_error(as_bool, as_float) < 1e-15
+    assert rel_error(as_bool[0], loss(layer, XS, None)) > 1e-3  # the masks act
+
+
+def test_a_cell_recomputes_its_own_carry_from_what_it_stored():
+    """Cell.carry_from_extra (the LSTM's, from its gates) gives the carry its step made."""
+    cell = jrnn.cells.get("lstm")
+    k = jax.random.split(KEY, 4)
+    A, R = (tuple(jax.random.normal(kk, (B, H), jnp.float64) for kk in jax.random.split(k_, 4))
+            for k_ in k[:2])
+    carry_in = tuple(jax.random.normal(kk, (B, H), jnp.float64) for kk in k[2:])
+    carry, extra = cell.step(A, R, carry_in)
+    assert rel_error(cell.carry_from_extra(carry_in, extra), carry) < 1e-15
+
+
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru", "layernorm_lstm"])
 def test_zoneout_in_evaluation_is_its_expectation(cell):
     """carry_t = p carry_{t−1} + (1 − p) cell(...), step by step with the cells' own step."""

@@ -76,6 +76,10 @@ class Cell:
         ``step_vjp`` returns, for h_{t−1}, zeros shaped like ``carry_in[0]`` (P).
       vjp_reads_inputs: ``step_vjp`` takes the keyword ``A``, the step's A_t (G blocks, the
         bias b included), which the driver keeps from before the loop.
+      carry_from_extra: ``(carry_in, extra_t) -> carry_t``: the step's own carry again from
+        its input carry and what it stored (the LSTM's c_t = f ⊙ c_{t−1} + i ⊙ g), or None.
+        With zoneout the carry the driver stores is the zoned one, and the cell's backward
+        reads its own output: a cell that can recompute it spares the driver storing it too.
     """
 
     name: str
@@ -91,6 +95,7 @@ class Cell:
     driver: str = "recurrence"  # the module that runs it: jrnn.recurrence (linear cells: jrnn.linear)
     projectable: bool = False
     vjp_reads_inputs: bool = False
+    carry_from_extra: Any = None
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"

@@ -78,6 +78,13 @@ def _blocks(v, G):
     return tuple(jnp.split(v, G)) if G > 1 else (v,)
 
 
+def _affine(x_hat, gain, bias):
+    """γ ⊙ x̂ + β over blocks: each block of x̂ (B, H) with its block of the gain and bias."""
+    G = len(x_hat)
+    return tuple(xh * g[None] + b[None]
+                 for xh, g, b in zip(x_hat, _blocks(gain, G), _blocks(bias, G)))
+
+
 def layer_norm(x, gain, bias, with_mean=False):
     """LN over the units of all blocks of x together: (y, x̂, s), each block (B, H);
     ``with_mean``: (y, x̂, s, μ)."""
@@ -86,9 +93,7 @@ def layer_norm(x, gain, bias, with_mean=False):
     centred = tuple(b - mu for b in x)
     s = lax.rsqrt(sum((c * c).sum(-1, keepdims=True) for c in centred) / n + EPS)
     x_hat = tuple(c * s for c in centred)
-    G = len(x)
-    y = tuple(xh * g[None] + b[None]
-              for xh, g, b in zip(x_hat, _blocks(gain, G), _blocks(bias, G)))
+    y = _affine(x_hat, gain, bias)
     return (y, x_hat, s, mu) if with_mean else (y, x_hat, s)
 
 
@@ -133,11 +138,8 @@ def _renormalised(A, saved, params):
     """The forward's LN_x(A_t), LN_r(R_t) and x̂_x again, from A_t and what was stored."""
     mu_x, _, xh_r, _ = saved
     xh_x = normalised(A, mu_x, saved[1])
-    G = len(A)
-    affine = lambda xh, gain, bias: tuple(x * g[None] + b[None] for x, g, b in
-                                          zip(xh, _blocks(gain, G), _blocks(bias, G)))
-    return (affine(xh_x, params.x_gain, params.x_bias),
-            affine(xh_r, params.r_gain, params.r_bias), xh_x)
+    return (_affine(xh_x, params.x_gain, params.x_bias),
+            _affine(xh_r, params.r_gain, params.r_bias), xh_x)
 
 
 def _normalised_vjp(dy_x, dy_r, A, saved, params, c_grads=(None, None), xh_x=None):
@@ -185,7 +187,8 @@ def lstm_step_vjp(carry_in, carry, extra, dcarry, params, A):
     i, f, g, o = jax.nn.sigmoid(z_i), jax.nn.sigmoid(z_f), jnp.tanh(z_g), jax.nn.sigmoid(z_o)
     (c_hat,) = normalised((carry[1],), c_mean, c_s)
     dh, dc = dcarry
-    tanh_c = jnp.tanh(c_hat * params.c_gain[None] + params.c_bias[None])
+    (c_norm,) = _affine((c_hat,), params.c_gain, params.c_bias)
+    tanh_c = jnp.tanh(c_norm)
     d_norm = dh * o * ((1 - tanh_c) * (1 + tanh_c))
     (dc_ln,), dgc, dbc = layer_norm_vjp((d_norm,), (c_hat,), c_s, params.c_gain)
     dc = dc + dc_ln

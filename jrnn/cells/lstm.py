@@ -38,7 +38,9 @@ only through R_t, so its direct cotangent is zeros shaped like it.
 Residuals: the four activated gates (4H per step). With the carries (h_t,
 c_t) that the driver keeps anyway, that is all the backward reads: every
 gate appears in it, c_{t−1} is the previous carry, and tanh(c_t) is
-recomputed from c_t (one pointwise tanh) rather than stored.
+recomputed from c_t (one pointwise tanh) rather than stored. With zoneout the driver
+stores the zoned carries; the cell's own (h_t, c_t) it recomputes from the gates
+(``carry_from_gates``) instead of storing them as well.
 """
 from __future__ import annotations
 
@@ -80,6 +82,13 @@ def step_vjp(carry_in, carry, gates, dcarry, params=None):
     return (dz_i, dz_f, dz_g, dz_o), None, (jnp.zeros_like(carry_in[0]), dc * f), None
 
 
+def carry_from_gates(carry_in, gates):
+    """(h_t, c_t) again from c_{t−1} and the stored gates: c_t = f ⊙ c_{t−1} + i ⊙ g."""
+    i, f, g, o = gates
+    c = f * carry_in[1] + i * g
+    return o * jnp.tanh(c), c
+
+
 CELL = register(Cell(
     name="lstm",
     gates=4,
@@ -89,4 +98,5 @@ CELL = register(Cell(
     to_carry=lambda state: (state[0], state[1]),
     from_carry=lambda carry: LSTMState(*carry),
     projectable=True,
+    carry_from_extra=carry_from_gates,
 ))
