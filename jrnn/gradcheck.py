@@ -213,7 +213,7 @@ def _seq2seq(num_layers=1, bidirectional_encoder=False, dropout=None, proj=False
     return build, loss
 
 
-def _single_layer(reverse=False, mode=None, proj=False, heads=1, **options):
+def _single_layer(reverse=False, driver=None, proj=False, heads=1, **options):
     """One layer through jrnn.layers.run_layer, with a loss on outputs and final state."""
     def build(key, cell, dtype, s):
         k = jax.random.split(key, 4)
@@ -240,8 +240,7 @@ def _single_layer(reverse=False, mode=None, proj=False, heads=1, **options):
 
     def loss(layer, batch, backward):
         b = dict(batch)
-        if mode is not None:  # the linear driver's scan mode
-            b["mode"] = mode
+        b.update(driver or {})  # the linear driver's scan mode and adjoint
         hs, final = layers.run_layer(layer, b.pop("xs"), b.pop("h0"), reverse=reverse,
                                      backward=backward, **b)
         weights = jnp.arange(1, hs.shape[-1] + 1, dtype=hs.dtype).reshape(1, 1, -1)
@@ -435,14 +434,15 @@ TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT,
                                  TRUNCATED_BPTT_INPUT_DROPOUT,
                                  TRUNCATED_BPTT_PROJECTION, TRUNCATED_BPTT_HEADS)}
 
-# The linear driver's two scan modes, for the linear cells (jrnn.linear); every other
-# entry runs them in the platform's default mode.
-for _mode in ("parallel", "sequential"):
+# The linear driver's scan modes and the parallel mode's two backwards, for the linear
+# cells (jrnn.linear); every other entry runs them in the platform's default mode.
+for _scheme, _driver in (("sequential", {"mode": "sequential"}),
+                         *((f"parallel-{_adjoint}", {"mode": "parallel", "adjoint": _adjoint})
+                           for _adjoint in ("blocked", "associative"))):
     for _name, _options in (("layer", {}), ("layer-reverse-lengths", dict(reverse=True,
                                                                           lengths=True))):
-        ARCHITECTURES[f"{_name}-{_mode}"] = _arch_entry(f"{_name}-{_mode}",
-                                                        *_single_layer(mode=_mode, **_options),
-                                                        needs=("linear",))
+        ARCHITECTURES[f"{_name}-{_scheme}"] = _arch_entry(
+            f"{_name}-{_scheme}", *_single_layer(driver=_driver, **_options), needs=("linear",))
 
 def applies(arch: str, cell: str) -> bool:
     """Whether the table's entry ``arch`` runs cell ``cell``: the cell has every

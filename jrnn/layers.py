@@ -205,7 +205,7 @@ def _init_linear_layer(key, spec, input_size, hidden_size, bias, recurrent_bias,
 
 
 # run_stack's defaults, which a linear layer accepts; anything else it cannot do is named.
-_LINEAR_DEFAULTS = {"unroll": None, "matmul_dtype": None, "kernel": "auto",
+_LINEAR_DEFAULTS = {"matmul_dtype": None, "kernel": "auto",
                     "recurrent_mask": None, "zoneout": None}
 
 

@@ -24,14 +24,23 @@ h_t (plus that of the final state at t = T),
     da_t = \lambda_t \odot \bar h_{t-1}, \qquad db_t = \lambda_t, \qquad
     dh_0 = \bar a_1 \odot \lambda_1
 
-(bars: complex conjugates, for the LRU's complex state), computed in parallel mode by a blocked parallel scan (chunks of about √T steps:
-a reverse scan inside each chunk, the chunks' carries joined, Blelloch 1990 §1.4)
-and in sequential mode by a reverse ``lax.scan``;
-then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
+(bars: complex conjugates, for the LRU's complex state). In sequential mode the
+adjoint runs as a reverse ``lax.scan``. In parallel mode it runs as one of two
+parallel scans (the ``adjoint`` argument):
+
+* ``"associative"``: μ_t = conj(a_t) λ_t obeys μ_t = conj(a_t) ⊙ μ_{t+1} +
+  conj(a_t) ⊙ g_t, a linear recurrence in reverse time, so the forward's own
+  ``associative_scan`` with ``reverse=True`` gives every μ_t at O(log T) depth;
+  λ_t = g_t + μ_{t+1}, then everything else is pointwise or one matmul over all rows;
+* ``"blocked"``: a blocked parallel scan (chunks of about √T steps: a reverse scan
+  inside each chunk, the chunks' carries joined, Blelloch 1990 §1.4), depth ≈ 3√T,
+  which never holds P or dP for all T.
+
+Then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
 each one matmul over all rows. The forward keeps the states h_t (the output) as
 residuals, and in parallel mode the a_t its scan was given anyway (unless a is
-constant), which the blocked backward's first pass reads; P is recomputed from X in
-the backward (one matmul, cheaper than storing and reading back 2–3 arrays of T·B·N).
+constant), which the parallel backwards read; P is recomputed from X in the backward
+(one matmul, cheaper than storing and reading back 2–3 arrays of T·B·N).
 docs/derivation.md derives it.
 
 Default mode per platform (benchmarks/linear.py: the hand-written training step of
@@ -41,8 +50,23 @@ minGRU, B 8, D 64, H 256, T = 256 … 65,536; benchmarks/results/cpu_linear.md):
 platform   default     measured
 =========  ==========  ============================================================
 cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.82×
-gpu        parallel    not yet measured (no GPU in the session that wrote this)
+gpu        parallel    50× faster than sequential at T = 4,096 on an H100
 =========  ==========  ============================================================
+
+Default adjoint of the parallel mode per platform (the same benchmark):
+
+=========  ===========  ===========================================================
+platform   default      measured
+=========  ===========  ===========================================================
+cpu        blocked      see benchmarks/NOTES.md (the associative scan costs several
+                        times a sequential loop on XLA:CPU)
+gpu        associative  on an H100 the blocked adjoint's ≈ 3√T loop steps ran
+                        0.22–0.36× as fast as autodiff's log-depth transpose of
+                        the associative scan (kernel launches per step)
+=========  ===========  ===========================================================
+
+Sequential mode's loops take ``unroll`` (:func:`jrnn.recurrence.default_unroll`
+when None: 16 on GPUs, where each step is otherwise a few kernel launches).
 
 Options, as in :func:`jrnn.rnn`: ``mask``/``lengths`` (a masked step has a = 1,
 b = 0: the state passes unchanged, the output is zero, no gradient reaches its
@@ -63,14 +87,18 @@ from jax import lax
 
 from jrnn import _checks, _diagnostics
 from jrnn.cells import linear_contract as _contract
-from jrnn.recurrence import check_lengths, lengths_to_mask
+from jrnn.recurrence import check_lengths, default_unroll, lengths_to_mask
 
-__all__ = ["linear_rnn", "linear_step", "default_mode", "MODES"]
+__all__ = ["linear_rnn", "linear_step", "default_mode", "default_adjoint", "MODES",
+           "ADJOINTS"]
 
 MODES = ("parallel", "sequential")
+ADJOINTS = ("associative", "blocked")  # the parallel mode's backward
 # Measured (module doc, benchmarks/NOTES.md).
 _DEFAULT_MODE = {"cpu": "sequential", "gpu": "parallel", "cuda": "parallel",
                  "rocm": "parallel", "tpu": "parallel"}
+_PARALLEL_ADJOINT = {"cpu": "blocked", "gpu": "associative", "cuda": "associative",
+                     "rocm": "associative", "tpu": "associative"}
 
 
 def default_mode(backend: Optional[str] = None) -> str:
@@ -78,10 +106,17 @@ def default_mode(backend: Optional[str] = None) -> str:
     return _DEFAULT_MODE.get(backend or jax.default_backend(), "sequential")
 
 
+def default_adjoint(backend: Optional[str] = None) -> str:
+    """The parallel mode's backward when a caller passes ``adjoint=None``."""
+    return _PARALLEL_ADJOINT.get(backend or jax.default_backend(), "blocked")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Static:
     cell: _contract.LinearCell
     mode: str
+    adjoint: str = "blocked"  # parallel mode's backward (ADJOINTS)
+    unroll: int = 1  # sequential mode's loops
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
     reverse: bool = False  # the inputs were reversed before the scan (for the recording)
 
@@ -152,7 +187,7 @@ def _forward(static, U, bias, xs, h0, mask, reset, params):
             a_t, b_t = _masked(cell, P_t, params, f_t, bias, h0)
             h = a_t * h + b_t
             return h, h
-        final, states = lax.scan(step, h0, (P, (mask, reset)))
+        final, states = lax.scan(step, h0, (P, (mask, reset)), unroll=static.unroll)
         a = None
     else:
         a, b = _masked(cell, P, params, (mask, reset), bias, h0)
@@ -221,7 +256,8 @@ def _report_flow(static, lam_squared, weight_squared):
     jax.debug.callback(_diagnostics.deliver, static.record, dh_norm, dU_norm)
 
 
-def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states, record=False):
+def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states, record=False,
+                         unroll=1):
     """The reverse lax.scan: carries μ_{t+1} = conj(a_{t+1}) λ_{t+1} (so a needs no
     shift) and the parameter gradient; emits dP_t (and ‖λ_t‖² if ``record``). h_{t−1} is
     read from the stored states. Returns (dP, dparams, dh0, ‖λ‖² or None)."""
@@ -240,7 +276,8 @@ def _backward_sequential(cell, params, bias, P, g, g_final, flags, h0, states, r
                 (dP_t, _squared(lam) if record else None))
 
     (dh0, dparams, restarts), (dP, lam_sq) = lax.scan(
-        step, (g_final, dparams0, restarts0), (jnp.arange(T), P, g, flags), reverse=True)
+        step, (g_final, dparams0, restarts0), (jnp.arange(T), P, g, flags), reverse=True,
+        unroll=unroll)
     return dP, dparams, dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
@@ -267,7 +304,8 @@ def _gain_adjoint(form, a, params, mu, g_t, f_t, h_prev, h0):
     return jnp.conj(a_t) * lam, form.input_vjp(params, db), db * jnp.conj(h_prev), dh0_t, lam
 
 
-def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False):
+def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False,
+                              unroll=1):
     """The reverse loop of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
     (the LRU): a is constant, so the loop reads neither P nor X; it turns each step's
     cotangent into dP_t from db_t alone (and ‖λ_t‖² if ``record``) and sums da_t over the
@@ -304,7 +342,8 @@ def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, recor
     restarts0 = None if flags[1] is None else jnp.zeros_like(g_final)
     lam_sq0 = jnp.zeros((T,), rows.dtype) if record else None
     dP, _, dh0, da_sum, restarts, lam_sq = lax.fori_loop(
-        0, T, step, (rows, rows[-1], g_final, jnp.zeros_like(g_final), restarts0, lam_sq0))
+        0, T, step, (rows, rows[-1], g_final, jnp.zeros_like(g_final), restarts0, lam_sq0),
+        unroll=unroll)
     return (dP,), jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
@@ -451,6 +490,55 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     return dU, dbias, dxs, dparams, dh0, flow
 
 
+def _backward_associative(cell, params, bias, U, xs, g, g_final, flags, h0, states, a=None,
+                          record=False):
+    """Parallel mode's backward at O(log T) depth. With μ_t = conj(a_t) λ_t,
+
+        μ_t = conj(a_t) ⊙ μ_{t+1} + conj(a_t) ⊙ g_t,   μ_T = g_final,
+
+    a linear recurrence in reverse time: ``lax.associative_scan`` of the pairs
+    (conj(a_t), conj(a_t) g_t), the final state's cotangent folded into the last pair as
+    the forward folds h0 into the first. Then λ_t = g_t + μ_{t+1} and every step's
+    :func:`_step_adjoint` (or :func:`_gain_adjoint`) at once, over all T, and the weight
+    gradients as one matmul each (:func:`_weight_products`). a_t is the forward's
+    (masks and restarts applied) when given, else recomputed. Holds a few arrays of
+    T·B·N (μ, the shifted states, dP) where the blocked backward holds none.
+    Returns (dU, dbias, dxs, dparams, dh0, (‖λ‖², ‖dU^(t)‖²) or None)."""
+    mask, reset = flags
+    form = cell.gain_form
+    bias_all = None if bias is None else jnp.concatenate(bias)
+    if form is not None:  # a constant a: only the flags vary it
+        a_gain = form.a(params)
+        a = jnp.broadcast_to(a_gain, g.shape)
+        if reset is not None:
+            a = jnp.where(reset[..., None], jnp.zeros((), a.dtype), a)
+        if mask is not None:
+            a = jnp.where(mask[..., None], a, jnp.ones((), a.dtype))
+    else:
+        P = _project(xs, U, cell.blocks)
+        if a is None:
+            a = _masked(cell, P, params, flags, bias, h0)[0]
+    a_bar = jnp.conj(a)
+    _, mu = lax.associative_scan(_combine, (a_bar, a_bar * g.at[-1].add(g_final)), axis=0,
+                                 reverse=True)
+    mu_next = jnp.concatenate([mu[1:], g_final[None]])
+    h_prev = jnp.concatenate([h0[None], states[:-1]])
+    if form is not None:
+        mu, dP, da, restarts, lam = _gain_adjoint(form, a_gain, params, mu_next, g, flags,
+                                                  h_prev, h0)
+        dU, dbias, dxs = _weight_products(dP, xs, U, bias_all, len(dP))
+        dparams = _gain_params(cell, params, jnp.sum(da, axis=(0, 1)), U, dU, bias_all, dbias)
+    else:
+        mu, dP, dparams, restarts, lam = _step_adjoint(cell, params, bias, mu_next, P, g, flags,
+                                                       h_prev, h0)
+        dU, dbias, dxs = _weight_products(dP, xs, U, bias_all, cell.blocks)
+    dh0 = mu[0] if restarts is None else mu[0] + jnp.sum(restarts, axis=0)
+    flow = None
+    if record:
+        flow = (_squared(lam), _diagnostics.product_norm_squared(dP, xs))
+    return dU, dbias, dxs, dparams, dh0, flow
+
+
 def _linear_manual_bwd(static, residuals, cotangents):
     U, bias, xs, h0, mask, reset, params, states, a = residuals
     cell = static.cell
@@ -461,7 +549,9 @@ def _linear_manual_bwd(static, residuals, cotangents):
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
     record = static.record is not None
     if static.mode == "parallel":
-        dU, dbias, dxs, dparams, dh0, flow = _backward_blocked(
+        backward = (_backward_associative if static.adjoint == "associative"
+                    else _backward_blocked)
+        dU, dbias, dxs, dparams, dh0, flow = backward(
             cell, params, _split_bias(bias, cell.blocks), U, xs, g, g_final, (mask, reset), h0,
             states, a, record)
         if record:
@@ -472,12 +562,12 @@ def _linear_manual_bwd(static, residuals, cotangents):
     form = cell.gain_form
     if form is not None:  # P is never recomputed (jrnn.cells.linear_contract.GainForm)
         dP, da_sum, dh0, lam_sq = _backward_sequential_gain(
-            form, params, g, g_final, (mask, reset), h0, states, record)
+            form, params, g, g_final, (mask, reset), h0, states, record, static.unroll)
     else:
         P = _project(xs, U, cell.blocks)
         dP, dparams, dh0, lam_sq = _backward_sequential(
             cell, params, _split_bias(bias, cell.blocks), P, g, g_final, (mask, reset), h0,
-            states, record)
+            states, record, static.unroll)
     if record:
         _report_flow(static, lam_sq, _diagnostics.product_norm_squared(dP, xs))
     dU, dbias, dxs = _weight_products(dP, xs, U, bias, len(dP))
@@ -531,6 +621,7 @@ def _check_args(cell, U, bias, xs, h0, mask, params, reset=None):
 
 def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengths=None,
                reset=None, reverse: bool = False, mode: Optional[str] = None,
+               adjoint: Optional[str] = None, unroll: Optional[int] = None,
                backward: str = "manual") -> tuple[jax.Array, jax.Array]:
     """Runs one linear recurrent layer over a sequence: h_t = a_t ⊙ h_{t−1} + b_t.
 
@@ -550,6 +641,11 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         their own length, as in :func:`jrnn.rnn`).
       mode: ``"parallel"`` (associative scan), ``"sequential"`` (``lax.scan``) or
         None for :func:`default_mode` (measured per platform, module doc).
+      adjoint: the parallel mode's backward, ``"associative"`` (O(log T) depth) or
+        ``"blocked"`` (≈ 3√T loop steps, no array of T·B·N but the states), or None for
+        :func:`default_adjoint`; sequential mode's backward is its reverse scan.
+      unroll: sequential mode's ``lax.scan`` unroll (forward and backward); None for
+        :func:`jrnn.recurrence.default_unroll`.
       backward: ``"manual"`` (the hand-written adjoint scan) or ``"autodiff"``
         (JAX autodiff of the same forward, the reference).
 
@@ -569,6 +665,13 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         mode = default_mode()
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
+    if adjoint is not None and adjoint not in ADJOINTS:
+        raise ValueError(f"adjoint: expected one of {ADJOINTS} or None, got {adjoint!r}")
+    if adjoint is not None and mode != "parallel":
+        raise ValueError(f"adjoint: applies to mode='parallel' (the sequential mode's backward "
+                         f"is its reverse scan), got adjoint={adjoint!r} with mode={mode!r}")
+    if unroll is not None:
+        _checks.size("unroll", unroll)
     U, bias, xs, h0, mask, reset = (_checks.array(name, v) for name, v in zip(
         ("U", "bias", "xs", "h0", "mask", "reset"), (U, bias, xs, h0, mask, reset)))
     N, state_dtype = _check_args(cell, U, bias, xs, h0, mask, cell_params, reset)
@@ -594,7 +697,9 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape, weight="U")
-    static = _Static(cell, mode, record, bool(reverse) and record is not None)
+    static = _Static(cell, mode, adjoint or default_adjoint(),
+                     default_unroll() if unroll is None else int(unroll), record,
+                     bool(reverse) and record is not None)
     if backward == "manual":
         _checks.reject_forward_mode("jrnn.linear.linear_rnn", U, bias, xs, h0, cell_params)
         hs, final = _linear_manual(static, U, bias, xs, h0, mask, reset, cell_params)

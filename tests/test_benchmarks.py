@@ -136,11 +136,13 @@ def test_linear_benchmark_writes_its_results(tmp_path):
     from jrnn.bench import linear
     assert linear.main(["--cells", "mingru", "lru", "--T", "16", "--sweep", "8", "16",
                         "--sweep-cells", "mingru", "--agreement-T", "64", "--B", "2", "--D", "3",
-                        "--H", "4", "--reps", "1", "--out", str(tmp_path)]) == 0
+                        "--H", "4", "--reps", "1", "--adjoints", "blocked", "associative",
+                        "--out", str(tmp_path)]) == 0
     data = __import__("json").loads((tmp_path / f"{jax.default_backend()}_linear.json")
                                     .read_text())["rows"]
-    assert {(r["cell"], r["mode"]) for r in data["targets"]} == {
-        (c, m) for c in ("mingru", "lru") for m in ("parallel", "sequential")}
+    assert {(r["cell"], r["mode"], r["adjoint"]) for r in data["targets"]} == {
+        (c, *m) for c in ("mingru", "lru") for m in (
+            ("parallel", "blocked"), ("parallel", "associative"), ("sequential", None))}
     assert all(r["manual_ms"] > 0 and r["autodiff_ms"] > 0 for r in data["targets"])
     assert [r["T"] for r in data["sweep"]] == [8, 16]
     # float64 agreement of the two modes is exact to rounding (the x64 switch is restored)

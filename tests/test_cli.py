@@ -101,7 +101,7 @@ def test_sample_without_checkpoints_says_so(tmp_path, capsys):
 
 @pytest.mark.parametrize("cell,arch", [("lstm", "deep-bidirectional"), ("gru", "encoder-decoder"),
                                        ("elman", "truncated-bptt"),
-                                       ("minlstm", "layer-reverse-lengths-parallel"),
+                                       ("minlstm", "layer-reverse-lengths-parallel-associative"),
                                        ("slstm", "deep-bidirectional-heads"),
                                        ("lstm", "deep-bidirectional-projection"),
                                        ("lstm", "deep-bidirectional-dropout-heads-projection")])
@@ -236,7 +236,7 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
     (["gradcheck", "--tolerance", "-1"], 2, "--tolerance"),
     (["gradcheck", "--arch", "nope"], 2, "--arch"),
     (["gradcheck", "--cell", "lru"], 2, "--cell"),
-    (["gradcheck", "--cell", "elman", "--arch", "layer-parallel"], 1, "arch"),
+    (["gradcheck", "--cell", "elman", "--arch", "layer-parallel-blocked"], 1, "arch"),
     (["gradcheck", "--cell", "mingru", "--arch", "tagger-dropout"], 1, "arch"),
     (["gradcheck", "--arch", "layer-projection", "--cell", "gru"], 1,
      "does not run cell 'gru'"),

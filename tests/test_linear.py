@@ -10,6 +10,10 @@ from jrnn.cells import linear_contract, lru
 
 CELLS = linear_contract.names()
 T, B, D, N = 9, 3, 4, 5
+# The scan modes and, in parallel mode, the two backwards (jrnn.linear.ADJOINTS).
+SCHEMES = {"sequential": {"mode": "sequential"},
+           **{f"parallel-{adjoint}": {"mode": "parallel", "adjoint": adjoint}
+              for adjoint in linear.ADJOINTS}}
 
 
 def _setup(cell, dtype=jnp.float64, T=T, B=B, N=N, seed=0):
@@ -29,10 +33,10 @@ def _setup(cell, dtype=jnp.float64, T=T, B=B, N=N, seed=0):
     return U, bias, params, xs, h0, G, G_final
 
 
-def _loss(cell, mode, backward, options, G, G_final):
+def _loss(cell, scheme, backward, options, G, G_final):
     def loss(U, bias, params, xs, h0):
-        hs, final = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode,
-                                      backward=backward, **options)
+        hs, final = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params,
+                                      backward=backward, **SCHEMES[scheme], **options)
         # Both parts of a complex state reach the loss, with different weights.
         return (jnp.sum(jnp.real(hs) * G) + 0.3 * jnp.sum(jnp.imag(hs) * G)
                 + jnp.sum(jnp.real(final) * G_final) - 0.7 * jnp.sum(jnp.imag(final) * G_final))
@@ -55,25 +59,25 @@ OPTIONS = {
 
 
 @pytest.mark.parametrize("option", OPTIONS)
-@pytest.mark.parametrize("mode", linear.MODES)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_hand_written_gradients_match_autodiff_in_float64(cell, mode, option):
+def test_hand_written_gradients_match_autodiff_in_float64(cell, scheme, option):
     U, bias, params, xs, h0, G, G_final = _setup(cell)
     args = (U, bias, params, xs, h0)
-    grads = {bw: jax.grad(_loss(cell, mode, bw, OPTIONS[option], G, G_final),
+    grads = {bw: jax.grad(_loss(cell, scheme, bw, OPTIONS[option], G, G_final),
                           argnums=(0, 1, 2, 3, 4))(*args) for bw in ("manual", "autodiff")}
     assert _relative(grads["manual"], grads["autodiff"]) < 1e-10
     # Every leaf is nonzero, so that a dropped term cannot hide behind a zero.
     assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads["autodiff"]))
 
 
-@pytest.mark.parametrize("mode", linear.MODES)
-def test_lru_with_a_bias_matches_autodiff(mode):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_lru_with_a_bias_matches_autodiff(scheme):
     """The LRU's γ gradient with a bias: the sequential backward takes it from the weights
     (Σ_d dU ⊙ U + dbias ⊙ bias), which is exact only if the bias term is there."""
     U, _, params, xs, h0, G, G_final = _setup("lru")
     bias = jax.random.normal(jax.random.key(9), (U.shape[0],), U.dtype)
-    grads = {bw: jax.grad(_loss("lru", mode, bw, OPTIONS["reset"], G, G_final),
+    grads = {bw: jax.grad(_loss("lru", scheme, bw, OPTIONS["reset"], G, G_final),
                           argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
              for bw in ("manual", "autodiff")}
     assert _relative(grads["manual"], grads["autodiff"]) < 1e-10
@@ -83,8 +87,8 @@ def test_lru_with_a_bias_matches_autodiff(mode):
 def test_hand_written_gradients_match_autodiff_in_float32(cell):
     U, bias, params, xs, h0, G, G_final = jax.tree.map(
         lambda a: a.astype(jnp.complex64 if jnp.iscomplexobj(a) else jnp.float32), _setup(cell))
-    for mode in linear.MODES:
-        grads = {bw: jax.grad(_loss(cell, mode, bw, OPTIONS["lengths"], G, G_final),
+    for scheme in SCHEMES:
+        grads = {bw: jax.grad(_loss(cell, scheme, bw, OPTIONS["lengths"], G, G_final),
                               argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
                  for bw in ("manual", "autodiff")}
         assert _relative(grads["manual"], grads["autodiff"]) < 1e-5
@@ -102,13 +106,14 @@ def test_parallel_and_sequential_modes_agree(cell, option):
     if "lengths" in options:
         options["lengths"] = jnp.array([300, 170, 1])
     out, grads = {}, {}
-    for mode in linear.MODES:
-        out[mode] = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode,
-                                      **options)
-        grads[mode] = jax.grad(_loss(cell, mode, "manual", options, G, G_final),
-                               argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
-    assert _relative(out["parallel"], out["sequential"]) < 1e-12
-    assert _relative(grads["parallel"], grads["sequential"]) < 1e-12
+    for scheme in SCHEMES:
+        out[scheme] = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params,
+                                        **SCHEMES[scheme], **options)
+        grads[scheme] = jax.grad(_loss(cell, scheme, "manual", options, G, G_final),
+                                 argnums=(0, 1, 2, 3, 4))(U, bias, params, xs, h0)
+    for scheme in SCHEMES:
+        assert _relative(out[scheme], out["sequential"]) < 1e-12
+        assert _relative(grads[scheme], grads["sequential"]) < 1e-12
 
 
 @pytest.mark.slow
@@ -116,10 +121,11 @@ def test_parallel_and_sequential_modes_agree(cell, option):
 def test_modes_agree_at_65536_steps(cell):
     U, bias, params, xs, h0, G, G_final = _setup(cell, T=65536, B=2, N=3, seed=2)
     options = {"lengths": jnp.array([65536, 40000]), "reverse": True}
-    grads = {mode: jax.jit(jax.grad(_loss(cell, mode, "manual", options, G, G_final),
-                                    argnums=(0, 1, 2, 3, 4)))(U, bias, params, xs, h0)
-             for mode in linear.MODES}
-    assert _relative(grads["parallel"], grads["sequential"]) < 1e-10
+    grads = {scheme: jax.jit(jax.grad(_loss(cell, scheme, "manual", options, G, G_final),
+                                      argnums=(0, 1, 2, 3, 4)))(U, bias, params, xs, h0)
+             for scheme in SCHEMES}
+    for scheme in SCHEMES:
+        assert _relative(grads[scheme], grads["sequential"]) < 1e-10
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -156,19 +162,19 @@ def test_step_by_step_generation_matches_the_scan(cell):
     np.testing.assert_allclose(h, final, rtol=1e-12)
 
 
-@pytest.mark.parametrize("mode", linear.MODES)
+@pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("cell", CELLS)
-def test_truncated_bptt_carries_the_final_state(cell, mode):
+def test_truncated_bptt_carries_the_final_state(cell, scheme):
     """Two chunks, the first's final state the second's h0: the same outputs as one run,
     and the gradient through the carried state matches autodiff."""
     U, bias, params, xs, h0, G, G_final = _setup(cell)
-    whole, _ = linear.linear_rnn(cell, U, bias, xs, h0, cell_params=params, mode=mode)
+    run = lambda *a, **k: linear.linear_rnn(cell, *a, cell_params=params, **SCHEMES[scheme],
+                                            **k)
+    whole, _ = run(U, bias, xs, h0)
 
     def chunked(U, bias, params, xs, h0, backward):
-        first, h = linear.linear_rnn(cell, U, bias, xs[:4], h0, cell_params=params, mode=mode,
-                                     backward=backward)
-        second, _ = linear.linear_rnn(cell, U, bias, xs[4:], h, cell_params=params, mode=mode,
-                                      backward=backward)
+        first, h = run(U, bias, xs[:4], h0, backward=backward)
+        second, _ = run(U, bias, xs[4:], h, backward=backward)
         return jnp.concatenate([first, second])
 
     np.testing.assert_allclose(chunked(U, bias, params, xs, h0, "manual"), whole, rtol=1e-12)
@@ -179,20 +185,33 @@ def test_truncated_bptt_carries_the_final_state(cell, mode):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_unrolled_sequential_loops_compute_the_same(cell):
+    """``unroll`` (16 by default on GPUs) changes the loops' code, not their arithmetic:
+    the forward and every gradient equal those of unroll 1, with restarts and lengths."""
+    U, bias, params, xs, h0, G, G_final = _setup(cell)
+    run = {u: jax.value_and_grad(lambda *a, u=u: _loss(cell, "sequential", "manual", dict(
+        OPTIONS["reset"], unroll=u), G, G_final)(*a), argnums=(0, 1, 2, 3, 4))
+           for u in (1, 4)}
+    (v1, g1), (v4, g4) = (run[u](U, bias, params, xs, h0) for u in (1, 4))
+    np.testing.assert_allclose(v4, v1, rtol=1e-13)
+    assert _relative(g4, g1) < 1e-13
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_masked_steps_keep_the_state_and_hide_nans(cell):
     U, bias, params, xs, h0, G, G_final = _setup(cell)
     lengths = jnp.array([9, 4, 0])
     padded = jnp.where((jnp.arange(T)[:, None] >= lengths[None])[..., None], jnp.nan, xs)
-    for mode in linear.MODES:
+    for scheme in SCHEMES:
         hs, final = linear.linear_rnn(cell, U, bias, padded, h0, cell_params=params,
-                                      lengths=lengths, mode=mode)
+                                      lengths=lengths, **SCHEMES[scheme])
         short, short_final = linear.linear_rnn(cell, U, bias, xs[:4, 1:2], h0[1:2],
-                                               cell_params=params, mode=mode)
+                                               cell_params=params, **SCHEMES[scheme])
         np.testing.assert_allclose(final[1:2], short_final, rtol=1e-12)
         np.testing.assert_allclose(hs[:4, 1:2], short, rtol=1e-12)
         assert float(jnp.max(jnp.abs(hs[4:, 1]))) == 0
         np.testing.assert_array_equal(final[2], h0[2])  # length 0: the initial state
-        grads = jax.grad(_loss(cell, mode, "manual", {"lengths": lengths}, G, G_final),
+        grads = jax.grad(_loss(cell, scheme, "manual", {"lengths": lengths}, G, G_final),
                          argnums=(0, 1, 2, 3, 4))(U, bias, params, padded, h0)
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
@@ -228,6 +247,14 @@ def test_lru_initial_eigenvalues_lie_on_the_ring():
     (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
                                mode="scan"), ValueError,
      r"mode: expected one of \('parallel', 'sequential'\) or None, got 'scan'"),
+    (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
+                               mode="parallel", adjoint="reverse"), ValueError,
+     r"adjoint: expected one of \('associative', 'blocked'\) or None, got 'reverse'"),
+    (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
+                               mode="sequential", adjoint="blocked"), ValueError,
+     r"adjoint: applies to mode='parallel' .*got adjoint='blocked' with mode='sequential'"),
+    (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
+                               unroll=0), ValueError, r"unroll: expected an int >= 1, got 0"),
     (lambda: linear.linear_rnn("minlstm", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3))),
      ValueError, r"U: expected shape \(3·N, D\).*got \(8, 3\)"),
     (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None,
@@ -287,8 +314,9 @@ def test_lru_layer_gradients_match_autodiff_with_real_inputs_and_outputs():
      r"only: zoneout is not implemented by the linear driver"),
     (lambda: __import__("jrnn").layers.run_stack(
         __import__("jrnn").layers.init_stack(jax.random.key(0), "minlstm", 3, 4),
-        jnp.ones((5, 2, 3)), unroll=4),
-     r"unroll: the linear cell 'minlstm' runs on jrnn.linear, which has no unroll; got 4"),
+        jnp.ones((5, 2, 3)), matmul_dtype="bfloat16"),
+     r"matmul_dtype: the linear cell 'minlstm' runs on jrnn.linear, which has no "
+     r"matmul_dtype; got 'bfloat16'"),
 ])
 def test_layers_refuse_what_a_linear_cell_cannot_do(call, match):
     with pytest.raises(ValueError, match=match):

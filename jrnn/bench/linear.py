@@ -7,8 +7,9 @@ Three measurements, in one process:
   against JAX autodiff of the same forward in the same mode (``parallel``:
   through ``lax.associative_scan``; ``sequential``: through ``lax.scan``), timed in
   interleaved rounds (:func:`jrnn.bench.suite.time_rounds`); temporary memory of
-  each compiled step from ``memory_analysis()``. Targets: time ratio ≥ 1.5,
-  memory ratio ≤ 0.7.
+  each compiled step from ``memory_analysis()``. The parallel mode's hand-written
+  step once per backward in ``--adjoints`` (default: the platform's). Targets: time
+  ratio ≥ 1.5, memory ratio ≤ 0.7.
 * **sweep**: the hand-written training step of both modes over T, the measured
   choice of :func:`jrnn.linear.default_mode`; a plot.
 * **agreement**: at a long T with small B·H, parallel against sequential in
@@ -40,7 +41,7 @@ def _blocks(cell: str) -> int:
     return linear._contract.get(cell).blocks
 
 
-def build(cell, T, B, D, H, mode, backward, dtype=jnp.float32):
+def build(cell, T, B, D, H, mode, backward, dtype=jnp.float32, adjoint=None):
     """A jitted training step and its arguments."""
     k = jax.random.split(jax.random.key(0), 5)
     # Drawn in float32 and cast, so that every dtype sees the same numbers.
@@ -55,7 +56,7 @@ def build(cell, T, B, D, H, mode, backward, dtype=jnp.float32):
 
     def loss(p, xs, G):
         hs, _ = linear.linear_rnn(cell, p[0], p[1], xs, cell_params=p[2], mode=mode,
-                                  backward=backward)
+                                  adjoint=adjoint, backward=backward)
         return jnp.sum(jnp.real(hs) * G) / T
 
     step = jax.jit(jax.value_and_grad(loss))
@@ -70,29 +71,35 @@ def temp_bytes(step, args):
         return None
 
 
-def targets(cell, Ts, B, D, H, reps):
+def targets(cell, Ts, B, D, H, reps, adjoints=None):
+    """The target table's rows: per T, autodiff once per mode, the hand-written step once
+    per (mode, adjoint), all in one set of interleaved rounds."""
+    schemes = [("parallel", a) for a in (adjoints or [linear.default_adjoint()])]
+    schemes.append(("sequential", None))
     rows = []
     for T in Ts:
         calls, mem = {}, {}
-        for mode in MODES:
-            for backward in ("manual", "autodiff"):
-                step, args = build(cell, T, B, D, H, mode, backward)
-                mem[mode, backward] = temp_bytes(step, args)
-                calls[mode, backward] = lambda step=step, args=args: jax.block_until_ready(
-                    step(*args))
-                calls[mode, backward]()
+        runs = [(mode, None, "autodiff") for mode in MODES]
+        runs += [(mode, adjoint, "manual") for mode, adjoint in schemes]
+        for mode, adjoint, backward in runs:
+            step, args = build(cell, T, B, D, H, mode, backward, adjoint=adjoint)
+            key = mode, adjoint, backward
+            mem[key] = temp_bytes(step, args)
+            calls[key] = lambda step=step, args=args: jax.block_until_ready(step(*args))
+            calls[key]()
         times = suite.time_rounds(calls, reps)
-        for mode in MODES:
-            t_m = statistics.median(times[mode, "manual"])
-            t_a = statistics.median(times[mode, "autodiff"])
-            m_m, m_a = mem[mode, "manual"], mem[mode, "autodiff"]
+        for mode, adjoint in schemes:
+            t_m = statistics.median(times[mode, adjoint, "manual"])
+            t_a = statistics.median(times[mode, None, "autodiff"])
+            m_m, m_a = mem[mode, adjoint, "manual"], mem[mode, None, "autodiff"]
             rows.append({"cell": cell, "T": T, "B": B, "D": D, "H": H, "mode": mode,
+                         "adjoint": adjoint,
                          "manual_ms": 1e3 * t_m, "autodiff_ms": 1e3 * t_a,
                          "speedup": t_a / t_m, "manual_temp_mb": m_m and m_m / 2**20,
                          "autodiff_temp_mb": m_a and m_a / 2**20,
                          "memory_ratio": m_m / m_a if m_m and m_a else None})
             r = rows[-1]
-            print(f"  {cell} T={T:6d} {mode:10s} manual {r['manual_ms']:8.1f} ms  autodiff "
+            print(f"  {cell} T={T:6d} {mode:10s} {adjoint or '':11s} manual {r['manual_ms']:8.1f} ms  autodiff "
                   f"{r['autodiff_ms']:8.1f} ms  {r['speedup']:.2f}×  memory "
                   f"{r['memory_ratio'] or float('nan'):.2f}×", flush=True)
         del calls
@@ -189,6 +196,9 @@ def arguments(prog=None, out=OUT, epilog=None) -> argparse.ArgumentParser:
                         help="sequence lengths of the mode sweep (none: skip it)")
     parser.add_argument("--sweep-cells", nargs="+", default=["mingru"],
                         choices=linear._contract.names(), help="the cells of the mode sweep")
+    parser.add_argument("--adjoints", nargs="+", choices=linear.ADJOINTS,
+                        help="the parallel mode's backwards to time (default: the "
+                             "platform's, jrnn.linear.default_adjoint())")
     parser.add_argument("--agreement-T", type=int, default=65536)
     parser.add_argument("--B", type=int, default=8)
     parser.add_argument("--D", type=int, default=64)
@@ -204,7 +214,8 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     print(env, flush=True)
     rows = {"targets": [], "sweep": [], "agreement": []}
     for cell in args.cells:
-        rows["targets"] += targets(cell, args.T, args.B, args.D, args.H, args.reps)
+        rows["targets"] += targets(cell, args.T, args.B, args.D, args.H, args.reps,
+                                   args.adjoints)
         if args.sweep and cell in args.sweep_cells:
             rows["sweep"] += sweep(cell, args.sweep, args.B, args.D, args.H, args.reps)
         rows["agreement"].append(agreement(cell, args.agreement_T, 2, 8))
@@ -217,7 +228,8 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
              "| cell | T | mode | hand-written ms | autodiff ms | speed-up | temp MiB (hand / auto) "
              "| memory ratio |", "|---|---|---|---|---|---|---|---|"]
     for r in rows["targets"]:
-        lines.append(f"| {r['cell']} | {r['T']} | {r['mode']} | {r['manual_ms']:.1f} | "
+        mode = r["mode"] + (f" ({r['adjoint']})" if r.get("adjoint") else "")
+        lines.append(f"| {r['cell']} | {r['T']} | {mode} | {r['manual_ms']:.1f} | "
                      f"{r['autodiff_ms']:.1f} | {r['speedup']:.2f}× | "
                      f"{r['manual_temp_mb'] or 0:.0f} / {r['autodiff_temp_mb'] or 0:.0f} | "
                      f"{r['memory_ratio'] or float('nan'):.2f} |")
