@@ -58,11 +58,12 @@ Default adjoint of the parallel mode per platform (the same benchmark):
 =========  ===========  ===========================================================
 platform   default      measured
 =========  ===========  ===========================================================
-cpu        blocked      see benchmarks/NOTES.md (the associative scan costs several
-                        times a sequential loop on XLA:CPU)
+cpu        blocked      1.44–1.73× autodiff's speed at 0.37–0.43× its memory;
+                        associative 1.10–1.34× at 0.57–0.94× (T 1,024–16,384)
 gpu        associative  on an H100 the blocked adjoint's ≈ 3√T loop steps ran
                         0.22–0.36× as fast as autodiff's log-depth transpose of
-                        the associative scan (kernel launches per step)
+                        the associative scan (kernel launches per step); the
+                        associative adjoint itself not yet timed on a GPU
 =========  ===========  ===========================================================
 
 Sequential mode's loops take ``unroll`` (:func:`jrnn.recurrence.default_unroll`
