@@ -257,6 +257,15 @@ def _recomputes_raw(cell, W_hr) -> bool:
     return cell.carry_from_extra is not None and W_hr is None
 
 
+def _zoned_stands_for_raw(cell, W_hr, keep) -> bool:
+    """Whether, with zoneout, the backward passes the cell the zoned carry in place of its
+    own: boolean masks (the two differ only at units that kept their value, whose cotangent
+    into the cell is zero) and a cell that reads its carry only there
+    (``Cell.vjp_reads_carry_pointwise``)."""
+    return (cell.vjp_reads_carry_pointwise and W_hr is None
+            and all(_boolean(k) for k in keep))
+
+
 def _zoneout_keep(static, noise, z_t):
     """Per carry entry, the share of the previous value kept at this step, or None."""
     if static.zoneout_p is not None:
@@ -279,7 +288,9 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     With zoneout, a step's carry is k ⊙ carry_{t−1} + (1 − k) ⊙ carry_raw, where
     carry_raw is the cell's own output; the residuals then hold carry_raw too,
     since the cell's backward reads its own outputs (tanh' = 1 − h², say), unless
-    the cell recomputes it from its extras (``Cell.carry_from_extra``: the LSTM).
+    the cell recomputes it from its extras (``Cell.carry_from_extra``: the LSTM) or,
+    with boolean masks, reads it only where the zoned carry equals it
+    (``Cell.vjp_reads_carry_pointwise``: tanh, the GRU).
     A boolean k (True: keep) selects instead of mixing.
 
     With a projection ``W_hr`` (P, H), the cell's h-output u_t (H) becomes
@@ -318,7 +329,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
             new = (_matmul.einsum("bh,hp->bp", new[0], W_hr_t, md),) + tuple(new[1:])
         keep = _zoneout_keep(static, noise, z_t)
         if keep is not None:
-            if not _recomputes_raw(cell, W_hr):
+            if not (_recomputes_raw(cell, W_hr) or _zoned_stands_for_raw(cell, W_hr, keep)):
                 extra = (extra, new)
             new = tuple(_zoned(k, c, n) for k, c, n in zip(keep, carry_in, new))
         if m_t is not None:
@@ -384,7 +395,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         if keep is not None:  # carry = k ⊙ carry_in + (1 − k) ⊙ raw
             if _recomputes_raw(cell, W_hr_mm):
                 carry_t = cell.carry_from_extra(carry_in, extra_t)
-            else:
+            elif not _zoned_stands_for_raw(cell, W_hr_mm, keep):
                 extra_t, carry_t = extra_t
             if noise.zoneout is not None:  # a boolean mask has no cotangent
                 d_keep = tuple(None if _boolean(k) else d * (c - n)

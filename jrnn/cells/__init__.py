@@ -80,6 +80,11 @@ class Cell:
         its input carry and what it stored (the LSTM's c_t = f ⊙ c_{t−1} + i ⊙ g), or None.
         With zoneout the carry the driver stores is the zoned one, and the cell's backward
         reads its own output: a cell that can recompute it spares the driver storing it too.
+      vjp_reads_carry_pointwise: ``step_vjp`` reads ``carry_t``, if at all, unit by unit
+        and only in products with that unit's cotangent ``dcarry_t`` (tanh: dh ⊙ (1 − h²);
+        the GRU: not at all). With a boolean zoneout mask the zoned carry equals the cell's
+        own wherever a unit did not keep its old value, and where it did the cell's
+        cotangent is zero, so the driver passes the zoned carry and stores nothing more.
     """
 
     name: str
@@ -96,6 +101,7 @@ class Cell:
     projectable: bool = False
     vjp_reads_inputs: bool = False
     carry_from_extra: Any = None
+    vjp_reads_carry_pointwise: bool = False
 
     def __repr__(self) -> str:
         return f"Cell({self.name!r}, gates={self.gates})"

@@ -44,4 +44,5 @@ CELL = register(Cell(
     step_vjp=step_vjp,
     to_carry=lambda h: (h,),
     from_carry=lambda carry: carry[0],
+    vjp_reads_carry_pointwise=True,  # dh ⊙ (1 − h²)
 ))

@@ -62,4 +62,5 @@ CELL = register(Cell(
     to_carry=lambda h: (h,),
     from_carry=lambda carry: carry[0],
     needs_recurrent_bias=True,
+    vjp_reads_carry_pointwise=True,  # its backward reads h_{t-1} and the gates, not h_t
 ))

@@ -218,7 +218,8 @@ def gru_step_vjp(carry_in, carry, extra, dcarry, params, A):
 ELMAN = register(Cell(name="layernorm_elman", gates=1, carry_size=1, step=elman_step,
                       step_vjp=elman_step_vjp, to_carry=lambda h: (h,),
                       from_carry=lambda carry: carry[0], init_params=_init(1, False),
-                      default_bias=False, vjp_reads_inputs=True))
+                      default_bias=False, vjp_reads_inputs=True,
+                      vjp_reads_carry_pointwise=True))  # dh ⊙ (1 − h²), then LN's backward
 LSTM = register(Cell(name="layernorm_lstm", gates=4, carry_size=2, step=lstm_step,
                      step_vjp=lstm_step_vjp, to_carry=lambda state: (state[0], state[1]),
                      from_carry=lambda carry: _lstm.LSTMState(*carry),
@@ -227,4 +228,5 @@ LSTM = register(Cell(name="layernorm_lstm", gates=4, carry_size=2, step=lstm_ste
 GRU = register(Cell(name="layernorm_gru", gates=3, carry_size=1, step=gru_step,
                     step_vjp=gru_step_vjp, to_carry=lambda h: (h,),
                     from_carry=lambda carry: carry[0], init_params=_init(3, False),
-                    default_bias=False, vjp_reads_inputs=True))
+                    default_bias=False, vjp_reads_inputs=True,
+                    vjp_reads_carry_pointwise=True))  # as the GRU: h_t is not read
