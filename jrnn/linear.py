@@ -391,9 +391,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
        sequential backward (:func:`_step_adjoint`).
 
     Depth 2K + C ≈ 3√T instead of T. Each step of the C chunks recomputes its
-    P_t = x_t Uᵀ (C·B rows, one matmul), adds its share of dU and dbias and writes dX,
-    so neither P nor dP is ever held for all T: the backward needs no memory of the
-    order of T·B·N beyond the stored states (benchmarks/NOTES.md). A cell with a
+    P_t = x_t Uᵀ (C·B rows, one matmul), adds its share of dU and dbias (one plain
+    product [x_t | 1]ᵀ dP_t, from a transposed copy of the inputs made once, T·B·(D + 1)
+    floats) and writes dX, so neither P nor dP is ever held for all T: the backward needs
+    no memory of the order of T·B·N beyond the stored states and that copy
+    (benchmarks/NOTES.md). A cell with a
     :class:`~jrnn.cells.linear_contract.GainForm` (the LRU) recomputes no P_t at all: its
     rescan is :func:`_gain_adjoint`, and the gain's gradient comes from dU after the loop. With ``record``, the
     rescan also writes ‖λ_t‖² and ‖dP_tᵀ x_t‖² of every step (two (C, K) arrays).
@@ -453,7 +455,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     else:
         dparams0 = None if params is None else jax.tree.map(jnp.zeros_like, params)
     restarts0 = None if reset is None else zeros
-    dU0 = jnp.zeros((U.shape[0], D + 1), U.dtype)  # the last column: dbias
+    # dU and dbias accumulate transposed, (D + 1, K·N), as [x_t | 1]ᵀ dP_t: with the inputs
+    # laid out so once here, each step's share is a plain product (benchmarks/NOTES.md).
+    dU0 = jnp.zeros((D + 1, U.shape[0]), U.dtype)
+    xt = jnp.concatenate([xb, jnp.ones(xb.shape[:-1] + (1,), xb.dtype)], axis=-1)
+    xt = xt.transpose(1, 3, 0, 2).reshape(K, D + 1, C * B)
 
     def rescan(i, carry):
         mu, dparams, restarts, dU, dxb, flow = carry
@@ -461,7 +467,6 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
         h_prev = jnp.where(k == 0, first_prev, at(states_b, jnp.maximum(k - 1, 0)))
         f_k = (at(mb, k), at(rb, k))
         if form is not None:  # dP_t from db_t alone: P_t is not recomputed
-            x_k = at(xb, k).reshape(C * B, D)
             mu, dP_t, dparams_t, dh0_t, lam = _gain_adjoint(form, a_gain, params, mu,
                                                             at(gb, k), f_k, h_prev, h0)
         else:
@@ -469,12 +474,11 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
             mu, dP_t, dparams_t, dh0_t, lam = _step_adjoint(
                 cell, params, bias, mu, P_t, at(gb, k), f_k, h_prev, h0)
         dP_rows = jnp.concatenate([d.reshape(C * B, N) for d in dP_t], axis=1)
-        ones = jnp.concatenate([x_k, jnp.ones((C * B, 1), x_k.dtype)], axis=1)
-        dU = dU + dP_rows.T @ ones
+        dU = dU + lax.dynamic_index_in_dim(xt, k, keepdims=False) @ dP_rows
         dxb = lax.dynamic_update_index_in_dim(dxb, (dP_rows @ U_t.T).reshape(C, B, D), k, 1)
         if record:
             parts = (_squared(lam),
-                     _diagnostics.product_norm_squared(dP_t, x_k.reshape(C, B, D)))
+                     _diagnostics.product_norm_squared(dP_t, at(xb, k)))
             flow = tuple(lax.dynamic_update_index_in_dim(f, v, k, 1) for f, v in zip(flow, parts))
         return mu, _add(dparams, dparams_t), _add(restarts, dh0_t), dU, dxb, flow
 
@@ -484,7 +488,7 @@ def _backward_blocked(cell, params, bias, U, xs, g, g_final, flags, h0, states, 
     dxs = dxb.reshape((C * K, B, D))[:T]
     dh0 = dh0 if restarts is None else dh0 + jnp.sum(restarts, axis=0)
     flow = None if flow is None else tuple(f.reshape(C * K)[:T] for f in flow)
-    dU, dbias = dU[:, :-1], dU[:, -1]
+    dU, dbias = dU[:-1].T, dU[-1]
     if form is not None:
         dparams = _gain_params(cell, params, jnp.sum(dparams, axis=(0, 1)), U, dU,
                                None if bias is None else jnp.concatenate(bias), dbias)
