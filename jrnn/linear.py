@@ -67,7 +67,9 @@ gpu        associative  on an H100 the blocked adjoint's ≈ 3√T loop steps ra
 =========  ===========  ===========================================================
 
 Sequential mode's loops take ``unroll`` (:func:`jrnn.recurrence.default_unroll`
-when None: 16 on GPUs, where each step is otherwise a few kernel launches).
+when None: 16 on GPUs, where each step is otherwise a few kernel launches), except the
+reverse loop of a cell with a gain form (the LRU), which overwrites its cotangent rows in
+place and stays at unroll 1 (:func:`_backward_sequential_gain`).
 
 Options, as in :func:`jrnn.rnn`: ``mask``/``lengths`` (a masked step has a = 1,
 b = 0: the state passes unchanged, the output is zero, no gradient reaches its
@@ -305,8 +307,7 @@ def _gain_adjoint(form, a, params, mu, g_t, f_t, h_prev, h0):
     return jnp.conj(a_t) * lam, form.input_vjp(params, db), db * jnp.conj(h_prev), dh0_t, lam
 
 
-def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False,
-                              unroll=1):
+def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, record=False):
     """The reverse loop of a cell with a :class:`~jrnn.cells.linear_contract.GainForm`
     (the LRU): a is constant, so the loop reads neither P nor X; it turns each step's
     cotangent into dP_t from db_t alone (and ‖λ_t‖² if ``record``) and sums da_t over the
@@ -316,7 +317,10 @@ def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, recor
     The cotangent enters as real rows, [Re g | Im g] (T, B, 2N) for a complex state, and
     step t overwrites its own row with dP_t = (dP_re | dP_im), which has the same shape:
     dP needs no buffer of its own (nor its zero initialisation), so the backward holds two
-    arrays of T·B·2N floats (the states and this one), not three.
+    arrays of T·B·2N floats (the states and this one), not three. The loop is never
+    unrolled, whatever the caller's ``unroll``: in an unrolled body the next copy of the step
+    overwrites the row the previous one read, and XLA copies the whole buffer at every
+    step (20–30× slower, benchmarks/NOTES.md).
     Returns ((dP,), Σ da, dh0, ‖λ‖² or None): dP (T, B, K·N), the K blocks side by side."""
     T, N = g.shape[0], g.shape[-1]
     a = form.a(params)
@@ -343,8 +347,7 @@ def _backward_sequential_gain(form, params, g, g_final, flags, h0, states, recor
     restarts0 = None if flags[1] is None else jnp.zeros_like(g_final)
     lam_sq0 = jnp.zeros((T,), rows.dtype) if record else None
     dP, _, dh0, da_sum, restarts, lam_sq = lax.fori_loop(
-        0, T, step, (rows, rows[-1], g_final, jnp.zeros_like(g_final), restarts0, lam_sq0),
-        unroll=unroll)
+        0, T, step, (rows, rows[-1], g_final, jnp.zeros_like(g_final), restarts0, lam_sq0))
     return (dP,), jnp.sum(da_sum, axis=0), dh0 if restarts is None else dh0 + restarts, lam_sq
 
 
@@ -355,15 +358,31 @@ def _gain_params(cell, params, da_sum, U, dU, bias, dbias):
                                      None if bias is None else split(dbias))
 
 
+def _transposed_products(ds, x) -> tuple:
+    """dᵀ x for each d (N, G) of ``ds`` and x (N, P), narrow (P ≪ G).
+
+    XLA:CPU multiplies two row-major operands that share their leading (row) axis up to
+    2.3× slower than the plain product of a transposed copy, so on the CPU xᵀ is copied
+    once (N·P numbers), shared by every d, and each product is xᵀ d, transposed back (P·G
+    numbers); the optimisation barriers keep XLA's simplifier from folding either transpose
+    back into the product (the whole sequential training step 1.14–1.22× faster,
+    benchmarks/NOTES.md). Elsewhere one product each: GPU libraries read transposed
+    operands at full speed."""
+    if jax.default_backend() != "cpu":
+        return tuple(d.T @ x for d in ds)
+    x_t = lax.optimization_barrier(x.T)
+    return tuple(lax.optimization_barrier(x_t @ d).T for d in ds)
+
+
 def _weight_products(dP, xs, U, bias, blocks: int):
     """dU = dPᵀ X, dbias = Σ dP (a column of ones in the same product: dP is read once),
     dX = dP U, each one 2-D matmul over all T·B rows."""
     rows = _rows(xs)
     if bias is None:
-        dU, dbias = jnp.concatenate([_rows(d).T @ rows for d in dP]), None
+        dU, dbias = jnp.concatenate(_transposed_products([_rows(d) for d in dP], rows)), None
     else:
         ones = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
-        both = jnp.concatenate([_rows(d).T @ ones for d in dP])
+        both = jnp.concatenate(_transposed_products([_rows(d) for d in dP], ones))
         dU, dbias = both[:, :-1], both[:, -1]
     dxs = sum((_rows(d) @ U_k).reshape(xs.shape)
               for d, U_k in zip(dP, jnp.split(U, blocks, axis=0)))
@@ -567,7 +586,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
     form = cell.gain_form
     if form is not None:  # P is never recomputed (jrnn.cells.linear_contract.GainForm)
         dP, da_sum, dh0, lam_sq = _backward_sequential_gain(
-            form, params, g, g_final, (mask, reset), h0, states, record, static.unroll)
+            form, params, g, g_final, (mask, reset), h0, states, record)
     else:
         P = _project(xs, U, cell.blocks)
         dP, dparams, dh0, lam_sq = _backward_sequential(
@@ -649,8 +668,8 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
       adjoint: the parallel mode's backward, ``"associative"`` (O(log T) depth) or
         ``"blocked"`` (≈ 3√T loop steps, no array of T·B·N but the states), or None for
         :func:`default_adjoint`; sequential mode's backward is its reverse scan.
-      unroll: sequential mode's ``lax.scan`` unroll (forward and backward); None for
-        :func:`jrnn.recurrence.default_unroll`.
+      unroll: sequential mode's ``lax.scan`` unroll (forward and backward, but the
+        LRU's backward, which stays at 1); None for :func:`jrnn.recurrence.default_unroll`.
       backward: ``"manual"`` (the hand-written adjoint scan) or ``"autodiff"``
         (JAX autodiff of the same forward, the reference).
 
