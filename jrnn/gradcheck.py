@@ -434,11 +434,13 @@ TRUNCATED = {a.name: a for a in (TRUNCATED_BPTT, TRUNCATED_BPTT_DROPOUT,
                                  TRUNCATED_BPTT_INPUT_DROPOUT,
                                  TRUNCATED_BPTT_PROJECTION, TRUNCATED_BPTT_HEADS)}
 
-# The linear driver's scan modes and the parallel mode's two backwards, for the linear
+# The linear driver's scan modes and their backwards (every backward after the parallel
+# forward; the reverse loop and the blocked scan after the sequential one), for the linear
 # cells (jrnn.linear); every other entry runs them in the platform's default mode.
-for _scheme, _driver in (("sequential", {"mode": "sequential"}),
+for _scheme, _driver in (("sequential", {"mode": "sequential", "adjoint": "sequential"}),
+                         ("sequential-blocked", {"mode": "sequential", "adjoint": "blocked"}),
                          *((f"parallel-{_adjoint}", {"mode": "parallel", "adjoint": _adjoint})
-                           for _adjoint in ("blocked", "associative"))):
+                           for _adjoint in ("blocked", "associative", "sequential"))):
     for _name, _options in (("layer", {}), ("layer-reverse-lengths", dict(reverse=True,
                                                                           lengths=True))):
         ARCHITECTURES[f"{_name}-{_scheme}"] = _arch_entry(

@@ -24,10 +24,10 @@ h_t (plus that of the final state at t = T),
     da_t = \lambda_t \odot \bar h_{t-1}, \qquad db_t = \lambda_t, \qquad
     dh_0 = \bar a_1 \odot \lambda_1
 
-(bars: complex conjugates, for the LRU's complex state). In sequential mode the
-adjoint runs as a reverse ``lax.scan``. In parallel mode it runs as one of two
-parallel scans (the ``adjoint`` argument):
+(bars: complex conjugates, for the LRU's complex state). The adjoint runs in one of
+three schemes (the ``adjoint`` argument), whichever mode ran the forward:
 
+* ``"sequential"``: a reverse ``lax.scan``, T steps, fused with the cell's VJP;
 * ``"associative"``: μ_t = conj(a_t) λ_t obeys μ_t = conj(a_t) ⊙ μ_{t+1} +
   conj(a_t) ⊙ g_t, a linear recurrence in reverse time, so the forward's own
   ``associative_scan`` with ``reverse=True`` gives every μ_t at O(log T) depth;
@@ -39,7 +39,8 @@ parallel scans (the ``adjoint`` argument):
 Then the cell's pointwise VJP gives dP, and dU = dPᵀ X, dbias = Σ dP, dX = dP U,
 each one matmul over all rows. The forward keeps the states h_t (the output) as
 residuals, and in parallel mode the a_t its scan was given anyway (unless a is
-constant), which the parallel backwards read; P is recomputed from X in the backward
+constant or the adjoint is sequential), which the blocked and associative backwards
+read (after a sequential forward they recompute a_t); P is recomputed from X in the backward
 (one matmul, cheaper than storing and reading back 2–3 arrays of T·B·N).
 docs/derivation.md derives it.
 
@@ -53,18 +54,26 @@ cpu        sequential  faster at every sweep point on a quiet machine, 0.48–0.
 gpu        parallel    50× faster than sequential at T = 4,096 on an H100
 =========  ==========  ============================================================
 
-Default adjoint of the parallel mode per platform (the same benchmark):
+Default adjoint per mode and platform (the same benchmark; :func:`default_adjoint`):
 
-=========  ===========  ===========================================================
-platform   default      measured
-=========  ===========  ===========================================================
-cpu        blocked      1.44–1.73× autodiff's speed at 0.37–0.43× its memory;
-                        associative 1.10–1.34× at 0.57–0.94× (T 1,024–16,384)
-gpu        associative  on an H100 the blocked adjoint's ≈ 3√T loop steps ran
-                        0.22–0.36× as fast as autodiff's log-depth transpose of
-                        the associative scan (kernel launches per step); the
-                        associative adjoint itself not yet timed on a GPU
-=========  ===========  ===========================================================
+==========  =========  ===========  ================================================
+mode        platform   default      measured
+==========  =========  ===========  ================================================
+parallel    cpu        blocked      1.44–1.73× autodiff's speed at 0.37–0.43× its
+                                    memory; associative 1.10–1.34× at 0.57–0.94×
+                                    (T 1,024–16,384)
+parallel    gpu        associative  on an H100 the blocked adjoint's ≈ 3√T loop
+                                    steps ran 0.22–0.36× as fast as autodiff's
+                                    log-depth transpose of the associative scan
+                                    (kernel launches per step); the associative
+                                    adjoint itself not yet timed on a GPU
+sequential  cpu        sequential,  the LRU's backward recomputes nothing per step,
+                       the LRU      so its blocked scheme ran 1.00 / 1.08 / 1.31×
+                       blocked      as fast as its reverse loop (T 1,024 / 4,096 /
+                                    16,384); minGRU's and minLSTM's blocked rescans
+                                    recompute P_t and ran 0.89–1.03×
+sequential  gpu        sequential   not measured
+==========  =========  ===========  ================================================
 
 Sequential mode's loops take ``unroll`` (:func:`jrnn.recurrence.default_unroll`
 when None: 16 on GPUs, where each step is otherwise a few kernel launches), except the
@@ -96,7 +105,7 @@ __all__ = ["linear_rnn", "linear_step", "default_mode", "default_adjoint", "MODE
            "ADJOINTS"]
 
 MODES = ("parallel", "sequential")
-ADJOINTS = ("associative", "blocked")  # the parallel mode's backward
+ADJOINTS = ("associative", "blocked", "sequential")  # the backward's scheme, either mode
 # Measured (module doc, benchmarks/NOTES.md).
 _DEFAULT_MODE = {"cpu": "sequential", "gpu": "parallel", "cuda": "parallel",
                  "rocm": "parallel", "tpu": "parallel"}
@@ -109,16 +118,23 @@ def default_mode(backend: Optional[str] = None) -> str:
     return _DEFAULT_MODE.get(backend or jax.default_backend(), "sequential")
 
 
-def default_adjoint(backend: Optional[str] = None) -> str:
-    """The parallel mode's backward when a caller passes ``adjoint=None``."""
-    return _PARALLEL_ADJOINT.get(backend or jax.default_backend(), "blocked")
+def default_adjoint(backend: Optional[str] = None, *, mode: str = "parallel",
+                    cell=None) -> str:
+    """The backward used when a caller passes ``adjoint=None`` (module doc): in parallel
+    mode the platform's; in sequential mode its reverse scan, except on the CPU for a cell
+    with a gain form (the LRU), whose blocked backward recomputes nothing per step."""
+    backend = backend or jax.default_backend()
+    if mode == "parallel":
+        return _PARALLEL_ADJOINT.get(backend, "blocked")
+    gain = cell is not None and _contract.get(cell).gain_form is not None
+    return "blocked" if gain and backend == "cpu" else "sequential"
 
 
 @dataclasses.dataclass(frozen=True)
 class _Static:
     cell: _contract.LinearCell
     mode: str
-    adjoint: str = "blocked"  # parallel mode's backward (ADJOINTS)
+    adjoint: str = "blocked"  # the backward's scheme (ADJOINTS)
     unroll: int = 1  # sequential mode's loops
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
     reverse: bool = False  # the inputs were reversed before the scan (for the recording)
@@ -213,7 +229,7 @@ def _linear_manual_fwd(static, U, bias, xs, h0, mask, reset, params):
     # The states are kept (the output itself when there is no mask), and in parallel mode
     # the scan's a_t unless a is constant: the blocked backward's first pass then reads
     # a_t instead of recomputing P. P itself is recomputed from X in the backward.
-    if a is not None and static.cell.constant_a:
+    if a is not None and (static.cell.constant_a or static.adjoint == "sequential"):
         a = None
     return (hs, final), (U, bias, xs, h0, mask, reset, params, states, a)
 
@@ -572,7 +588,7 @@ def _linear_manual_bwd(static, residuals, cotangents):
     if mask is not None:
         g = jnp.where(mask[..., None], g, jnp.zeros((), g.dtype))
     record = static.record is not None
-    if static.mode == "parallel":
+    if static.adjoint != "sequential":
         backward = (_backward_associative if static.adjoint == "associative"
                     else _backward_blocked)
         dU, dbias, dxs, dparams, dh0, flow = backward(
@@ -665,9 +681,10 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         their own length, as in :func:`jrnn.rnn`).
       mode: ``"parallel"`` (associative scan), ``"sequential"`` (``lax.scan``) or
         None for :func:`default_mode` (measured per platform, module doc).
-      adjoint: the parallel mode's backward, ``"associative"`` (O(log T) depth) or
-        ``"blocked"`` (≈ 3√T loop steps, no array of T·B·N but the states), or None for
-        :func:`default_adjoint`; sequential mode's backward is its reverse scan.
+      adjoint: the backward's scheme, in either mode: ``"associative"`` (O(log T)
+        depth), ``"blocked"`` (≈ 3√T loop steps, no array of T·B·N but the states),
+        ``"sequential"`` (the reverse ``lax.scan``, T steps), or None for
+        :func:`default_adjoint`.
       unroll: sequential mode's ``lax.scan`` unroll (forward and backward, but the
         LRU's backward, which stays at 1); None for :func:`jrnn.recurrence.default_unroll`.
       backward: ``"manual"`` (the hand-written adjoint scan) or ``"autodiff"``
@@ -691,9 +708,6 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
         raise ValueError(f"mode: expected one of {MODES} or None, got {mode!r}")
     if adjoint is not None and adjoint not in ADJOINTS:
         raise ValueError(f"adjoint: expected one of {ADJOINTS} or None, got {adjoint!r}")
-    if adjoint is not None and mode != "parallel":
-        raise ValueError(f"adjoint: applies to mode='parallel' (the sequential mode's backward "
-                         f"is its reverse scan), got adjoint={adjoint!r} with mode={mode!r}")
     if unroll is not None:
         _checks.size("unroll", unroll)
     U, bias, xs, h0, mask, reset = (_checks.array(name, v) for name, v in zip(
@@ -721,7 +735,7 @@ def linear_rnn(cell, U, bias, xs, h0=None, *, cell_params=None, mask=None, lengt
     record = None
     if backward == "manual" and _diagnostics.recording():
         record = _diagnostics.register(cell.name, bool(reverse), xs.shape, weight="U")
-    static = _Static(cell, mode, adjoint or default_adjoint(),
+    static = _Static(cell, mode, adjoint or default_adjoint(mode=mode, cell=cell),
                      default_unroll() if unroll is None else int(unroll), record,
                      bool(reverse) and record is not None)
     if backward == "manual":

@@ -4,6 +4,7 @@ import json
 import jax
 import pytest
 
+import jrnn.linear
 from jrnn.bench import remat_curve, suite
 
 
@@ -142,7 +143,8 @@ def test_linear_benchmark_writes_its_results(tmp_path):
                                     .read_text())["rows"]
     assert {(r["cell"], r["mode"], r["adjoint"]) for r in data["targets"]} == {
         (c, *m) for c in ("mingru", "lru") for m in (
-            ("parallel", "blocked"), ("parallel", "associative"), ("sequential", None))}
+            ("parallel", "blocked"), ("parallel", "associative"),
+            ("sequential", jrnn.linear.default_adjoint(mode="sequential", cell=c)))}
     assert all(r["manual_ms"] > 0 and r["autodiff_ms"] > 0 for r in data["targets"])
     assert [r["T"] for r in data["sweep"]] == [8, 16]
     # float64 agreement of the two modes is exact to rounding (the x64 switch is restored)

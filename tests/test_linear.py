@@ -10,10 +10,14 @@ from jrnn.cells import linear_contract, lru
 
 CELLS = linear_contract.names()
 T, B, D, N = 9, 3, 4, 5
-# The scan modes and, in parallel mode, the two backwards (jrnn.linear.ADJOINTS).
-SCHEMES = {"sequential": {"mode": "sequential"},
+# The scan modes with their backwards (jrnn.linear.ADJOINTS): each mode's own (the
+# reverse loop; the two parallel scans), and the blocked one after the sequential forward,
+# where it recomputes the a_t that the parallel forward hands it. (The reverse loop after
+# the parallel forward is the gradient table's row "layer-parallel-sequential".)
+SCHEMES = {"sequential": {"mode": "sequential", "adjoint": "sequential"},
+           "sequential-blocked": {"mode": "sequential", "adjoint": "blocked"},
            **{f"parallel-{adjoint}": {"mode": "parallel", "adjoint": adjoint}
-              for adjoint in linear.ADJOINTS}}
+              for adjoint in ("blocked", "associative")}}
 
 
 def _setup(cell, dtype=jnp.float64, T=T, B=B, N=N, seed=0):
@@ -194,7 +198,8 @@ def test_lru_sequential_backward_is_not_unrolled_into_copies():
 
     def temp_bytes(u):
         loss = lambda U, xs: jnp.sum(jnp.real(linear.linear_rnn(
-            "lru", U, None, xs, h0, cell_params=params, mode="sequential", unroll=u)[0]))
+            "lru", U, None, xs, h0, cell_params=params, mode="sequential", adjoint="sequential",
+            unroll=u)[0]))
         step = jax.jit(jax.grad(loss, argnums=(0, 1)))
         return step.lower(U, xs).compile().memory_analysis().temp_size_in_bytes
 
@@ -266,10 +271,8 @@ def test_lru_initial_eigenvalues_lie_on_the_ring():
      r"mode: expected one of \('parallel', 'sequential'\) or None, got 'scan'"),
     (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
                                mode="parallel", adjoint="reverse"), ValueError,
-     r"adjoint: expected one of \('associative', 'blocked'\) or None, got 'reverse'"),
-    (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
-                               mode="sequential", adjoint="blocked"), ValueError,
-     r"adjoint: applies to mode='parallel' .*got adjoint='blocked' with mode='sequential'"),
+     r"adjoint: expected one of \('associative', 'blocked', 'sequential'\) or None, "
+     r"got 'reverse'"),
     (lambda: linear.linear_rnn("mingru", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3)),
                                unroll=0), ValueError, r"unroll: expected an int >= 1, got 0"),
     (lambda: linear.linear_rnn("minlstm", jnp.ones((8, 3)), None, jnp.ones((5, 2, 3))),

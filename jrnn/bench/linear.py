@@ -93,13 +93,13 @@ def targets(cell, Ts, B, D, H, reps, adjoints=None):
             t_a = statistics.median(times[mode, None, "autodiff"])
             m_m, m_a = mem[mode, adjoint, "manual"], mem[mode, None, "autodiff"]
             rows.append({"cell": cell, "T": T, "B": B, "D": D, "H": H, "mode": mode,
-                         "adjoint": adjoint,
+                         "adjoint": adjoint or linear.default_adjoint(mode=mode, cell=cell),
                          "manual_ms": 1e3 * t_m, "autodiff_ms": 1e3 * t_a,
                          "speedup": t_a / t_m, "manual_temp_mb": m_m and m_m / 2**20,
                          "autodiff_temp_mb": m_a and m_a / 2**20,
                          "memory_ratio": m_m / m_a if m_m and m_a else None})
             r = rows[-1]
-            print(f"  {cell} T={T:6d} {mode:10s} {adjoint or '':11s} manual {r['manual_ms']:8.1f} ms  autodiff "
+            print(f"  {cell} T={T:6d} {mode:10s} {r['adjoint']:11s} manual {r['manual_ms']:8.1f} ms  autodiff "
                   f"{r['autodiff_ms']:8.1f} ms  {r['speedup']:.2f}×  memory "
                   f"{r['memory_ratio'] or float('nan'):.2f}×", flush=True)
         del calls
