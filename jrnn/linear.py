@@ -227,8 +227,9 @@ def _linear_manual(static, U, bias, xs, h0, mask, reset, params):
 def _linear_manual_fwd(static, U, bias, xs, h0, mask, reset, params):
     hs, final, states, a = _forward(static, U, bias, xs, h0, mask, reset, params)
     # The states are kept (the output itself when there is no mask), and in parallel mode
-    # the scan's a_t unless a is constant: the blocked backward's first pass then reads
-    # a_t instead of recomputing P. P itself is recomputed from X in the backward.
+    # the scan's a_t unless a is constant or the reverse loop (which reads P) is the
+    # backward: the blocked backward's first pass then reads a_t instead of recomputing P.
+    # P itself is recomputed from X in the backward.
     if a is not None and (static.cell.constant_a or static.adjoint == "sequential"):
         a = None
     return (hs, final), (U, bias, xs, h0, mask, reset, params, states, a)
