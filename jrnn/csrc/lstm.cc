@@ -1,0 +1,293 @@
+// jrnn's LSTM forward recurrence on the CPU as one XLA FFI custom call (jrnn/native.py; built by `python -m jrnn.native build`).
+//
+// Per step t (in processing order): z = A_t + h_{t-1} W^T + b_r, gates (i, f, g, o) =
+// (sigmoid, sigmoid, tanh, sigmoid) of z's four H-blocks, c_t = f c_{t-1} + i g,
+// h_t = o tanh(c_t); the same equations as jrnn/cells/lstm.py, in float32.
+//
+// The product h_{t-1} W^T runs in an AVX2/FMA register-blocked micro-kernel over W packed
+// once by the caller as Wp[nb][H][4][8]: for each block of 8 hidden units, the four gates'
+// 8 columns side by side, so one pass over the panel gives every gate of those units and
+// the gate math follows in registers (R_t is never stored). The hidden units are split in
+// contiguous unit blocks over `threads` threads (this one and threads - 1 std::threads
+// started per call); a spin barrier per step makes h_t complete before step t + 1 reads it.
+// h_t is read back from the output hs, so one barrier per step is all the exchange needed.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// ---- accurate float32 transcendental functions, 8 lanes ----
+
+// exp: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), ~1 ulp.
+inline __m256 exp8(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+  x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, z, x);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  __m256i n = _mm256_cvttps_epi32(fx);
+  n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(0x7f)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+// sigmoid(x) = 1 / (1 + exp(-x)), exact division.
+inline __m256 sigmoid8(__m256 x) {
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+  return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+// tanh: Eigen's rational approximation (the one XLA uses for float32), clamped; x itself
+// below 0.0004.
+inline __m256 tanh8(__m256 a) {
+  const __m256 clamp = _mm256_set1_ps(7.90531110763549805f);
+  const __m256 x = _mm256_max_ps(_mm256_min_ps(a, clamp), _mm256_sub_ps(_mm256_setzero_ps(), clamp));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+  p = _mm256_mul_ps(p, x);
+  __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+  const __m256 r = _mm256_div_ps(p, q);
+  const __m256 absa = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a);
+  const __m256 tiny = _mm256_cmp_ps(absa, _mm256_set1_ps(0.0004f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(r, a, tiny);
+}
+
+// ---- a reusable spin barrier (sense reversal) ----
+struct Barrier {
+  explicit Barrier(int n) : n(n) {}
+  void wait(int& local_sense) {
+    local_sense ^= 1;
+    if (count.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      count.store(0, std::memory_order_relaxed);
+      sense.store(local_sense, std::memory_order_release);
+    } else {
+      int spins = 0;
+      while (sense.load(std::memory_order_acquire) != local_sense) {
+        _mm_pause();
+        if (++spins > 4096) std::this_thread::yield();  // a shared machine: do not starve it
+      }
+    }
+  }
+  const int n;
+  alignas(64) std::atomic<int> count{0};
+  alignas(64) std::atomic<int> sense{0};
+};
+
+// Loads n <= 8 floats (the rest zero) / stores the first n lanes.
+inline __m256 load_n(const float* p, int n) {
+  if (n == 8) return _mm256_loadu_ps(p);
+  alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(tmp, p, sizeof(float) * n);
+  return _mm256_load_ps(tmp);
+}
+inline void store_n(float* p, __m256 v, int n) {
+  if (n == 8) { _mm256_storeu_ps(p, v); return; }
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::memcpy(p, tmp, sizeof(float) * n);
+}
+
+struct Problem {
+  int64_t T, B, H, nb;
+  const float* A[4];   // (T, B, H) each: the hoisted input projection with its bias
+  const float* Wp;     // (nb, H, 4, 8)
+  const float* br;     // (4H,) or null
+  const float* h0;     // (B, H)
+  const float* c0;     // (B, H)
+  float* hs;           // (T, B, H)
+  float* cs;           // (T, B, H) or null (then c lives in `cwork`)
+  float* gates[4];     // (T, B, H) each, or null
+  float* hT;           // (B, H)
+  float* cT;           // (B, H)
+  float* cwork;        // (B, H) scratch when cs is null
+  bool reverse;
+};
+
+// Rows r0 .. r0 + RB - 1 of one 8-unit block jb at step t: the product and the gate math.
+template <int RB>
+inline void block(const Problem& P, int64_t t, const float* hprev, const float* cprev,
+                  float* hout, float* cout, int64_t r0, int64_t jb) {
+  const int64_t H = P.H;
+  const float* w = P.Wp + jb * H * 32;
+  __m256 acc[RB][4];
+  for (int r = 0; r < RB; ++r)
+    for (int g = 0; g < 4; ++g) acc[r][g] = _mm256_setzero_ps();
+  const float* hrow[RB];
+  for (int r = 0; r < RB; ++r) hrow[r] = hprev + (r0 + r) * H;
+  for (int64_t k = 0; k < H; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(w + k * 32);
+    const __m256 w1 = _mm256_loadu_ps(w + k * 32 + 8);
+    const __m256 w2 = _mm256_loadu_ps(w + k * 32 + 16);
+    const __m256 w3 = _mm256_loadu_ps(w + k * 32 + 24);
+    for (int r = 0; r < RB; ++r) {
+      const __m256 hk = _mm256_broadcast_ss(hrow[r] + k);
+      acc[r][0] = _mm256_fmadd_ps(hk, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(hk, w1, acc[r][1]);
+      acc[r][2] = _mm256_fmadd_ps(hk, w2, acc[r][2]);
+      acc[r][3] = _mm256_fmadd_ps(hk, w3, acc[r][3]);
+    }
+  }
+  const int64_t u0 = jb * 8;
+  const int n = (int)std::min<int64_t>(8, H - u0);
+  __m256 bias[4];
+  for (int g = 0; g < 4; ++g)
+    bias[g] = P.br ? load_n(P.br + g * H + u0, n) : _mm256_setzero_ps();
+  for (int r = 0; r < RB; ++r) {
+    const int64_t off = (t * P.B + r0 + r) * H + u0;  // into (T, B, H)
+    const int64_t row = (r0 + r) * H + u0;           // into (B, H)
+    __m256 z[4];
+    for (int g = 0; g < 4; ++g)
+      z[g] = _mm256_add_ps(_mm256_add_ps(acc[r][g], bias[g]), load_n(P.A[g] + off, n));
+    const __m256 i = sigmoid8(z[0]), f = sigmoid8(z[1]), gg = tanh8(z[2]), o = sigmoid8(z[3]);
+    const __m256 c = _mm256_fmadd_ps(f, load_n(cprev + row, n), _mm256_mul_ps(i, gg));
+    const __m256 h = _mm256_mul_ps(o, tanh8(c));
+    store_n(hout + row, h, n);
+    store_n(cout + row, c, n);
+    if (P.gates[0]) {
+      store_n(P.gates[0] + off, i, n);
+      store_n(P.gates[1] + off, f, n);
+      store_n(P.gates[2] + off, gg, n);
+      store_n(P.gates[3] + off, o, n);
+    }
+  }
+}
+
+void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
+  int sense = 0;
+  const int64_t T = P.T, B = P.B, BH = P.B * P.H;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = P.reverse ? T - 1 - s : s;
+    const int64_t tp = P.reverse ? t + 1 : t - 1;
+    const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
+    float* hout = P.hs + t * BH;
+    const float* cprev;
+    float* cout;
+    if (P.cs) {
+      cprev = s == 0 ? P.c0 : P.cs + tp * BH;
+      cout = P.cs + t * BH;
+    } else {
+      cprev = s == 0 ? P.c0 : P.cwork;
+      cout = P.cwork;  // each thread reads and writes only its own units: in place is safe
+    }
+    for (int64_t jb = jb0; jb < jb1; ++jb) {
+      int64_t r = 0;
+      for (; r + 3 <= B; r += 3) block<3>(P, t, hprev, cprev, hout, cout, r, jb);
+      if (B - r == 2) block<2>(P, t, hprev, cprev, hout, cout, r, jb);
+      else if (B - r == 1) block<1>(P, t, hprev, cprev, hout, cout, r, jb);
+    }
+    if (bar.n > 1) bar.wait(sense);
+  }
+  // Final carry: this thread's units of the last step processed.
+  const int64_t tl = P.reverse ? 0 : T - 1;
+  const float* cl = P.cs ? P.cs + tl * BH : P.cwork;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t u0 = jb0 * 8, u1 = std::min<int64_t>(jb1 * 8, P.H);
+    if (u1 <= u0) break;
+    std::memcpy(P.hT + b * P.H + u0, P.hs + tl * BH + b * P.H + u0, sizeof(float) * (u1 - u0));
+    std::memcpy(P.cT + b * P.H + u0, cl + b * P.H + u0, sizeof(float) * (u1 - u0));
+  }
+}
+
+void run(Problem& P, int64_t threads) {
+  if (P.T == 0) {
+    std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
+    std::memcpy(P.cT, P.c0, sizeof(float) * P.B * P.H);
+    return;
+  }
+  std::vector<float> cwork;
+  if (!P.cs) {
+    cwork.assign(P.B * P.H, 0.0f);
+    P.cwork = cwork.data();
+  }
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, P.nb));
+  Barrier bar((int)n);
+  std::vector<std::thread> pool;
+  auto split = [&](int64_t k) { return P.nb * k / n; };
+  for (int64_t k = 1; k < n; ++k)
+    pool.emplace_back([&, k] { run_thread(P, bar, split(k), split(k + 1)); });
+  run_thread(P, bar, split(0), split(1));
+  for (auto& th : pool) th.join();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> ai, ffi::Buffer<ffi::F32> af, ffi::Buffer<ffi::F32> ag,
+                   ffi::Buffer<ffi::F32> ao, ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> br,
+                   ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                   ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
+                   ffi::ResultBuffer<ffi::F32> gi, ffi::ResultBuffer<ffi::F32> gf,
+                   ffi::ResultBuffer<ffi::F32> gg, ffi::ResultBuffer<ffi::F32> go,
+                   ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
+                   bool reverse, bool has_bias, bool keep, int64_t threads) {
+  auto d = ai.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("A: expected (T, B, H)");
+  Problem P{};
+  P.T = d[0]; P.B = d[1]; P.H = d[2]; P.nb = (P.H + 7) / 8;
+  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
+  P.A[0] = ai.typed_data(); P.A[1] = af.typed_data(); P.A[2] = ag.typed_data(); P.A[3] = ao.typed_data();
+  P.Wp = wp.typed_data();
+  P.br = has_bias ? br.typed_data() : nullptr;
+  P.h0 = h0.typed_data(); P.c0 = c0.typed_data();
+  P.hs = hs->typed_data();
+  P.cs = keep ? cs->typed_data() : nullptr;
+  P.gates[0] = keep ? gi->typed_data() : nullptr;
+  P.gates[1] = keep ? gf->typed_data() : nullptr;
+  P.gates[2] = keep ? gg->typed_data() : nullptr;
+  P.gates[3] = keep ? go->typed_data() : nullptr;
+  P.hT = hT->typed_data(); P.cT = cT->typed_data();
+  P.reverse = reverse;
+  run(P, threads);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_i
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_f
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_g
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_o
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // i (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // f
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_T
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("has_bias")
+                                  .Attr<bool>("keep")
+                                  .Attr<int64_t>("threads"));

@@ -1,0 +1,226 @@
+r"""A native CPU kernel for the LSTM's forward recurrence: the whole loop over T as one
+XLA FFI custom call (C++, AVX2/FMA, ``jrnn/csrc/lstm.cc``).
+
+The scan path runs one XLA loop iteration per step, whose recurrent product
+R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Here one call
+runs every step: W packed once into panels of 8 hidden units × 4 gates, each step's
+product in a register-blocked micro-kernel with the gate math fused after it, the hidden
+units split over ``threads`` threads with one spin barrier per step. It replaces exactly the
+driver's forward ``lax.scan``, with :func:`forward`'s interface that of
+:func:`jrnn.persistent.forward`; everything else (the hoisted input projection, the
+backward) stays with the driver.
+
+The compiled library is optional. ``python -m jrnn.native build`` compiles it with the
+system's C++ compiler (``$CXX``, else ``g++``) against jaxlib's FFI headers; :func:`load`
+builds it on first use unless ``JRNN_NATIVE_BUILD=0``. :func:`available` says whether it
+can be loaded, :func:`why_unavailable` why not. The build targets x86-64 with AVX2 and
+FMA; elsewhere it is unavailable.
+
+Limits (:func:`unsupported`): the LSTM cell only, float32 parameters and products, no
+mask/lengths/reset, no recurrent dropout or zoneout, no gradient-flow recording, no
+projection or heads.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
+           "pack_weights", "threads"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "lstm.cc"
+_TARGET = "jrnn_lstm_forward"
+_state = {"loaded": False, "error": None}
+
+
+def _flags() -> list:
+    return ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c++17", "-pthread",
+            "-isystem", jax.ffi.include_dir()]
+
+
+def _library_path() -> Path:
+    """Where the library lives: a name keyed by the source, the flags and jaxlib's version
+    (the FFI ABI), next to the source if writable, else in the user's cache."""
+    import jaxlib
+    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_flags()).encode()
+                         + jaxlib.__version__.encode()).hexdigest()[:16]
+    name = f"_lstm-{key}.so"
+    here = _SOURCE.parent
+    if os.access(here, os.W_OK):
+        return here / name
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jrnn"
+    return cache / name
+
+
+def build(verbose: bool = False) -> Path:
+    """Compiles the kernel (if not built yet) and returns the library's path."""
+    out = _library_path()
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cxx = os.environ.get("CXX", "g++")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    cmd = [cxx, *_flags(), str(_SOURCE), "-o", str(tmp)]
+    if verbose:
+        print(" ".join(cmd), file=sys.stderr)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise RuntimeError(f"no C++ compiler ({cxx}): {e}") from e
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {_SOURCE.name} failed:\n{proc.stderr[-4000:]}")
+    os.replace(tmp, out)
+    return out
+
+
+def _cpu_supported() -> Optional[str]:
+    import platform
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"an x86-64 CPU with AVX2 and FMA is needed, not {platform.machine()}"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None  # cannot tell: try
+    if " avx2" not in flags or " fma" not in flags:
+        return "this CPU lacks AVX2 or FMA"
+    return None
+
+
+def load(build_if_missing: Optional[bool] = None) -> bool:
+    """Loads the library and registers its FFI target; True on success (see
+    :func:`why_unavailable`). Builds it first if missing unless ``JRNN_NATIVE_BUILD=0``."""
+    if _state["loaded"] or _state["error"] is not None:
+        return _state["loaded"]
+    if build_if_missing is None:
+        build_if_missing = os.environ.get("JRNN_NATIVE_BUILD", "1") != "0"
+    try:
+        reason = _cpu_supported()
+        if reason:
+            raise RuntimeError(reason)
+        path = _library_path()
+        if not path.exists():
+            if not build_if_missing:
+                raise RuntimeError("not built (run: python -m jrnn.native build)")
+            path = build()
+        import ctypes
+        lib = ctypes.cdll.LoadLibrary(str(path))
+        jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.JrnnLstmForward),
+                                    platform="cpu")
+        _state["loaded"] = True
+    except Exception as e:  # noqa: BLE001 - any failure means: not available, and why
+        _state["error"] = f"{type(e).__name__}: {e}"
+    return _state["loaded"]
+
+
+def available() -> bool:
+    """Whether the native kernel can run here (loading, and building, it if needed)."""
+    return load()
+
+
+def why_unavailable() -> Optional[str]:
+    """None if :func:`available`, else the reason."""
+    return None if load() else _state["error"]
+
+
+def threads() -> int:
+    """Threads per call: ``JRNN_NATIVE_THREADS``, else the CPUs this process may use."""
+    env = os.environ.get("JRNN_NATIVE_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def unsupported(cell, H: int, dtype, matmul_dtype=None, *, mask=None, reset=None,
+                record=None, noise=False, projected=False, heads=1) -> Optional[str]:
+    """Why the native kernel cannot run this layer, or None if it can."""
+    from jrnn import cells as _cells
+    cell = _cells.get(cell)
+    if jax.default_backend() != "cpu":
+        return "the native kernel runs on the CPU backend only"
+    if cell.name != "lstm":
+        return f"cell {cell.name!r}: the native kernel covers the LSTM only"
+    if noise:
+        return "recurrent dropout and zoneout run on the scan path only"
+    if mask is not None or reset is not None:
+        return "masks, lengths and resets run on the scan path only"
+    if record is not None:
+        return "gradient-flow recording runs on the scan path only"
+    if projected:
+        return "a projection W_hr (proj_size) runs on the scan path only"
+    if heads > 1:
+        return "a block-diagonal W (heads > 1) runs on the scan path only"
+    if jnp.dtype(dtype) != jnp.float32 or (matmul_dtype is not None
+                                            and jnp.dtype(matmul_dtype) != jnp.float32):
+        return f"parameters/products of dtype {jnp.dtype(matmul_dtype or dtype).name} " \
+               f"(float32 only)"
+    if not available():
+        return f"the native library is unavailable ({why_unavailable()})"
+    return None
+
+
+def pack_weights(W):
+    """W (4H, H) -> (⌈H/8⌉, H, 4, 8): for each block of 8 hidden units, row k holds the
+    four gates' 8 weights on h_k side by side (units past H zero)."""
+    H = W.shape[1]
+    nb = -(-H // 8)
+    Wg = W.reshape(4, H, H)
+    Wg = jnp.pad(Wg, ((0, 0), (0, nb * 8 - H), (0, 0)))
+    return Wg.reshape(4, nb, 8, H).transpose(1, 3, 0, 2)
+
+
+def forward(cell, A, W, b_r, carry0, *, reverse: bool, matmul_dtype=None,
+            keep_residuals: bool = True, num_threads: Optional[int] = None):
+    """The forward loop: every carry and extra of every step, and the final carry.
+
+    As :func:`jrnn.persistent.forward`: A, the four gates' (T, B, H) hoisted projections
+    with their bias; W (4H, H); b_r (4H,) or None; carry0 (h0, c0), each (B, H). Returns
+    ``((hs, cs), (i, f, g, o), (h_T, c_T))``. Without ``keep_residuals`` cs and the gates
+    are not written (returned as None).
+    """
+    if not load():
+        raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    T, B, H = A[0].shape
+    dt = jnp.float32
+    seq = jax.ShapeDtypeStruct((T, B, H), dt)
+    row = jax.ShapeDtypeStruct((B, H), dt)
+    none = jax.ShapeDtypeStruct((0,), dt)
+    kept = seq if keep_residuals else none
+    out_types = [seq, kept, kept, kept, kept, kept, row, row]
+    has_bias = b_r is not None
+    br = b_r.astype(dt) if has_bias else jnp.zeros((1,), dt)
+    call = jax.ffi.ffi_call(_TARGET, out_types, vmap_method="sequential")
+    hs, cs, i, f, g, o, hT, cT = call(
+        *(a.astype(dt) for a in A), pack_weights(W.astype(dt)), br,
+        carry0[0].astype(dt), carry0[1].astype(dt),
+        reverse=bool(reverse), has_bias=bool(has_bias), keep=bool(keep_residuals),
+        threads=np.int64(num_threads or threads()))
+    if not keep_residuals:
+        return (hs, None), None, (hT, cT)
+    return (hs, cs), (i, f, g, o), (hT, cT)
+
+
+def _main(argv) -> int:
+    if argv[:1] != ["build"]:
+        print("usage: python -m jrnn.native build", file=sys.stderr)
+        return 2
+    path = build(verbose=True)
+    print(path)
+    ok = load(build_if_missing=False)
+    print("loaded" if ok else f"not loadable: {_state['error']}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

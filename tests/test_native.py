@@ -1,0 +1,97 @@
+"""The native CPU LSTM kernel (jrnn/native.py, jrnn/csrc/lstm.cc) against the scan."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jrnn import native
+from jrnn.cells import lstm
+
+pytestmark = pytest.mark.skipif(
+    not native.available(), reason=f"jrnn.native unavailable: {native.why_unavailable()}")
+
+
+def _inputs(T, B, H, seed=0, bias=True, scale=0.5):
+    ks = jax.random.split(jax.random.PRNGKey(seed), 5)
+    A = tuple(jax.random.normal(k, (T, B, H)) for k in jax.random.split(ks[0], 4))
+    W = jax.random.normal(ks[1], (4 * H, H)) * scale / np.sqrt(H)
+    b_r = jax.random.normal(ks[2], (4 * H,)) * 0.1 if bias else None
+    carry0 = (jax.random.normal(ks[3], (B, H)) * 0.5, jax.random.normal(ks[4], (B, H)))
+    return A, W, b_r, carry0
+
+
+def _scan(A, W, b_r, carry0, reverse):
+    """The driver's forward scan for the LSTM (jrnn/recurrence.py), written out."""
+    W_t = W.T
+
+    def step(carry, A_t):
+        R = carry[0] @ W_t + (0 if b_r is None else b_r[None])
+        new, extra = lstm.step(A_t, tuple(jnp.split(R, 4, axis=-1)), carry)
+        return new, (new, extra)
+
+    final, (carries, extras) = lax.scan(step, carry0, A, reverse=reverse)
+    return carries, extras, final
+
+
+def _close(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("T,B,H", [(20, 4, 16), (9, 1, 8), (11, 5, 13), (6, 7, 33), (4, 2, 1)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_forward_matches_scan(T, B, H, reverse, threads):
+    A, W, b_r, carry0 = _inputs(T, B, H)
+    want = jax.jit(_scan, static_argnums=4)(A, W, b_r, carry0, reverse)
+    got = jax.jit(lambda *a: native.forward("lstm", *a, reverse=reverse, num_threads=threads))(
+        A, W, b_r, carry0)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.shape == w.shape
+        _close(g, w)
+
+
+def test_forward_saturated_and_no_bias():
+    """Large pre-activations (saturated gates, tanh clamped) and b_r = None."""
+    A, W, b_r, carry0 = _inputs(10, 3, 24, seed=1, bias=False, scale=4.0)
+    A = tuple(8 * a for a in A)
+    want = _scan(A, W, None, carry0, False)
+    got = native.forward("lstm", A, W, None, carry0, reverse=False)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        _close(g, w)
+
+
+def test_forward_without_residuals():
+    A, W, b_r, carry0 = _inputs(15, 5, 20, seed=2)
+    (hs, cs), extras, final = native.forward("lstm", A, W, b_r, carry0, reverse=True)
+    (hs2, none), no_extras, final2 = native.forward("lstm", A, W, b_r, carry0, reverse=True,
+                                                     keep_residuals=False)
+    assert none is None and no_extras is None
+    np.testing.assert_array_equal(hs2, hs)
+    for a, b in zip(final2, final):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_activations_accurate():
+    """The kernel's sigmoid and tanh within a few float32 ulp of float64 ones, over the
+    range that matters: one step from zero state with W = 0 isolates them."""
+    x = np.linspace(-30, 30, 4001, dtype=np.float32)
+    x = np.concatenate([x, np.float32(10.0) ** np.arange(-8, 0, dtype=np.float32),
+                        -np.float32(10.0) ** np.arange(-8, 0, dtype=np.float32)])
+    H = x.size
+    A = tuple(jnp.asarray(x)[None, None] for _ in range(4))
+    W = jnp.zeros((4 * H, H), jnp.float32)
+    zero = jnp.zeros((1, H), jnp.float32)
+    (_, cs), (i, f, g, o), _ = native.forward("lstm", A, W, None, (zero, zero), reverse=False)
+    x64 = x.astype(np.float64)
+    sig = 1 / (1 + np.exp(-x64))
+    np.testing.assert_allclose(np.asarray(i[0, 0], np.float64), sig, rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(np.asarray(g[0, 0], np.float64), np.tanh(x64), rtol=2e-6,
+                               atol=1e-30)
+
+
+def test_unsupported_reasons():
+    assert native.unsupported("lstm", 16, jnp.float32) is None
+    assert "LSTM only" in native.unsupported("gru", 16, jnp.float32)
+    assert "float32 only" in native.unsupported("lstm", 16, jnp.float64)
+    assert "mask" in native.unsupported("lstm", 16, jnp.float32, mask=jnp.ones((2, 2), bool))
