@@ -80,7 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _blockdiag, _checks, _diagnostics, _matmul, persistent
+from jrnn import _blockdiag, _checks, _diagnostics, _matmul, native, persistent
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -139,7 +139,7 @@ class _Static:
     unroll: int
     matmul_dtype: Any = None  # None or a jnp.dtype (see jrnn/_matmul.py)
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
-    kernel: str = "scan"  # "scan" (lax.scan) or "persistent" (jrnn/persistent.py)
+    kernel: str = "scan"  # "scan" (lax.scan), "persistent" (jrnn/persistent.py), "native"
     zoneout_p: Optional[tuple] = None  # evaluation-mode zoneout: one probability per carry
     heads: int = 1  # block-diagonal W with this many heads (jrnn/_blockdiag.py); 1: dense
 
@@ -307,6 +307,13 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
         carries, extras, final = persistent.forward(cell, A, W, b_r, carry0,
                                                     reverse=static.reverse, matmul_dtype=md)
+        return carries[0], final, carries, extras, XU
+    if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py); backward: the scan
+        A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
+        carries, extras, final = native.forward(cell, A, W, b_r, carry0, reverse=static.reverse,
+                                                matmul_dtype=md, keep_residuals=keep_residuals)
+        if not keep_residuals:
+            carries = carries[:1]
         return carries[0], final, carries, extras, XU
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
@@ -587,7 +594,7 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
     return H, P
 
 
-KERNELS = ("auto", "scan", "persistent")
+KERNELS = ("auto", "scan", "persistent", "native")
 
 
 def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
@@ -637,9 +644,20 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
 
 def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None,
                   record=None, noise=False, projected=False, heads=1) -> str:
-    """``"scan"`` or ``"persistent"``: the loop implementation for one layer."""
+    """``"scan"``, ``"persistent"`` or ``"native"``: the loop implementation for one layer."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+    if kernel == "native":  # the forward loop only (jrnn/native.py); the backward is the scan's
+        if backward == "autodiff":
+            raise ValueError("kernel='native' has a hand-written backward only: "
+                             "backward='autodiff' differentiates the scan (use kernel='scan')")
+        reason = native.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
+                                    reset=reset, record=record, noise=noise,
+                                    projected=projected, heads=heads)
+        if reason is not None:
+            raise ValueError(f"kernel='native' cannot run this layer: {reason}; "
+                             "use kernel='scan' or 'auto'")
+        return "native"
     if backward == "autodiff":
         if kernel == "persistent":
             raise ValueError("kernel='persistent' has a hand-written backward only: "
@@ -725,8 +743,10 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         of the same forward: the reference, and the path for forward mode).
       kernel: how the manual path runs its two loops: ``"scan"`` (``lax.scan``),
         ``"persistent"`` (one GPU kernel per loop, :mod:`jrnn.persistent`; an error
-        names the reason where it cannot), or ``"auto"``: the persistent kernel on
-        a GPU where it supports the layer and was measured faster, else the scan.
+        names the reason where it cannot), ``"native"`` (the forward loop as one C++
+        call on the CPU, :mod:`jrnn.native`, LSTM float32 only; the backward stays the
+        scan's), or ``"auto"``: the persistent kernel on a GPU where it supports the
+        layer and was measured faster, else the scan.
       recurrent_mask: optional (B, H) multiplier of h_{t−1} where it feeds the
         recurrent product, the same at every step: variational recurrent dropout
         (Gal & Ghahramani 2016) with the mask already scaled by 1/(1 − p).

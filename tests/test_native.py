@@ -13,6 +13,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _inputs(T, B, H, seed=0, bias=True, scale=0.5):
+    """Float64 where x64 is on (the tests' conftest): the kernel computes in float32 and
+    is compared with the scan in float64."""
     ks = jax.random.split(jax.random.PRNGKey(seed), 5)
     A = tuple(jax.random.normal(k, (T, B, H)) for k in jax.random.split(ks[0], 4))
     W = jax.random.normal(ks[1], (4 * H, H)) * scale / np.sqrt(H)
@@ -95,3 +97,56 @@ def test_unsupported_reasons():
     assert "LSTM only" in native.unsupported("gru", 16, jnp.float32)
     assert "float32 only" in native.unsupported("lstm", 16, jnp.float64)
     assert "mask" in native.unsupported("lstm", 16, jnp.float32, mask=jnp.ones((2, 2), bool))
+
+
+def _driver_problem(T=9, B=5, D=6, H=13, seed=3):
+    import jrnn
+    k = jax.random.split(jax.random.key(seed), 7)
+    f32 = jnp.float32
+    U = 0.5 * jax.random.normal(k[0], (4 * H, D), f32)
+    W = 0.3 * jax.random.normal(k[1], (4 * H, H), f32)
+    b, b_r = (jax.random.normal(kk, (4 * H,), f32) for kk in k[2:4])
+    xs = jax.random.normal(k[4], (T, B, D), f32)
+    h0 = 0.5 * jax.random.normal(k[5], (B, H), f32)
+    weights = jax.random.normal(k[6], (T, B, H), f32)
+    return (U, W, b, b_r, xs, jrnn.cells.LSTMState(h0, -h0)), weights
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("B", [1, 5, 8])
+def test_driver_native_equals_scan(reverse, B):
+    """jrnn.rnn(kernel="native"): outputs, and gradients through the scan's backward fed
+    the kernel's residuals, equal kernel="scan"'s."""
+    import jrnn
+    from tests.helpers import TOL, rel_error
+    args, weights = _driver_problem(B=B)
+
+    def loss(kernel):
+        def f(U, W, b, b_r, xs, h0):
+            hs, final = jrnn.rnn("lstm", U, W, b, xs, h0, b_r=b_r, reverse=reverse,
+                                 kernel=kernel)
+            return jnp.sum(weights[:, :B] * jnp.sin(hs)) + sum(
+                jnp.sum(f ** 2) for f in jax.tree.leaves(final))
+        return f
+
+    value, grads = jax.jit(jax.value_and_grad(loss("native"), argnums=range(6)))(*args)
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(loss("scan"), argnums=range(6)))(*args)
+    assert rel_error(value, ref_value) <= TOL[jnp.float32]
+    assert rel_error(grads, ref_grads) <= TOL[jnp.float32]
+    # the undifferentiated forward (no residuals written)
+    assert rel_error(jax.jit(loss("native"))(*args), ref_value) <= TOL[jnp.float32]
+
+
+def test_driver_native_refuses_what_it_cannot_run():
+    import jrnn
+    (U, W, b, b_r, xs, h0), _ = _driver_problem()
+    with pytest.raises(ValueError, match="native.*LSTM only"):
+        jrnn.rnn("gru", jnp.zeros((39, 6), jnp.float32), jnp.zeros((39, 13), jnp.float32),
+                 None, xs, kernel="native")
+    with pytest.raises(ValueError, match="native.*float32 only"):
+        jrnn.rnn("lstm", U.astype(jnp.float64), W.astype(jnp.float64), b.astype(jnp.float64),
+                 xs.astype(jnp.float64), kernel="native")
+    with pytest.raises(ValueError, match="native.*mask"):
+        jrnn.rnn("lstm", U, W, b, xs, h0, lengths=jnp.array([9, 8, 7, 6, 5]), kernel="native")
+    with pytest.raises(ValueError, match="autodiff"):
+        jrnn.rnn("lstm", U, W, b, xs, h0, backward="autodiff", kernel="native")
