@@ -35,10 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
-           "pack_weights", "threads"]
+           "forward_inputs", "pack_weights", "threads"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "lstm.cc"
 _TARGET = "jrnn_lstm_forward"
+_TARGET_X = "jrnn_lstm_forward_inputs"
 _state = {"loaded": False, "error": None}
 
 
@@ -115,6 +116,8 @@ def load(build_if_missing: Optional[bool] = None) -> bool:
         lib = ctypes.cdll.LoadLibrary(str(path))
         jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.JrnnLstmForward),
                                     platform="cpu")
+        jax.ffi.register_ffi_target(_TARGET_X, jax.ffi.pycapsule(lib.JrnnLstmForwardX),
+                                    platform="cpu")
         _state["loaded"] = True
     except Exception as e:  # noqa: BLE001 - any failure means: not available, and why
         _state["error"] = f"{type(e).__name__}: {e}"
@@ -170,14 +173,55 @@ def unsupported(cell, H: int, dtype, matmul_dtype=None, *, mask=None, reset=None
     return None
 
 
-def pack_weights(W):
-    """W (4H, H) -> (⌈H/8⌉, H, 4, 8): for each block of 8 hidden units, row k holds the
-    four gates' 8 weights on h_k side by side (units past H zero)."""
-    H = W.shape[1]
+def pack_weights(W, H: Optional[int] = None):
+    """A gate-stacked weight (4H, K) -> (⌈H/8⌉, K, 4, 8): for each block of 8 hidden units,
+    row k holds the four gates' 8 weights on input k side by side (units past H zero).
+    W (4H, H) and U (4H, D) are packed alike."""
+    K = W.shape[1]
+    H = W.shape[0] // 4 if H is None else H
     nb = -(-H // 8)
-    Wg = W.reshape(4, H, H)
+    Wg = W.reshape(4, H, K)
     Wg = jnp.pad(Wg, ((0, 0), (0, nb * 8 - H), (0, 0)))
-    return Wg.reshape(4, nb, 8, H).transpose(1, 3, 0, 2)
+    return Wg.reshape(4, nb, 8, K).transpose(1, 3, 0, 2)
+
+
+def _out_types(T, B, H, keep_residuals):
+    dt = jnp.float32
+    seq = jax.ShapeDtypeStruct((T, B, H), dt)
+    row = jax.ShapeDtypeStruct((B, H), dt)
+    kept = seq if keep_residuals else jax.ShapeDtypeStruct((0,), dt)
+    return [seq, kept, kept, kept, kept, kept, row, row]
+
+
+def _results(outs, keep_residuals):
+    hs, cs, i, f, g, o, hT, cT = outs
+    if not keep_residuals:
+        return (hs, None), None, (hT, cT)
+    return (hs, cs), (i, f, g, o), (hT, cT)
+
+
+def forward_inputs(cell, xs, U, b, W, b_r, carry0, *, reverse: bool, matmul_dtype=None,
+                   keep_residuals: bool = True, num_threads: Optional[int] = None):
+    """:func:`forward` with the input projection inside the kernel's step: z_t = x_t Uᵀ +
+    h_{t−1} Wᵀ + b + b_r from xs (T, B, D) and U (4H, D), so that no hoisted (T, B, 4H)
+    array is written. Same returns as :func:`forward`."""
+    if not load():
+        raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    T, B, _ = xs.shape
+    H = W.shape[1]
+    dt = jnp.float32
+    bias = None if b is None else b.astype(dt)
+    if b_r is not None:
+        bias = b_r.astype(dt) if bias is None else bias + b_r.astype(dt)
+    has_bias = bias is not None
+    call = jax.ffi.ffi_call(_TARGET_X, _out_types(T, B, H, keep_residuals),
+                            vmap_method="sequential")
+    outs = call(xs.astype(dt), pack_weights(U.astype(dt), H), pack_weights(W.astype(dt)),
+                bias if has_bias else jnp.zeros((1,), dt),
+                carry0[0].astype(dt), carry0[1].astype(dt),
+                reverse=bool(reverse), has_bias=has_bias, keep=bool(keep_residuals),
+                threads=np.int64(num_threads or threads()))
+    return _results(outs, keep_residuals)
 
 
 def forward(cell, A, W, b_r, carry0, *, reverse: bool, matmul_dtype=None,
@@ -193,22 +237,15 @@ def forward(cell, A, W, b_r, carry0, *, reverse: bool, matmul_dtype=None,
         raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
     T, B, H = A[0].shape
     dt = jnp.float32
-    seq = jax.ShapeDtypeStruct((T, B, H), dt)
-    row = jax.ShapeDtypeStruct((B, H), dt)
-    none = jax.ShapeDtypeStruct((0,), dt)
-    kept = seq if keep_residuals else none
-    out_types = [seq, kept, kept, kept, kept, kept, row, row]
     has_bias = b_r is not None
     br = b_r.astype(dt) if has_bias else jnp.zeros((1,), dt)
-    call = jax.ffi.ffi_call(_TARGET, out_types, vmap_method="sequential")
-    hs, cs, i, f, g, o, hT, cT = call(
-        *(a.astype(dt) for a in A), pack_weights(W.astype(dt)), br,
-        carry0[0].astype(dt), carry0[1].astype(dt),
-        reverse=bool(reverse), has_bias=bool(has_bias), keep=bool(keep_residuals),
-        threads=np.int64(num_threads or threads()))
-    if not keep_residuals:
-        return (hs, None), None, (hT, cT)
-    return (hs, cs), (i, f, g, o), (hT, cT)
+    call = jax.ffi.ffi_call(_TARGET, _out_types(T, B, H, keep_residuals),
+                            vmap_method="sequential")
+    outs = call(*(a.astype(dt) for a in A), pack_weights(W.astype(dt)), br,
+                carry0[0].astype(dt), carry0[1].astype(dt),
+                reverse=bool(reverse), has_bias=bool(has_bias), keep=bool(keep_residuals),
+                threads=np.int64(num_threads or threads()))
+    return _results(outs, keep_residuals)
 
 
 def _main(argv) -> int:

@@ -80,7 +80,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jrnn import _blockdiag, _checks, _diagnostics, _matmul, native, persistent
+from jrnn import _blockdiag, _checks, _diagnostics, _matmul, persistent
 from jrnn import cells as _cells
 
 __all__ = ["rnn", "default_unroll", "lengths_to_mask"]
@@ -299,6 +299,13 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
+    if static.kernel == "native":  # the forward loop in C++, the input projection in its step
+        from jrnn import native
+        carries, extras, final = native.forward_inputs(     # (jrnn/native.py); backward: the scan
+            cell, xs, U, b, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
+            keep_residuals=keep_residuals)
+        carries = carries if keep_residuals else carries[:1]
+        return carries[0], final, carries, extras, None
     in_loop = in_loop and static.kernel == "scan"
     U_t = (U if md is None else U.astype(md)).T if in_loop else None  # (D, G·H), as W_t
     XU = xs if in_loop else _project(xs, U, G, md)
@@ -307,13 +314,6 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
         A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
         carries, extras, final = persistent.forward(cell, A, W, b_r, carry0,
                                                     reverse=static.reverse, matmul_dtype=md)
-        return carries[0], final, carries, extras, XU
-    if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py); backward: the scan
-        A = XU if b_g is None else tuple(x + bias[None, None, :] for x, bias in zip(XU, b_g))
-        carries, extras, final = native.forward(cell, A, W, b_r, carry0, reverse=static.reverse,
-                                                matmul_dtype=md, keep_residuals=keep_residuals)
-        if not keep_residuals:
-            carries = carries[:1]
         return carries[0], final, carries, extras, XU
     # Cast and transpose once, outside the loop: XLA:CPU multiplies h (B, H) by
     # a (H, G·H) matrix 1.8× faster than by the transposed layout, which it
@@ -648,6 +648,7 @@ def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
     if kernel == "native":  # the forward loop only (jrnn/native.py); the backward is the scan's
+        from jrnn import native
         if backward == "autodiff":
             raise ValueError("kernel='native' has a hand-written backward only: "
                              "backward='autodiff' differentiates the scan (use kernel='scan')")

@@ -53,6 +53,27 @@ def test_forward_matches_scan(T, B, H, reverse, threads):
         _close(g, w)
 
 
+@pytest.mark.parametrize("T,B,D,H", [(12, 4, 5, 16), (7, 1, 3, 8), (9, 7, 10, 13)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("biases", ["both", "b", "none"])
+def test_forward_inputs_matches_scan(T, B, D, H, reverse, threads, biases):
+    """The input projection inside the kernel's step against the hoisted one in the scan."""
+    _, W, b_r, carry0 = _inputs(T, B, H)
+    ks = jax.random.split(jax.random.PRNGKey(7), 3)
+    xs = jax.random.normal(ks[0], (T, B, D))
+    U = jax.random.normal(ks[1], (4 * H, D)) / np.sqrt(D)
+    b = None if biases == "none" else jax.random.normal(ks[2], (4 * H,)) * 0.1
+    b_r = b_r if biases == "both" else None
+    XU = jnp.einsum("tbd,gd->tbg", xs, U) + (0 if b is None else b[None, None])
+    want = _scan(tuple(jnp.split(XU, 4, axis=-1)), W, b_r, carry0, reverse)
+    got = native.forward_inputs("lstm", xs, U, b, W, b_r, carry0, reverse=reverse,
+                                num_threads=threads)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.shape == w.shape
+        _close(g, w)
+
+
 def test_forward_saturated_and_no_bias():
     """Large pre-activations (saturated gates, tanh clamped) and b_r = None."""
     A, W, b_r, carry0 = _inputs(10, 3, 24, seed=1, bias=False, scale=4.0)

@@ -117,7 +117,11 @@ inline void store_n(float* p, __m256 v, int n) {
 
 struct Problem {
   int64_t T, B, H, nb;
-  const float* A[4];   // (T, B, H) each: the hoisted input projection with its bias
+  const float* A[4];   // (T, B, H) each: the hoisted input projection with its bias, or
+                       // null: then the projection runs in the step from X and Up
+  const float* X;      // (T, B, D) inputs, or null
+  const float* Up;     // (nb, D, 4, 8): U packed as W is
+  int64_t D;
   const float* Wp;     // (nb, H, 4, 8)
   const float* br;     // (4H,) or null
   const float* h0;     // (B, H)
@@ -142,28 +146,36 @@ inline void block(const Problem& P, int64_t t, const float* hprev, const float* 
   __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
   __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
   __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-  const float* h0p = hprev + r0 * H;
-  const float* h1p = RB > 1 ? h0p + H : h0p;
-  const float* h2p = RB > 2 ? h0p + 2 * H : h0p;
-  for (int64_t k = 0; k < H; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(w + k * 32);
-    const __m256 w1 = _mm256_loadu_ps(w + k * 32 + 8);
-    const __m256 w2 = _mm256_loadu_ps(w + k * 32 + 16);
-    const __m256 w3 = _mm256_loadu_ps(w + k * 32 + 24);
-    const __m256 x0 = _mm256_broadcast_ss(h0p + k);
-    a00 = _mm256_fmadd_ps(x0, w0, a00); a01 = _mm256_fmadd_ps(x0, w1, a01);
-    a02 = _mm256_fmadd_ps(x0, w2, a02); a03 = _mm256_fmadd_ps(x0, w3, a03);
-    if (RB > 1) {
-      const __m256 x1 = _mm256_broadcast_ss(h1p + k);
-      a10 = _mm256_fmadd_ps(x1, w0, a10); a11 = _mm256_fmadd_ps(x1, w1, a11);
-      a12 = _mm256_fmadd_ps(x1, w2, a12); a13 = _mm256_fmadd_ps(x1, w3, a13);
-    }
-    if (RB > 2) {
-      const __m256 x2 = _mm256_broadcast_ss(h2p + k);
-      a20 = _mm256_fmadd_ps(x2, w0, a20); a21 = _mm256_fmadd_ps(x2, w1, a21);
-      a22 = _mm256_fmadd_ps(x2, w2, a22); a23 = _mm256_fmadd_ps(x2, w3, a23);
-    }
+  // One pass over K rows of a panel (K, 4, 8) against RB rows of `rows` (row stride ld).
+#define JRNN_PANEL_LOOP(rows, ld, panel, K)                                          \
+  {                                                                                  \
+    const float* p0 = (rows);                                                        \
+    const float* p1 = RB > 1 ? p0 + (ld) : p0;                                       \
+    const float* p2 = RB > 2 ? p0 + 2 * (ld) : p0;                                   \
+    const float* pw = (panel);                                                       \
+    for (int64_t k = 0; k < (K); ++k) {                                              \
+      const __m256 w0 = _mm256_loadu_ps(pw + k * 32);                                \
+      const __m256 w1 = _mm256_loadu_ps(pw + k * 32 + 8);                            \
+      const __m256 w2 = _mm256_loadu_ps(pw + k * 32 + 16);                           \
+      const __m256 w3 = _mm256_loadu_ps(pw + k * 32 + 24);                           \
+      const __m256 x0 = _mm256_broadcast_ss(p0 + k);                                 \
+      a00 = _mm256_fmadd_ps(x0, w0, a00); a01 = _mm256_fmadd_ps(x0, w1, a01);        \
+      a02 = _mm256_fmadd_ps(x0, w2, a02); a03 = _mm256_fmadd_ps(x0, w3, a03);        \
+      if (RB > 1) {                                                                  \
+        const __m256 x1 = _mm256_broadcast_ss(p1 + k);                               \
+        a10 = _mm256_fmadd_ps(x1, w0, a10); a11 = _mm256_fmadd_ps(x1, w1, a11);      \
+        a12 = _mm256_fmadd_ps(x1, w2, a12); a13 = _mm256_fmadd_ps(x1, w3, a13);      \
+      }                                                                              \
+      if (RB > 2) {                                                                  \
+        const __m256 x2 = _mm256_broadcast_ss(p2 + k);                               \
+        a20 = _mm256_fmadd_ps(x2, w0, a20); a21 = _mm256_fmadd_ps(x2, w1, a21);      \
+        a22 = _mm256_fmadd_ps(x2, w2, a22); a23 = _mm256_fmadd_ps(x2, w3, a23);      \
+      }                                                                              \
+    }                                                                                \
   }
+  if (P.X) JRNN_PANEL_LOOP(P.X + (t * P.B + r0) * P.D, P.D, P.Up + jb * P.D * 32, P.D)
+  JRNN_PANEL_LOOP(hprev + r0 * H, H, w, H)
+#undef JRNN_PANEL_LOOP
   const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
   const int64_t u0 = jb * 8;
   const int n = (int)std::min<int64_t>(8, H - u0);
@@ -175,7 +187,8 @@ inline void block(const Problem& P, int64_t t, const float* hprev, const float* 
     const int64_t row = (r0 + r) * H + u0;           // into (B, H)
     __m256 z[4];
     for (int g = 0; g < 4; ++g)
-      z[g] = _mm256_add_ps(_mm256_add_ps(acc[r][g], bias[g]), load_n(P.A[g] + off, n));
+      z[g] = P.X ? _mm256_add_ps(acc[r][g], bias[g])
+                 : _mm256_add_ps(_mm256_add_ps(acc[r][g], bias[g]), load_n(P.A[g] + off, n));
 #ifdef JRNN_NO_GATES
     const __m256 i = z[0], f = z[1], gg = z[2], o = z[3];
     const __m256 c = _mm256_fmadd_ps(f, load_n(cprev + row, n), _mm256_mul_ps(i, gg));
@@ -253,6 +266,20 @@ void run(Problem& P, int64_t threads) {
   for (auto& th : pool) th.join();
 }
 
+ffi::Error Outputs(Problem& P, ffi::ResultBuffer<ffi::F32>& hs, ffi::ResultBuffer<ffi::F32>& cs,
+                   ffi::ResultBuffer<ffi::F32>& gi, ffi::ResultBuffer<ffi::F32>& gf,
+                   ffi::ResultBuffer<ffi::F32>& gg, ffi::ResultBuffer<ffi::F32>& go,
+                   ffi::ResultBuffer<ffi::F32>& hT, ffi::ResultBuffer<ffi::F32>& cT, bool keep) {
+  P.hs = hs->typed_data();
+  P.cs = keep ? cs->typed_data() : nullptr;
+  P.gates[0] = keep ? gi->typed_data() : nullptr;
+  P.gates[1] = keep ? gf->typed_data() : nullptr;
+  P.gates[2] = keep ? gg->typed_data() : nullptr;
+  P.gates[3] = keep ? go->typed_data() : nullptr;
+  P.hT = hT->typed_data(); P.cT = cT->typed_data();
+  return ffi::Error::Success();
+}
+
 ffi::Error Forward(ffi::Buffer<ffi::F32> ai, ffi::Buffer<ffi::F32> af, ffi::Buffer<ffi::F32> ag,
                    ffi::Buffer<ffi::F32> ao, ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> br,
                    ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
@@ -283,6 +310,35 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> ai, ffi::Buffer<ffi::F32> af, ffi::Buff
   return ffi::Error::Success();
 }
 
+// The same loop with the input projection in the step: z = x_t Uᵀ + h_{t-1} Wᵀ + bias, from
+// xs (T, B, D) and U packed as W is (no hoisted (T, B, 4H) array is ever written).
+ffi::Error ForwardX(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
+                    ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
+                    ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
+                    ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gi,
+                    ffi::ResultBuffer<ffi::F32> gf, ffi::ResultBuffer<ffi::F32> gg,
+                    ffi::ResultBuffer<ffi::F32> go, ffi::ResultBuffer<ffi::F32> hT,
+                    ffi::ResultBuffer<ffi::F32> cT, bool reverse, bool has_bias, bool keep,
+                    int64_t threads) {
+  auto d = xs.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("xs: expected (T, B, D)");
+  auto hd = h0.dimensions();
+  if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
+  Problem P{};
+  P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nb = (P.H + 7) / 8;
+  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
+  if ((int64_t)up.element_count() != P.nb * P.D * 32)
+    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 4, 8)");
+  P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.br = has_bias ? bias.typed_data() : nullptr;
+  P.h0 = h0.typed_data(); P.c0 = c0.typed_data();
+  Outputs(P, hs, cs, gi, gf, gg, go, hT, cT, keep);
+  P.reverse = reverse;
+  run(P, threads);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForward, Forward,
@@ -293,6 +349,27 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForward, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // A_o
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W packed
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // i (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // f
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_T
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("has_bias")
+                                  .Attr<bool>("keep")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForwardX, ForwardX,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs (T, B, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0
                                   .Arg<ffi::Buffer<ffi::F32>>()  // c0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // hs
@@ -339,3 +416,4 @@ int main(int argc, char** argv) {
   return 0;
 }
 #endif
+
