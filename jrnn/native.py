@@ -42,6 +42,11 @@ _TARGET = "jrnn_lstm_forward"
 _TARGET_X = "jrnn_lstm_forward_inputs"
 _state = {"loaded": False, "error": None}
 
+# Whether kernel="native" computes the input projection x_t Uᵀ inside the kernel's step
+# (:func:`forward_inputs`) rather than hoisted before it as one XLA product
+# (:func:`forward`). Read at trace time; measured in jrnn/bench/native.py.
+PROJECT_IN_STEP = True
+
 
 def _flags() -> list:
     return ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c++17", "-pthread",

@@ -299,11 +299,19 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
-    if static.kernel == "native":  # the forward loop in C++, the input projection in its step
+    if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py); backward: the scan
         from jrnn import native
-        carries, extras, final = native.forward_inputs(     # (jrnn/native.py); backward: the scan
-            cell, xs, U, b, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
-            keep_residuals=keep_residuals)
+        if native.PROJECT_IN_STEP:
+            carries, extras, final = native.forward_inputs(
+                cell, xs, U, b, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
+                keep_residuals=keep_residuals)
+        else:
+            XU = _project(xs, U, G, md)
+            A = XU if b is None else tuple(x + bias[None, None, :]
+                                           for x, bias in zip(XU, gate_blocks(b, G, axis=0)))
+            carries, extras, final = native.forward(
+                cell, A, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
+                keep_residuals=keep_residuals)
         carries = carries if keep_residuals else carries[:1]
         return carries[0], final, carries, extras, None
     in_loop = in_loop and static.kernel == "scan"

@@ -5,11 +5,13 @@ an untimed call, then ``--calls`` timed ones, per round; medians over rounds):
 
 * ``loop``: the forward recurrence alone, from the hoisted projection A (four (T, B, H)
   arrays with their bias) to every h_t, c_t, gate and the final carry: the native kernel
-  (1 and 2 threads; with and without residuals) against the same loop as a ``lax.scan``
+  (1 and 2 threads; with and without residuals; ``in-step``: from xs and U, the projection
+  in the kernel's step) against the same loop as a ``lax.scan``
   (the driver's body: one product per step, the LSTM cell's step), and against
   ``torch.nn.LSTM``'s whole forward (input projection included) under ``no_grad``;
 * ``model``: the suite's tagger (jrnn/bench/suite.py): the loss (forward) and the training
-  step, ``kernel="native"`` against ``kernel="scan"`` against PyTorch (oneDNN).
+  step, ``kernel="native"`` (input projection in the kernel's step, and hoisted:
+  ``native-hoisted``) against ``kernel="scan"`` against PyTorch (oneDNN).
 
     python -m jrnn.bench.native --configs S X --levels loop model
 """
@@ -76,6 +78,14 @@ def loop_impls(cfg):
                 "lstm", A, W, b_r, c0, reverse=False, keep_residuals=keep, num_threads=n))
             impls[f"native {n}t" + ("" if keep else " no-res")] = (
                 lambda f=f: ready(f(A, W, b_r, carry0)))
+    xs = jax.random.normal(k[3], (T, B, D), jnp.float32)
+    U = jax.random.normal(k[4], (4 * H, D), jnp.float32) / D ** 0.5
+    b = jnp.zeros((4 * H,), jnp.float32)
+    for keep in (True, False):
+        f = jax.jit(lambda xs, U, b, W, b_r, c0, keep=keep: native.forward_inputs(
+            "lstm", xs, U, b, W, b_r, c0, reverse=False, keep_residuals=keep))
+        impls["native 2t in-step" + ("" if keep else " no-res")] = (
+            lambda f=f: ready(f(xs, U, b, W, b_r, carry0)))
     import torch
     torch.manual_seed(0)
     rnn = torch.nn.LSTM(D, H)
@@ -92,11 +102,17 @@ def model_impls(cfg):
     xs, ys = suite.data(cfg)
     params = tagger.init(jax.random.key(0), "lstm", cfg.D, cfg.H, cfg.C)
     impls = {}
-    for kernel in ("scan", "native"):
+    for name, kernel, in_step in (("scan", "scan", None), ("native", "native", True),
+                                  ("native-hoisted", "native", False)):
         loss = lambda p, xs, ys, kernel=kernel: tagger.loss(p, xs, ys, unroll=1, kernel=kernel)
         fwd, train = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
-        impls[f"{kernel} forward"] = lambda fwd=fwd: jax.block_until_ready(fwd(params, xs, ys))
-        impls[f"{kernel} train"] = lambda t=train: jax.block_until_ready(t(params, xs, ys))
+        if in_step is not None:  # native.PROJECT_IN_STEP is read at trace time: trace now
+            native.PROJECT_IN_STEP = in_step
+            fwd = fwd.lower(params, xs, ys).compile()
+            train = train.lower(params, xs, ys).compile()
+            native.PROJECT_IN_STEP = True
+        impls[f"{name} forward"] = lambda fwd=fwd: jax.block_until_ready(fwd(params, xs, ys))
+        impls[f"{name} train"] = lambda t=train: jax.block_until_ready(t(params, xs, ys))
     runner = suite.build_torch("lstm", cfg)
     impls["torch forward"] = runner.forward
     impls["torch train"] = runner.train
