@@ -35,17 +35,21 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
-           "forward_inputs", "pack_weights", "threads"]
+           "forward_inputs", "backward", "pack_weights", "pack_weights_backward", "threads"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "lstm.cc"
 _TARGET = "jrnn_lstm_forward"
 _TARGET_X = "jrnn_lstm_forward_inputs"
+_TARGET_B = "jrnn_lstm_backward"
 _state = {"loaded": False, "error": None}
 
 # Whether kernel="native" computes the input projection x_t Uᵀ inside the kernel's step
 # (:func:`forward_inputs`) rather than hoisted before it as one XLA product
 # (:func:`forward`). Read at trace time; measured in jrnn/bench/native.py.
 PROJECT_IN_STEP = True
+# Whether kernel="native" runs the backward loop natively too (:func:`backward`), rather than
+# the driver's reverse scan fed the kernel's residuals. Read at trace time.
+BACKWARD = True
 
 
 def _flags() -> list:
@@ -122,6 +126,8 @@ def load(build_if_missing: Optional[bool] = None) -> bool:
         jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.JrnnLstmForward),
                                     platform="cpu")
         jax.ffi.register_ffi_target(_TARGET_X, jax.ffi.pycapsule(lib.JrnnLstmForwardX),
+                                    platform="cpu")
+        jax.ffi.register_ffi_target(_TARGET_B, jax.ffi.pycapsule(lib.JrnnLstmBackward),
                                     platform="cpu")
         _state["loaded"] = True
     except Exception as e:  # noqa: BLE001 - any failure means: not available, and why
@@ -251,6 +257,35 @@ def forward(cell, A, W, b_r, carry0, *, reverse: bool, matmul_dtype=None,
                 reverse=bool(reverse), has_bias=bool(has_bias), keep=bool(keep_residuals),
                 threads=np.int64(num_threads or threads()))
     return _results(outs, keep_residuals)
+
+
+def pack_weights_backward(W):
+    """W (4H, H) -> (⌈H/32⌉, 4H, 32): for each block of 32 units of h, row j holds W[j, ·]'s
+    32 entries (units past H zero), the right operand of dh_{t−1} = dz W."""
+    H = W.shape[1]
+    nkb = -(-H // 32)
+    Wp = jnp.pad(W, ((0, 0), (0, nkb * 32 - H)))
+    return Wp.reshape(W.shape[0], nkb, 32).transpose(1, 0, 2)
+
+
+def backward(cell, W, carries, extras, carry0, d_hs, d_final, *, reverse: bool,
+             matmul_dtype=None, num_threads: Optional[int] = None):
+    """The reverse loop of BPTT, as :func:`jrnn.persistent.backward`: ``(dA, dR_own,
+    d_carry0)`` with dA the four gates' (T, B, H) cotangents of z (the LSTM's dR is dA:
+    dR_own is four Nones) and d_carry0 = (d h0, d c0)."""
+    if not load():
+        raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    dt = jnp.float32
+    _, cs = carries
+    T, B, H = cs.shape
+    seq = jax.ShapeDtypeStruct((T, B, H), dt)
+    row = jax.ShapeDtypeStruct((B, H), dt)
+    call = jax.ffi.ffi_call(_TARGET_B, [seq] * 4 + [row] * 2, vmap_method="sequential")
+    outs = call(cs.astype(dt), *(e.astype(dt) for e in extras), carry0[1].astype(dt),
+                d_hs.astype(dt), d_final[0].astype(dt), d_final[1].astype(dt),
+                pack_weights_backward(W.astype(dt)),
+                reverse=bool(reverse), threads=np.int64(num_threads or threads()))
+    return tuple(outs[:4]), (None,) * 4, tuple(outs[4:])
 
 
 def _main(argv) -> int:

@@ -454,8 +454,13 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         return (d_in, dcarry0, d_rec, d_params), (dA, dR_own, carry_in[0], dh_t, d_keep, d_out)
 
     d_noise, d_params, d_out = Noise(), None, None
-    if static.kernel == "persistent":
-        dA, dR_own, d_carry0 = persistent.backward(
+    native_backward = False
+    if static.kernel == "native":
+        from jrnn import native
+        native_backward = native.BACKWARD
+    if static.kernel == "persistent" or native_backward:
+        kernels = native if native_backward else persistent
+        dA, dR_own, d_carry0 = kernels.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
             matmul_dtype=md)
         h = carries[0]

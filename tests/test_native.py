@@ -121,6 +121,7 @@ def test_unsupported_reasons():
 
 
 def _driver_problem(T=9, B=5, D=6, H=13, seed=3):
+    """float32 (the kernel's dtype); the scan path's gradients are the reference."""
     import jrnn
     k = jax.random.split(jax.random.key(seed), 7)
     f32 = jnp.float32
@@ -134,19 +135,24 @@ def _driver_problem(T=9, B=5, D=6, H=13, seed=3):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("B", [1, 5, 8])
-def test_driver_native_equals_scan(reverse, B):
-    """jrnn.rnn(kernel="native"): outputs, and gradients through the scan's backward fed
-    the kernel's residuals, equal kernel="scan"'s."""
+@pytest.mark.parametrize("B,H", [(1, 13), (5, 13), (8, 13), (4, 40), (3, 64)])
+@pytest.mark.parametrize("native_backward", [True, False], ids=["native-bwd", "scan-bwd"])
+@pytest.mark.parametrize("project_in_step", [True, False], ids=["in-step", "hoisted"])
+def test_driver_native_equals_scan(reverse, B, H, native_backward, project_in_step,
+                                   monkeypatch):
+    """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward (or
+    the scan's backward fed the kernel's residuals), equal kernel="scan"'s."""
     import jrnn
     from tests.helpers import TOL, rel_error
-    args, weights = _driver_problem(B=B)
+    monkeypatch.setattr(native, "BACKWARD", native_backward)
+    monkeypatch.setattr(native, "PROJECT_IN_STEP", project_in_step)
+    args, weights = _driver_problem(B=B, H=H)
 
     def loss(kernel):
         def f(U, W, b, b_r, xs, h0):
             hs, final = jrnn.rnn("lstm", U, W, b, xs, h0, b_r=b_r, reverse=reverse,
                                  kernel=kernel)
-            return jnp.sum(weights[:, :B] * jnp.sin(hs)) + sum(
+            return jnp.sum(weights * jnp.sin(hs)) + sum(
                 jnp.sum(f ** 2) for f in jax.tree.leaves(final))
         return f
 

@@ -11,7 +11,8 @@ an untimed call, then ``--calls`` timed ones, per round; medians over rounds):
   ``torch.nn.LSTM``'s whole forward (input projection included) under ``no_grad``;
 * ``model``: the suite's tagger (jrnn/bench/suite.py): the loss (forward) and the training
   step, ``kernel="native"`` (input projection in the kernel's step, and hoisted:
-  ``native-hoisted``) against ``kernel="scan"`` against PyTorch (oneDNN).
+  ``native-hoisted``; the backward native, or the scan's: ``native scan-bwd``) against
+  ``kernel="scan"`` against PyTorch (oneDNN).
 
     python -m jrnn.bench.native --configs S X --levels loop model
 """
@@ -102,16 +103,19 @@ def model_impls(cfg):
     xs, ys = suite.data(cfg)
     params = tagger.init(jax.random.key(0), "lstm", cfg.D, cfg.H, cfg.C)
     impls = {}
-    for name, kernel, in_step in (("scan", "scan", None), ("native", "native", True),
-                                  ("native-hoisted", "native", False)):
+    variants = (("scan", "scan", None, None), ("native", "native", True, True),
+                ("native-hoisted", "native", False, True),
+                ("native scan-bwd", "native", True, False))
+    for name, kernel, in_step, native_bwd in variants:
         loss = lambda p, xs, ys, kernel=kernel: tagger.loss(p, xs, ys, unroll=1, kernel=kernel)
         fwd, train = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
-        if in_step is not None:  # native.PROJECT_IN_STEP is read at trace time: trace now
-            native.PROJECT_IN_STEP = in_step
+        if in_step is not None:  # the switches are read at trace time: compile now
+            native.PROJECT_IN_STEP, native.BACKWARD = in_step, native_bwd
             fwd = fwd.lower(params, xs, ys).compile()
             train = train.lower(params, xs, ys).compile()
-            native.PROJECT_IN_STEP = True
-        impls[f"{name} forward"] = lambda fwd=fwd: jax.block_until_ready(fwd(params, xs, ys))
+            native.PROJECT_IN_STEP, native.BACKWARD = True, True
+        if name != "native scan-bwd":  # its forward is native's
+            impls[f"{name} forward"] = lambda f=fwd: jax.block_until_ready(f(params, xs, ys))
         impls[f"{name} train"] = lambda t=train: jax.block_until_ready(t(params, xs, ys))
     runner = suite.build_torch("lstm", cfg)
     impls["torch forward"] = runner.forward

@@ -287,6 +287,169 @@ void run(Problem& P, int64_t threads) {
   if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
 }
 
+// ---- the reverse loop of BPTT (cells/lstm.py's step_vjp, then dh_{t-1} = dz W) ----
+//
+// Per step t in reverse processing order, each thread first its own hidden units:
+//   dh = d_hs[t] + dh_next, tanh_c = tanh(c_t), dc = dc_next + dh o (1 - tanh_c^2),
+//   dz = (dc g i(1-i), dc c_{t-1} f(1-f), dc i (1-g^2), dh tanh_c o(1-o)) -> dA[t],
+//   dc_next = dc f;
+// then, after a barrier (dz of every unit written), its own units of
+//   dh_next = dz W = sum_g dz_g W_g
+// from W packed as Wb[kb][4H][32] (32 output units of h side by side per row of W).
+// dA[t] is a fresh row per step, so one barrier per step is all the exchange needed.
+struct Reverse {
+  int64_t T, B, H, nkb;
+  const float* cs;       // (T, B, H)
+  const float* gates[4]; // (T, B, H) each
+  const float* c0;       // (B, H)
+  const float* dhs;      // (T, B, H)
+  const float* Wb;       // (nkb, 4H, 32)
+  float* dA[4];          // (T, B, H) each
+  float* dh;             // (B, H): dh_next, then d h0
+  float* dc;             // (B, H): dc_next, then d c0
+  bool reverse;          // the forward ran right to left
+};
+
+template <int RB>
+inline void reverse_block(const Reverse& P, int64_t t, int64_t r0, int64_t kb) {
+  const int64_t H = P.H;
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+  __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+  __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+  for (int g = 0; g < 4; ++g) {
+    const float* rows = P.dA[g] + (t * P.B + r0) * H;
+    const float* panel = P.Wb + (kb * 4 * H + g * H) * 32;
+    const float* p0 = rows;
+    const float* p1 = RB > 1 ? p0 + H : p0;
+    const float* p2 = RB > 2 ? p0 + 2 * H : p0;
+    for (int64_t k = 0; k < H; ++k) {
+      const __m256 w0 = _mm256_loadu_ps(panel + k * 32);
+      const __m256 w1 = _mm256_loadu_ps(panel + k * 32 + 8);
+      const __m256 w2 = _mm256_loadu_ps(panel + k * 32 + 16);
+      const __m256 w3 = _mm256_loadu_ps(panel + k * 32 + 24);
+      const __m256 x0 = _mm256_broadcast_ss(p0 + k);
+      a00 = _mm256_fmadd_ps(x0, w0, a00); a01 = _mm256_fmadd_ps(x0, w1, a01);
+      a02 = _mm256_fmadd_ps(x0, w2, a02); a03 = _mm256_fmadd_ps(x0, w3, a03);
+      if (RB > 1) {
+        const __m256 x1 = _mm256_broadcast_ss(p1 + k);
+        a10 = _mm256_fmadd_ps(x1, w0, a10); a11 = _mm256_fmadd_ps(x1, w1, a11);
+        a12 = _mm256_fmadd_ps(x1, w2, a12); a13 = _mm256_fmadd_ps(x1, w3, a13);
+      }
+      if (RB > 2) {
+        const __m256 x2 = _mm256_broadcast_ss(p2 + k);
+        a20 = _mm256_fmadd_ps(x2, w0, a20); a21 = _mm256_fmadd_ps(x2, w1, a21);
+        a22 = _mm256_fmadd_ps(x2, w2, a22); a23 = _mm256_fmadd_ps(x2, w3, a23);
+      }
+    }
+  }
+  const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < 4; ++v) {
+      const int64_t u = kb * 32 + v * 8;
+      if (u >= H) break;
+      store_n(P.dh + (r0 + r) * H + u, acc[r][v], (int)std::min<int64_t>(8, H - u));
+    }
+}
+
+void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+  int sense = 0;
+  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
+  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = P.reverse ? s : T - 1 - s;   // reverse of the forward's order
+    const int64_t tp = P.reverse ? t + 1 : t - 1;  // the step processed before t
+    const bool first = P.reverse ? t == T - 1 : t == 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t u = u0; u < u1; u += 8) {
+        const int n = (int)std::min<int64_t>(8, u1 - u);
+        const int64_t off = t * BH + b * H + u, row = b * H + u;
+        const __m256 i = load_n(P.gates[0] + off, n), f = load_n(P.gates[1] + off, n);
+        const __m256 g = load_n(P.gates[2] + off, n), o = load_n(P.gates[3] + off, n);
+        const __m256 c = load_n(P.cs + off, n);
+        const __m256 cp = first ? load_n(P.c0 + row, n) : load_n(P.cs + tp * BH + row, n);
+        const __m256 dh = _mm256_add_ps(load_n(P.dhs + off, n), load_n(P.dh + row, n));
+        const __m256 tc = tanh8(c);
+        const __m256 dtc = _mm256_mul_ps(_mm256_sub_ps(one, tc), _mm256_add_ps(one, tc));
+        const __m256 dc = _mm256_fmadd_ps(_mm256_mul_ps(dh, o), dtc, load_n(P.dc + row, n));
+        const __m256 di = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, g), i), _mm256_sub_ps(one, i));
+        const __m256 df = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, cp), f), _mm256_sub_ps(one, f));
+        const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(dc, i),
+                                        _mm256_mul_ps(_mm256_sub_ps(one, g), _mm256_add_ps(one, g)));
+        const __m256 dz_o = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, tc), o), _mm256_sub_ps(one, o));
+        store_n(P.dA[0] + off, di, n);
+        store_n(P.dA[1] + off, df, n);
+        store_n(P.dA[2] + off, dg, n);
+        store_n(P.dA[3] + off, dz_o, n);
+        store_n(P.dc + row, _mm256_mul_ps(dc, f), n);
+      }
+    if (bar.n > 1) bar.wait(sense);
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      int64_t r = 0;
+      for (; r + 3 <= B; r += 3) reverse_block<3>(P, t, r, kb);
+      if (B - r == 2) reverse_block<2>(P, t, r, kb);
+      else if (B - r == 1) reverse_block<1>(P, t, r, kb);
+    }
+    // no barrier: the next step's first phase reads only this thread's units of dh and dc
+  }
+}
+
+void run_reverse(Reverse& P, int64_t threads) {
+  if (P.T == 0) return;
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, P.nkb));
+  Barrier bar((int)n);
+  std::vector<std::thread> pool;
+  auto split = [&](int64_t k) { return P.nkb * k / n; };
+  cpu_set_t mask;
+  std::vector<int> cpus;
+  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
+  if (pin)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+  auto pin_to = [&](int64_t k) {
+    if (!pin || (int64_t)cpus.size() < n) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[k], &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+  };
+  for (int64_t k = 1; k < n; ++k)
+    pool.emplace_back([&, k] { pin_to(k); reverse_thread(P, bar, split(k), split(k + 1)); });
+  pin_to(0);
+  reverse_thread(P, bar, split(0), split(1));
+  for (auto& th : pool) th.join();
+  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
+}
+
+ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buffer<ffi::F32> gf,
+                    ffi::Buffer<ffi::F32> gg, ffi::Buffer<ffi::F32> go,
+                    ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dhs,
+                    ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
+                    ffi::Buffer<ffi::F32> wb, ffi::ResultBuffer<ffi::F32> dai,
+                    ffi::ResultBuffer<ffi::F32> daf, ffi::ResultBuffer<ffi::F32> dag,
+                    ffi::ResultBuffer<ffi::F32> dao, ffi::ResultBuffer<ffi::F32> dh0,
+                    ffi::ResultBuffer<ffi::F32> dc0, bool reverse, int64_t threads) {
+  auto d = cs.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("cs: expected (T, B, H)");
+  Reverse P{};
+  P.T = d[0]; P.B = d[1]; P.H = d[2]; P.nkb = (P.H + 31) / 32;
+  if ((int64_t)wb.element_count() != P.nkb * 4 * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), 4H, 32)");
+  P.cs = cs.typed_data();
+  P.gates[0] = gi.typed_data(); P.gates[1] = gf.typed_data();
+  P.gates[2] = gg.typed_data(); P.gates[3] = go.typed_data();
+  P.c0 = c0.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
+  P.dA[0] = dai->typed_data(); P.dA[1] = daf->typed_data();
+  P.dA[2] = dag->typed_data(); P.dA[3] = dao->typed_data();
+  P.dh = dh0->typed_data(); P.dc = dc0->typed_data();
+  const size_t bh = sizeof(float) * P.B * P.H;
+  std::memcpy(P.dh, dh_final.typed_data(), bh);
+  std::memcpy(P.dc, dc_final.typed_data(), bh);
+  P.reverse = reverse;
+  run_reverse(P, threads);
+  return ffi::Error::Success();
+}
+
 ffi::Error Outputs(Problem& P, ffi::ResultBuffer<ffi::F32>& hs, ffi::ResultBuffer<ffi::F32>& cs,
                    ffi::ResultBuffer<ffi::F32>& gi, ffi::ResultBuffer<ffi::F32>& gf,
                    ffi::ResultBuffer<ffi::F32>& gg, ffi::ResultBuffer<ffi::F32>& go,
@@ -404,6 +567,27 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForwardX, ForwardX,
                                   .Attr<bool>("reverse")
                                   .Attr<bool>("has_bias")
                                   .Attr<bool>("keep")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs (T, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // i
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // f
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // o
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0 (B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_hs (T, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d h_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d c_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed (ceil(H/32), 4H, 32)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_i (T, B, H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_f
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d c0
+                                  .Attr<bool>("reverse")
                                   .Attr<int64_t>("threads"));
 
 #ifdef JRNN_NATIVE_BENCH_MAIN
