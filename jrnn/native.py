@@ -1,24 +1,26 @@
-r"""A native CPU kernel for the LSTM's forward recurrence: the whole loop over T as one
-XLA FFI custom call (C++, AVX2/FMA, ``jrnn/csrc/lstm.cc``).
+r"""Native CPU kernels for the LSTM's two loops: the forward recurrence and the reverse
+loop of BPTT, each as one XLA FFI custom call (C++, AVX2/FMA, ``jrnn/csrc/lstm.cc``).
 
 The scan path runs one XLA loop iteration per step, whose recurrent product
 R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Here one call
 runs every step: W packed once into panels of 8 hidden units × 4 gates, each step's
 product in a register-blocked micro-kernel with the gate math fused after it, the hidden
-units split over ``threads`` threads with one spin barrier per step. It replaces exactly the
-driver's forward ``lax.scan``, with :func:`forward`'s interface that of
-:func:`jrnn.persistent.forward`; everything else (the hoisted input projection, the
-backward) stays with the driver.
+units split over ``threads`` threads (each pinned to its own CPU for the call) with one spin
+barrier per step. The input projection x_t Uᵀ runs in the same micro-kernel
+(:func:`forward_inputs`) or hoisted (:func:`forward`, whose interface is that of
+:func:`jrnn.persistent.forward`). :func:`backward` runs the reverse loop (the cell's
+step_vjp per unit, then dh_{t−1} = dz W), as :func:`jrnn.persistent.backward`; dW, dU, db
+and dX stay with the driver, after the loop. ``jrnn.rnn(..., kernel="native")`` uses both.
 
 The compiled library is optional. ``python -m jrnn.native build`` compiles it with the
-system's C++ compiler (``$CXX``, else ``g++``) against jaxlib's FFI headers; :func:`load`
-builds it on first use unless ``JRNN_NATIVE_BUILD=0``. :func:`available` says whether it
-can be loaded, :func:`why_unavailable` why not. The build targets x86-64 with AVX2 and
-FMA; elsewhere it is unavailable.
+system's C++ compiler (``$CXX``, else ``g++``) against jaxlib's FFI headers, into a file
+named by a hash of the source, the flags and jaxlib's version; :func:`load` builds it on
+first use unless ``JRNN_NATIVE_BUILD=0``. :func:`available` says whether it can be loaded,
+:func:`why_unavailable` why not. It needs an x86-64 CPU with AVX2 and FMA.
 
 Limits (:func:`unsupported`): the LSTM cell only, float32 parameters and products, no
 mask/lengths/reset, no recurrent dropout or zoneout, no gradient-flow recording, no
-projection or heads.
+projection or heads; no ``vmap`` beyond a sequential loop, no forward mode.
 """
 from __future__ import annotations
 

@@ -299,7 +299,7 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
-    if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py); backward: the scan
+    if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py)
         from jrnn import native
         if native.PROJECT_IN_STEP:
             carries, extras, final = native.forward_inputs(
@@ -660,7 +660,7 @@ def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None
     """``"scan"``, ``"persistent"`` or ``"native"``: the loop implementation for one layer."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
-    if kernel == "native":  # the forward loop only (jrnn/native.py); the backward is the scan's
+    if kernel == "native":  # both loops in C++ on the CPU (jrnn/native.py)
         from jrnn import native
         if backward == "autodiff":
             raise ValueError("kernel='native' has a hand-written backward only: "
@@ -757,9 +757,9 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         of the same forward: the reference, and the path for forward mode).
       kernel: how the manual path runs its two loops: ``"scan"`` (``lax.scan``),
         ``"persistent"`` (one GPU kernel per loop, :mod:`jrnn.persistent`; an error
-        names the reason where it cannot), ``"native"`` (the forward loop as one C++
-        call on the CPU, :mod:`jrnn.native`, LSTM float32 only; the backward stays the
-        scan's), or ``"auto"``: the persistent kernel on a GPU where it supports the
+        names the reason where it cannot), ``"native"`` (each loop as one C++ call on
+        the CPU, :mod:`jrnn.native`; the LSTM in float32 only; an error names the reason
+        where it cannot), or ``"auto"``: the persistent kernel on a GPU where it supports the
         layer and was measured faster, else the scan.
       recurrent_mask: optional (B, H) multiplier of h_{t−1} where it feeds the
         recurrent product, the same at every step: variational recurrent dropout
