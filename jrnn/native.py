@@ -55,7 +55,7 @@ BACKWARD = True
 
 
 def _flags() -> list:
-    return ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c++17", "-pthread",
+    return ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c++20", "-pthread",
             "-isystem", jax.ffi.include_dir()]
 
 
