@@ -139,7 +139,7 @@ class _Static:
     unroll: int
     matmul_dtype: Any = None  # None or a jnp.dtype (see jrnn/_matmul.py)
     record: Optional[int] = None  # jrnn.diagnostics: this layer's index while recording
-    kernel: str = "scan"  # "scan" (lax.scan) or "persistent" (jrnn/persistent.py)
+    kernel: str = "scan"  # "scan" (lax.scan), "persistent" (jrnn/persistent.py), "native"
     zoneout_p: Optional[tuple] = None  # evaluation-mode zoneout: one probability per carry
     heads: int = 1  # block-diagonal W with this many heads (jrnn/_blockdiag.py); 1: dense
 
@@ -299,6 +299,21 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     """
     cell, md = static.cell, static.matmul_dtype
     G = cell.gates
+    if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py)
+        from jrnn import native
+        if native.PROJECT_IN_STEP:
+            carries, extras, final = native.forward_inputs(
+                cell, xs, U, b, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
+                keep_residuals=keep_residuals)
+        else:
+            XU = _project(xs, U, G, md)
+            A = XU if b is None else tuple(x + bias[None, None, :]
+                                           for x, bias in zip(XU, gate_blocks(b, G, axis=0)))
+            carries, extras, final = native.forward(
+                cell, A, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
+                keep_residuals=keep_residuals)
+        carries = carries if keep_residuals else carries[:1]
+        return carries[0], final, carries, extras, None
     in_loop = in_loop and static.kernel == "scan"
     U_t = (U if md is None else U.astype(md)).T if in_loop else None  # (D, G·H), as W_t
     XU = xs if in_loop else _project(xs, U, G, md)
@@ -439,8 +454,13 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         return (d_in, dcarry0, d_rec, d_params), (dA, dR_own, carry_in[0], dh_t, d_keep, d_out)
 
     d_noise, d_params, d_out = Noise(), None, None
-    if static.kernel == "persistent":
-        dA, dR_own, d_carry0 = persistent.backward(
+    native_backward = False
+    if static.kernel == "native":
+        from jrnn import native
+        native_backward = native.BACKWARD
+    if static.kernel == "persistent" or native_backward:
+        kernels = native if native_backward else persistent
+        dA, dR_own, d_carry0 = kernels.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
             matmul_dtype=md)
         h = carries[0]
@@ -587,7 +607,7 @@ def _check_args(cell, U, W, b, b_r, xs, h0, mask, reset, W_hr=None, heads=1):
     return H, P
 
 
-KERNELS = ("auto", "scan", "persistent")
+KERNELS = ("auto", "scan", "persistent", "native")
 
 
 def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
@@ -637,9 +657,21 @@ def _check_noise(cell, W, xs, recurrent_mask, zoneout, unbatched, H, P):
 
 def choose_kernel(kernel, backward, cell, W, matmul_dtype, mask=None, reset=None,
                   record=None, noise=False, projected=False, heads=1) -> str:
-    """``"scan"`` or ``"persistent"``: the loop implementation for one layer."""
+    """``"scan"``, ``"persistent"`` or ``"native"``: the loop implementation for one layer."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
+    if kernel == "native":  # both loops in C++ on the CPU (jrnn/native.py)
+        from jrnn import native
+        if backward == "autodiff":
+            raise ValueError("kernel='native' has a hand-written backward only: "
+                             "backward='autodiff' differentiates the scan (use kernel='scan')")
+        reason = native.unsupported(cell, W.shape[1], W.dtype, matmul_dtype, mask=mask,
+                                    reset=reset, record=record, noise=noise,
+                                    projected=projected, heads=heads)
+        if reason is not None:
+            raise ValueError(f"kernel='native' cannot run this layer: {reason}; "
+                             "use kernel='scan' or 'auto'")
+        return "native"
     if backward == "autodiff":
         if kernel == "persistent":
             raise ValueError("kernel='persistent' has a hand-written backward only: "
@@ -725,8 +757,10 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
         of the same forward: the reference, and the path for forward mode).
       kernel: how the manual path runs its two loops: ``"scan"`` (``lax.scan``),
         ``"persistent"`` (one GPU kernel per loop, :mod:`jrnn.persistent`; an error
-        names the reason where it cannot), or ``"auto"``: the persistent kernel on
-        a GPU where it supports the layer and was measured faster, else the scan.
+        names the reason where it cannot), ``"native"`` (each loop as one C++ call on
+        the CPU, :mod:`jrnn.native`; the LSTM in float32 only; an error names the reason
+        where it cannot), or ``"auto"``: the persistent kernel on a GPU where it supports the
+        layer and was measured faster, else the scan.
       recurrent_mask: optional (B, H) multiplier of h_{t−1} where it feeds the
         recurrent product, the same at every step: variational recurrent dropout
         (Gal & Ghahramani 2016) with the mask already scaled by 1/(1 − p).

@@ -1,0 +1,635 @@
+// jrnn's LSTM forward recurrence on the CPU as one XLA FFI custom call (jrnn/native.py; built by `python -m jrnn.native build`).
+//
+// Per step t (in processing order): z = A_t + h_{t-1} W^T + b_r, gates (i, f, g, o) =
+// (sigmoid, sigmoid, tanh, sigmoid) of z's four H-blocks, c_t = f c_{t-1} + i g,
+// h_t = o tanh(c_t); the same equations as jrnn/cells/lstm.py, in float32.
+//
+// The product h_{t-1} W^T runs in an AVX2/FMA register-blocked micro-kernel over W packed
+// once by the caller as Wp[nb][H][4][8]: for each block of 8 hidden units, the four gates'
+// 8 columns side by side, so one pass over the panel gives every gate of those units and
+// the gate math follows in registers (R_t is never stored). The hidden units are split in
+// contiguous unit blocks over `threads` threads (this one and threads - 1 std::threads
+// started per call); a spin barrier per step makes h_t complete before step t + 1 reads it.
+// h_t is read back from the output hs, so one barrier per step is all the exchange needed.
+#include <immintrin.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {  // NOLINT
+
+// ---- accurate float32 transcendental functions, 8 lanes ----
+
+// exp: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), ~1 ulp.
+inline __m256 exp8(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-88.3762626647949f);
+  x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, z, x);
+  y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+  __m256i n = _mm256_cvttps_epi32(fx);
+  n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(0x7f)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(n));
+}
+
+// sigmoid(x) = 1 / (1 + exp(-x)), exact division.
+inline __m256 sigmoid8(__m256 x) {
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+  return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+// tanh: Eigen's rational approximation (the one XLA uses for float32), clamped; x itself
+// below 0.0004.
+inline __m256 tanh8(__m256 a) {
+  const __m256 clamp = _mm256_set1_ps(7.90531110763549805f);
+  const __m256 x = _mm256_max_ps(_mm256_min_ps(a, clamp), _mm256_sub_ps(_mm256_setzero_ps(), clamp));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(-2.76076847742355e-16f);
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.00018790482477e-13f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-8.60467152213735e-11f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(5.12229709037114e-08f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.48572235717979e-05f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(6.37261928875436e-04f));
+  p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(4.89352455891786e-03f));
+  p = _mm256_mul_ps(p, x);
+  __m256 q = _mm256_set1_ps(1.19825839466702e-06f);
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(1.18534705686654e-04f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(2.26843463243900e-03f));
+  q = _mm256_fmadd_ps(q, x2, _mm256_set1_ps(4.89352518554385e-03f));
+  const __m256 r = _mm256_div_ps(p, q);
+  const __m256 absa = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a);
+  const __m256 tiny = _mm256_cmp_ps(absa, _mm256_set1_ps(0.0004f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(r, a, tiny);
+}
+
+// ---- a reusable barrier (sense reversal): spins, then sleeps on a futex ----
+// Spinning alone collapses when the machine is oversubscribed (measured: the training step
+// 1.7x slower with two threads than with one beside another process's two); after a short
+// spin a waiter sleeps (std::atomic::wait), and the last to arrive wakes the sleepers only
+// if there are any.
+struct Barrier {
+  explicit Barrier(int n) : n(n) {}
+  void wait(int& local_sense) {
+    local_sense ^= 1;
+    if (count.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      count.store(0, std::memory_order_relaxed);
+      // seq_cst on both sides (store then load here, add then load in a waiter): otherwise
+      // each could miss the other's write and a sleeper never be woken
+      sense.store(local_sense, std::memory_order_seq_cst);
+      if (sleepers.load(std::memory_order_seq_cst) > 0) sense.notify_all();
+    } else {
+      for (int spins = 0; spins < 1000; ++spins) {
+        if (sense.load(std::memory_order_acquire) == local_sense) return;
+        _mm_pause();
+      }
+      sleepers.fetch_add(1, std::memory_order_seq_cst);
+      int seen;
+      while ((seen = sense.load(std::memory_order_seq_cst)) != local_sense) sense.wait(seen);
+      sleepers.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+  const int n;
+  alignas(64) std::atomic<int> count{0};
+  alignas(64) std::atomic<int> sense{0};
+  alignas(64) std::atomic<int> sleepers{0};
+};
+
+// Loads n <= 8 floats (the rest zero) / stores the first n lanes.
+inline __m256 load_n(const float* p, int n) {
+  if (n == 8) return _mm256_loadu_ps(p);
+  alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::memcpy(tmp, p, sizeof(float) * n);
+  return _mm256_load_ps(tmp);
+}
+inline void store_n(float* p, __m256 v, int n) {
+  if (n == 8) { _mm256_storeu_ps(p, v); return; }
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  std::memcpy(p, tmp, sizeof(float) * n);
+}
+
+struct Problem {
+  int64_t T, B, H, nb;
+  const float* A[4];   // (T, B, H) each: the hoisted input projection with its bias, or
+                       // null: then the projection runs in the step from X and Up
+  const float* X;      // (T, B, D) inputs, or null
+  const float* Up;     // (nb, D, 4, 8): U packed as W is
+  int64_t D;
+  const float* Wp;     // (nb, H, 4, 8)
+  const float* br;     // (4H,) or null
+  const float* h0;     // (B, H)
+  const float* c0;     // (B, H)
+  float* hs;           // (T, B, H)
+  float* cs;           // (T, B, H) or null (then c lives in `cwork`)
+  float* gates[4];     // (T, B, H) each, or null
+  float* hT;           // (B, H)
+  float* cT;           // (B, H)
+  float* cwork;        // (B, H) scratch when cs is null
+  bool reverse;
+};
+
+// Rows r0 .. r0 + RB - 1 of one 8-unit block jb at step t: the product and the gate math.
+template <int RB>
+inline void block(const Problem& P, int64_t t, const float* hprev, const float* cprev,
+                  float* hout, float* cout, int64_t r0, int64_t jb) {
+  const int64_t H = P.H;
+  const float* w = P.Wp + jb * H * 32;
+  // The accumulators as named registers: held in an array that the epilogue indexes,
+  // GCC keeps them in memory and stores all twelve at every k (measured 4x slower).
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+  __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+  __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+  // One pass over K rows of a panel (K, 4, 8) against RB rows of `rows` (row stride ld).
+#define JRNN_PANEL_LOOP(rows, ld, panel, K)                                          \
+  {                                                                                  \
+    const float* p0 = (rows);                                                        \
+    const float* p1 = RB > 1 ? p0 + (ld) : p0;                                       \
+    const float* p2 = RB > 2 ? p0 + 2 * (ld) : p0;                                   \
+    const float* pw = (panel);                                                       \
+    for (int64_t k = 0; k < (K); ++k) {                                              \
+      const __m256 w0 = _mm256_loadu_ps(pw + k * 32);                                \
+      const __m256 w1 = _mm256_loadu_ps(pw + k * 32 + 8);                            \
+      const __m256 w2 = _mm256_loadu_ps(pw + k * 32 + 16);                           \
+      const __m256 w3 = _mm256_loadu_ps(pw + k * 32 + 24);                           \
+      const __m256 x0 = _mm256_broadcast_ss(p0 + k);                                 \
+      a00 = _mm256_fmadd_ps(x0, w0, a00); a01 = _mm256_fmadd_ps(x0, w1, a01);        \
+      a02 = _mm256_fmadd_ps(x0, w2, a02); a03 = _mm256_fmadd_ps(x0, w3, a03);        \
+      if (RB > 1) {                                                                  \
+        const __m256 x1 = _mm256_broadcast_ss(p1 + k);                               \
+        a10 = _mm256_fmadd_ps(x1, w0, a10); a11 = _mm256_fmadd_ps(x1, w1, a11);      \
+        a12 = _mm256_fmadd_ps(x1, w2, a12); a13 = _mm256_fmadd_ps(x1, w3, a13);      \
+      }                                                                              \
+      if (RB > 2) {                                                                  \
+        const __m256 x2 = _mm256_broadcast_ss(p2 + k);                               \
+        a20 = _mm256_fmadd_ps(x2, w0, a20); a21 = _mm256_fmadd_ps(x2, w1, a21);      \
+        a22 = _mm256_fmadd_ps(x2, w2, a22); a23 = _mm256_fmadd_ps(x2, w3, a23);      \
+      }                                                                              \
+    }                                                                                \
+  }
+  if (P.X) JRNN_PANEL_LOOP(P.X + (t * P.B + r0) * P.D, P.D, P.Up + jb * P.D * 32, P.D)
+  JRNN_PANEL_LOOP(hprev + r0 * H, H, w, H)
+#undef JRNN_PANEL_LOOP
+  const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
+  const int64_t u0 = jb * 8;
+  const int n = (int)std::min<int64_t>(8, H - u0);
+  __m256 bias[4];
+  for (int g = 0; g < 4; ++g)
+    bias[g] = P.br ? load_n(P.br + g * H + u0, n) : _mm256_setzero_ps();
+  for (int r = 0; r < RB; ++r) {
+    const int64_t off = (t * P.B + r0 + r) * H + u0;  // into (T, B, H)
+    const int64_t row = (r0 + r) * H + u0;           // into (B, H)
+    __m256 z[4];
+    for (int g = 0; g < 4; ++g)
+      z[g] = P.X ? _mm256_add_ps(acc[r][g], bias[g])
+                 : _mm256_add_ps(_mm256_add_ps(acc[r][g], bias[g]), load_n(P.A[g] + off, n));
+#ifdef JRNN_NO_GATES
+    const __m256 i = z[0], f = z[1], gg = z[2], o = z[3];
+    const __m256 c = _mm256_fmadd_ps(f, load_n(cprev + row, n), _mm256_mul_ps(i, gg));
+    const __m256 h = _mm256_mul_ps(o, _mm256_mul_ps(c, _mm256_set1_ps(1e-3f)));
+#else
+    const __m256 i = sigmoid8(z[0]), f = sigmoid8(z[1]), gg = tanh8(z[2]), o = sigmoid8(z[3]);
+    const __m256 c = _mm256_fmadd_ps(f, load_n(cprev + row, n), _mm256_mul_ps(i, gg));
+    const __m256 h = _mm256_mul_ps(o, tanh8(c));
+#endif
+    store_n(hout + row, h, n);
+    store_n(cout + row, c, n);
+    if (P.gates[0]) {
+      store_n(P.gates[0] + off, i, n);
+      store_n(P.gates[1] + off, f, n);
+      store_n(P.gates[2] + off, gg, n);
+      store_n(P.gates[3] + off, o, n);
+    }
+  }
+}
+
+void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
+  int sense = 0;
+  const int64_t T = P.T, B = P.B, BH = P.B * P.H;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = P.reverse ? T - 1 - s : s;
+    const int64_t tp = P.reverse ? t + 1 : t - 1;
+    const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
+    float* hout = P.hs + t * BH;
+    const float* cprev;
+    float* cout;
+    if (P.cs) {
+      cprev = s == 0 ? P.c0 : P.cs + tp * BH;
+      cout = P.cs + t * BH;
+    } else {
+      cprev = s == 0 ? P.c0 : P.cwork;
+      cout = P.cwork;  // each thread reads and writes only its own units: in place is safe
+    }
+    for (int64_t jb = jb0; jb < jb1; ++jb) {
+      int64_t r = 0;
+      for (; r + 3 <= B; r += 3) block<3>(P, t, hprev, cprev, hout, cout, r, jb);
+      if (B - r == 2) block<2>(P, t, hprev, cprev, hout, cout, r, jb);
+      else if (B - r == 1) block<1>(P, t, hprev, cprev, hout, cout, r, jb);
+    }
+    if (bar.n > 1) bar.wait(sense);
+  }
+  // Final carry: this thread's units of the last step processed.
+  const int64_t tl = P.reverse ? 0 : T - 1;
+  const float* cl = P.cs ? P.cs + tl * BH : P.cwork;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t u0 = jb0 * 8, u1 = std::min<int64_t>(jb1 * 8, P.H);
+    if (u1 <= u0) break;
+    std::memcpy(P.hT + b * P.H + u0, P.hs + tl * BH + b * P.H + u0, sizeof(float) * (u1 - u0));
+    std::memcpy(P.cT + b * P.H + u0, cl + b * P.H + u0, sizeof(float) * (u1 - u0));
+  }
+}
+
+void run(Problem& P, int64_t threads) {
+  if (P.T == 0) {
+    std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
+    std::memcpy(P.cT, P.c0, sizeof(float) * P.B * P.H);
+    return;
+  }
+  std::vector<float> cwork;
+  if (!P.cs) {
+    cwork.assign(P.B * P.H, 0.0f);
+    P.cwork = cwork.data();
+  }
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, P.nb));
+  Barrier bar((int)n);
+  std::vector<std::thread> pool;
+  auto split = [&](int64_t k) { return P.nb * k / n; };
+  // Each thread pinned to its own CPU of the caller's set for the call (the caller's mask
+  // restored after): a thread started on the caller's CPU otherwise waits for the
+  // scheduler to move it, and with a barrier per step the whole call waits with it
+  // (measured: calls of a few ms ran 1-3x slower, at random).
+  cpu_set_t mask;
+  std::vector<int> cpus;
+  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
+  if (pin)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+  auto pin_to = [&](int64_t k) {
+    if (!pin || (int64_t)cpus.size() < n) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[k], &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+  };
+  for (int64_t k = 1; k < n; ++k)
+    pool.emplace_back([&, k] { pin_to(k); run_thread(P, bar, split(k), split(k + 1)); });
+  pin_to(0);
+  run_thread(P, bar, split(0), split(1));
+  for (auto& th : pool) th.join();
+  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
+}
+
+// ---- the reverse loop of BPTT (cells/lstm.py's step_vjp, then dh_{t-1} = dz W) ----
+//
+// Per step t in reverse processing order, each thread first its own hidden units:
+//   dh = d_hs[t] + dh_next, tanh_c = tanh(c_t), dc = dc_next + dh o (1 - tanh_c^2),
+//   dz = (dc g i(1-i), dc c_{t-1} f(1-f), dc i (1-g^2), dh tanh_c o(1-o)) -> dA[t],
+//   dc_next = dc f;
+// then, after a barrier (dz of every unit written), its own units of
+//   dh_next = dz W = sum_g dz_g W_g
+// from W packed as Wb[kb][4H][32] (32 output units of h side by side per row of W).
+// dA[t] is a fresh row per step, so one barrier per step is all the exchange needed.
+struct Reverse {
+  int64_t T, B, H, nkb;
+  const float* cs;       // (T, B, H)
+  const float* gates[4]; // (T, B, H) each
+  const float* c0;       // (B, H)
+  const float* dhs;      // (T, B, H)
+  const float* Wb;       // (nkb, 4H, 32)
+  float* dA[4];          // (T, B, H) each
+  float* dh;             // (B, H): dh_next, then d h0
+  float* dc;             // (B, H): dc_next, then d c0
+  bool reverse;          // the forward ran right to left
+};
+
+template <int RB>
+inline void reverse_block(const Reverse& P, int64_t t, int64_t r0, int64_t kb) {
+  const int64_t H = P.H;
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+  __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+  __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+  for (int g = 0; g < 4; ++g) {
+    const float* rows = P.dA[g] + (t * P.B + r0) * H;
+    const float* panel = P.Wb + (kb * 4 * H + g * H) * 32;
+    const float* p0 = rows;
+    const float* p1 = RB > 1 ? p0 + H : p0;
+    const float* p2 = RB > 2 ? p0 + 2 * H : p0;
+    for (int64_t k = 0; k < H; ++k) {
+      const __m256 w0 = _mm256_loadu_ps(panel + k * 32);
+      const __m256 w1 = _mm256_loadu_ps(panel + k * 32 + 8);
+      const __m256 w2 = _mm256_loadu_ps(panel + k * 32 + 16);
+      const __m256 w3 = _mm256_loadu_ps(panel + k * 32 + 24);
+      const __m256 x0 = _mm256_broadcast_ss(p0 + k);
+      a00 = _mm256_fmadd_ps(x0, w0, a00); a01 = _mm256_fmadd_ps(x0, w1, a01);
+      a02 = _mm256_fmadd_ps(x0, w2, a02); a03 = _mm256_fmadd_ps(x0, w3, a03);
+      if (RB > 1) {
+        const __m256 x1 = _mm256_broadcast_ss(p1 + k);
+        a10 = _mm256_fmadd_ps(x1, w0, a10); a11 = _mm256_fmadd_ps(x1, w1, a11);
+        a12 = _mm256_fmadd_ps(x1, w2, a12); a13 = _mm256_fmadd_ps(x1, w3, a13);
+      }
+      if (RB > 2) {
+        const __m256 x2 = _mm256_broadcast_ss(p2 + k);
+        a20 = _mm256_fmadd_ps(x2, w0, a20); a21 = _mm256_fmadd_ps(x2, w1, a21);
+        a22 = _mm256_fmadd_ps(x2, w2, a22); a23 = _mm256_fmadd_ps(x2, w3, a23);
+      }
+    }
+  }
+  const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < 4; ++v) {
+      const int64_t u = kb * 32 + v * 8;
+      if (u >= H) break;
+      store_n(P.dh + (r0 + r) * H + u, acc[r][v], (int)std::min<int64_t>(8, H - u));
+    }
+}
+
+void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+  int sense = 0;
+  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
+  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = P.reverse ? s : T - 1 - s;   // reverse of the forward's order
+    const int64_t tp = P.reverse ? t + 1 : t - 1;  // the step processed before t
+    const bool first = P.reverse ? t == T - 1 : t == 0;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t u = u0; u < u1; u += 8) {
+        const int n = (int)std::min<int64_t>(8, u1 - u);
+        const int64_t off = t * BH + b * H + u, row = b * H + u;
+        const __m256 i = load_n(P.gates[0] + off, n), f = load_n(P.gates[1] + off, n);
+        const __m256 g = load_n(P.gates[2] + off, n), o = load_n(P.gates[3] + off, n);
+        const __m256 c = load_n(P.cs + off, n);
+        const __m256 cp = first ? load_n(P.c0 + row, n) : load_n(P.cs + tp * BH + row, n);
+        const __m256 dh = _mm256_add_ps(load_n(P.dhs + off, n), load_n(P.dh + row, n));
+        const __m256 tc = tanh8(c);
+        const __m256 dtc = _mm256_mul_ps(_mm256_sub_ps(one, tc), _mm256_add_ps(one, tc));
+        const __m256 dc = _mm256_fmadd_ps(_mm256_mul_ps(dh, o), dtc, load_n(P.dc + row, n));
+        const __m256 di = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, g), i), _mm256_sub_ps(one, i));
+        const __m256 df = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, cp), f), _mm256_sub_ps(one, f));
+        const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(dc, i),
+                                        _mm256_mul_ps(_mm256_sub_ps(one, g), _mm256_add_ps(one, g)));
+        const __m256 dz_o = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, tc), o), _mm256_sub_ps(one, o));
+        store_n(P.dA[0] + off, di, n);
+        store_n(P.dA[1] + off, df, n);
+        store_n(P.dA[2] + off, dg, n);
+        store_n(P.dA[3] + off, dz_o, n);
+        store_n(P.dc + row, _mm256_mul_ps(dc, f), n);
+      }
+    if (bar.n > 1) bar.wait(sense);
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      int64_t r = 0;
+      for (; r + 3 <= B; r += 3) reverse_block<3>(P, t, r, kb);
+      if (B - r == 2) reverse_block<2>(P, t, r, kb);
+      else if (B - r == 1) reverse_block<1>(P, t, r, kb);
+    }
+    // no barrier: the next step's first phase reads only this thread's units of dh and dc
+  }
+}
+
+void run_reverse(Reverse& P, int64_t threads) {
+  if (P.T == 0) return;
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, P.nkb));
+  Barrier bar((int)n);
+  std::vector<std::thread> pool;
+  auto split = [&](int64_t k) { return P.nkb * k / n; };
+  cpu_set_t mask;
+  std::vector<int> cpus;
+  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
+  if (pin)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+  auto pin_to = [&](int64_t k) {
+    if (!pin || (int64_t)cpus.size() < n) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[k], &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+  };
+  for (int64_t k = 1; k < n; ++k)
+    pool.emplace_back([&, k] { pin_to(k); reverse_thread(P, bar, split(k), split(k + 1)); });
+  pin_to(0);
+  reverse_thread(P, bar, split(0), split(1));
+  for (auto& th : pool) th.join();
+  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
+}
+
+ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buffer<ffi::F32> gf,
+                    ffi::Buffer<ffi::F32> gg, ffi::Buffer<ffi::F32> go,
+                    ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dhs,
+                    ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
+                    ffi::Buffer<ffi::F32> wb, ffi::ResultBuffer<ffi::F32> dai,
+                    ffi::ResultBuffer<ffi::F32> daf, ffi::ResultBuffer<ffi::F32> dag,
+                    ffi::ResultBuffer<ffi::F32> dao, ffi::ResultBuffer<ffi::F32> dh0,
+                    ffi::ResultBuffer<ffi::F32> dc0, bool reverse, int64_t threads) {
+  auto d = cs.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("cs: expected (T, B, H)");
+  Reverse P{};
+  P.T = d[0]; P.B = d[1]; P.H = d[2]; P.nkb = (P.H + 31) / 32;
+  if ((int64_t)wb.element_count() != P.nkb * 4 * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), 4H, 32)");
+  P.cs = cs.typed_data();
+  P.gates[0] = gi.typed_data(); P.gates[1] = gf.typed_data();
+  P.gates[2] = gg.typed_data(); P.gates[3] = go.typed_data();
+  P.c0 = c0.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
+  P.dA[0] = dai->typed_data(); P.dA[1] = daf->typed_data();
+  P.dA[2] = dag->typed_data(); P.dA[3] = dao->typed_data();
+  P.dh = dh0->typed_data(); P.dc = dc0->typed_data();
+  const size_t bh = sizeof(float) * P.B * P.H;
+  std::memcpy(P.dh, dh_final.typed_data(), bh);
+  std::memcpy(P.dc, dc_final.typed_data(), bh);
+  P.reverse = reverse;
+  run_reverse(P, threads);
+  return ffi::Error::Success();
+}
+
+ffi::Error Outputs(Problem& P, ffi::ResultBuffer<ffi::F32>& hs, ffi::ResultBuffer<ffi::F32>& cs,
+                   ffi::ResultBuffer<ffi::F32>& gi, ffi::ResultBuffer<ffi::F32>& gf,
+                   ffi::ResultBuffer<ffi::F32>& gg, ffi::ResultBuffer<ffi::F32>& go,
+                   ffi::ResultBuffer<ffi::F32>& hT, ffi::ResultBuffer<ffi::F32>& cT, bool keep) {
+  P.hs = hs->typed_data();
+  P.cs = keep ? cs->typed_data() : nullptr;
+  P.gates[0] = keep ? gi->typed_data() : nullptr;
+  P.gates[1] = keep ? gf->typed_data() : nullptr;
+  P.gates[2] = keep ? gg->typed_data() : nullptr;
+  P.gates[3] = keep ? go->typed_data() : nullptr;
+  P.hT = hT->typed_data(); P.cT = cT->typed_data();
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> ai, ffi::Buffer<ffi::F32> af, ffi::Buffer<ffi::F32> ag,
+                   ffi::Buffer<ffi::F32> ao, ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> br,
+                   ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                   ffi::ResultBuffer<ffi::F32> hs, ffi::ResultBuffer<ffi::F32> cs,
+                   ffi::ResultBuffer<ffi::F32> gi, ffi::ResultBuffer<ffi::F32> gf,
+                   ffi::ResultBuffer<ffi::F32> gg, ffi::ResultBuffer<ffi::F32> go,
+                   ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
+                   bool reverse, bool has_bias, bool keep, int64_t threads) {
+  auto d = ai.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("A: expected (T, B, H)");
+  Problem P{};
+  P.T = d[0]; P.B = d[1]; P.H = d[2]; P.nb = (P.H + 7) / 8;
+  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
+  P.A[0] = ai.typed_data(); P.A[1] = af.typed_data(); P.A[2] = ag.typed_data(); P.A[3] = ao.typed_data();
+  P.Wp = wp.typed_data();
+  P.br = has_bias ? br.typed_data() : nullptr;
+  P.h0 = h0.typed_data(); P.c0 = c0.typed_data();
+  P.hs = hs->typed_data();
+  P.cs = keep ? cs->typed_data() : nullptr;
+  P.gates[0] = keep ? gi->typed_data() : nullptr;
+  P.gates[1] = keep ? gf->typed_data() : nullptr;
+  P.gates[2] = keep ? gg->typed_data() : nullptr;
+  P.gates[3] = keep ? go->typed_data() : nullptr;
+  P.hT = hT->typed_data(); P.cT = cT->typed_data();
+  P.reverse = reverse;
+  run(P, threads);
+  return ffi::Error::Success();
+}
+
+// The same loop with the input projection in the step: z = x_t Uᵀ + h_{t-1} Wᵀ + bias, from
+// xs (T, B, D) and U packed as W is (no hoisted (T, B, 4H) array is ever written).
+ffi::Error ForwardX(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
+                    ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
+                    ffi::Buffer<ffi::F32> c0, ffi::ResultBuffer<ffi::F32> hs,
+                    ffi::ResultBuffer<ffi::F32> cs, ffi::ResultBuffer<ffi::F32> gi,
+                    ffi::ResultBuffer<ffi::F32> gf, ffi::ResultBuffer<ffi::F32> gg,
+                    ffi::ResultBuffer<ffi::F32> go, ffi::ResultBuffer<ffi::F32> hT,
+                    ffi::ResultBuffer<ffi::F32> cT, bool reverse, bool has_bias, bool keep,
+                    int64_t threads) {
+  auto d = xs.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("xs: expected (T, B, D)");
+  auto hd = h0.dimensions();
+  if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
+  Problem P{};
+  P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nb = (P.H + 7) / 8;
+  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
+  if ((int64_t)up.element_count() != P.nb * P.D * 32)
+    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 4, 8)");
+  P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.br = has_bias ? bias.typed_data() : nullptr;
+  P.h0 = h0.typed_data(); P.c0 = c0.typed_data();
+  Outputs(P, hs, cs, gi, gf, gg, go, hT, cT, keep);
+  P.reverse = reverse;
+  run(P, threads);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_i
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_f
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_g
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // A_o
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // i (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // f
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_T
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("has_bias")
+                                  .Attr<bool>("keep")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForwardX, ForwardX,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs (T, B, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // cs (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // i (0 elements unless keep)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // f
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_T
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("has_bias")
+                                  .Attr<bool>("keep")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // cs (T, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // i
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // f
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // o
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0 (B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_hs (T, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d h_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d c_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed (ceil(H/32), 4H, 32)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_i (T, B, H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_f
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_g
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d c0
+                                  .Attr<bool>("reverse")
+                                  .Attr<int64_t>("threads"));
+
+#ifdef JRNN_NATIVE_BENCH_MAIN
+// A standalone timing harness (not part of the library): g++ -DJRNN_NATIVE_BENCH_MAIN ...
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+int main(int argc, char** argv) {
+  const int64_t T = atoi(argv[1]), B = atoi(argv[2]), H = atoi(argv[3]), th = atoi(argv[4]);
+  const bool keep = argc > 5 ? atoi(argv[5]) : 1;
+  const int64_t nb = (H + 7) / 8, n = T * B * H;
+  std::vector<float> A(4 * n), Wp(nb * H * 32), br(4 * H, 0.1f), h0(B * H, 0), c0(B * H, 0);
+  std::vector<float> hs(n), cs(n), g(4 * n), hT(B * H), cT(B * H);
+  for (size_t k = 0; k < A.size(); ++k) A[k] = (float)((k * 7919) % 1000) / 500.0f - 1.0f;
+  for (size_t k = 0; k < Wp.size(); ++k) Wp[k] = ((float)((k * 104729) % 1000) / 500.0f - 1.0f) / 16;
+  Problem P{};
+  P.T = T; P.B = B; P.H = H; P.nb = nb;
+  for (int q = 0; q < 4; ++q) P.A[q] = A.data() + q * n;
+  P.Wp = Wp.data(); P.br = br.data(); P.h0 = h0.data(); P.c0 = c0.data();
+  P.hs = hs.data(); P.cs = keep ? cs.data() : nullptr;
+  for (int q = 0; q < 4; ++q) P.gates[q] = keep ? g.data() + q * n : nullptr;
+  P.hT = hT.data(); P.cT = cT.data();
+  for (int rep = 0; rep < 5; ++rep) {
+    auto t0 = std::chrono::steady_clock::now();
+    run(P, th);
+    auto t1 = std::chrono::steady_clock::now();
+    double us = std::chrono::duration<double, std::micro>(t1 - t0).count();
+    printf("T%ld B%ld H%ld threads %ld keep %d: %.2f us/step (%.1f GFLOP/s in the product)\n",
+           T, B, H, th, keep, us / T, 2.0 * B * H * 4 * H * T / us / 1e3);
+  }
+  return 0;
+}
+#endif
+

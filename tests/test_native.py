@@ -1,0 +1,179 @@
+"""The native CPU LSTM kernel (jrnn/native.py, jrnn/csrc/lstm.cc) against the scan."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jrnn import native
+from jrnn.cells import lstm
+
+pytestmark = pytest.mark.skipif(
+    not native.available(), reason=f"jrnn.native unavailable: {native.why_unavailable()}")
+
+
+def _inputs(T, B, H, seed=0, bias=True, scale=0.5):
+    """Float64 where x64 is on (the tests' conftest): the kernel computes in float32 and
+    is compared with the scan in float64."""
+    ks = jax.random.split(jax.random.PRNGKey(seed), 5)
+    A = tuple(jax.random.normal(k, (T, B, H)) for k in jax.random.split(ks[0], 4))
+    W = jax.random.normal(ks[1], (4 * H, H)) * scale / np.sqrt(H)
+    b_r = jax.random.normal(ks[2], (4 * H,)) * 0.1 if bias else None
+    carry0 = (jax.random.normal(ks[3], (B, H)) * 0.5, jax.random.normal(ks[4], (B, H)))
+    return A, W, b_r, carry0
+
+
+def _scan(A, W, b_r, carry0, reverse):
+    """The driver's forward scan for the LSTM (jrnn/recurrence.py), written out."""
+    W_t = W.T
+
+    def step(carry, A_t):
+        R = carry[0] @ W_t + (0 if b_r is None else b_r[None])
+        new, extra = lstm.step(A_t, tuple(jnp.split(R, 4, axis=-1)), carry)
+        return new, (new, extra)
+
+    final, (carries, extras) = lax.scan(step, carry0, A, reverse=reverse)
+    return carries, extras, final
+
+
+def _close(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("T,B,H", [(20, 4, 16), (9, 1, 8), (11, 5, 13), (6, 7, 33), (4, 2, 1)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_forward_matches_scan(T, B, H, reverse, threads):
+    A, W, b_r, carry0 = _inputs(T, B, H)
+    want = jax.jit(_scan, static_argnums=4)(A, W, b_r, carry0, reverse)
+    got = jax.jit(lambda *a: native.forward("lstm", *a, reverse=reverse, num_threads=threads))(
+        A, W, b_r, carry0)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.shape == w.shape
+        _close(g, w)
+
+
+@pytest.mark.parametrize("T,B,D,H", [(12, 4, 5, 16), (7, 1, 3, 8), (9, 7, 10, 13)])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("biases", ["both", "b", "none"])
+def test_forward_inputs_matches_scan(T, B, D, H, reverse, threads, biases):
+    """The input projection inside the kernel's step against the hoisted one in the scan."""
+    _, W, b_r, carry0 = _inputs(T, B, H)
+    ks = jax.random.split(jax.random.PRNGKey(7), 3)
+    xs = jax.random.normal(ks[0], (T, B, D))
+    U = jax.random.normal(ks[1], (4 * H, D)) / np.sqrt(D)
+    b = None if biases == "none" else jax.random.normal(ks[2], (4 * H,)) * 0.1
+    b_r = b_r if biases == "both" else None
+    XU = jnp.einsum("tbd,gd->tbg", xs, U) + (0 if b is None else b[None, None])
+    want = _scan(tuple(jnp.split(XU, 4, axis=-1)), W, b_r, carry0, reverse)
+    got = native.forward_inputs("lstm", xs, U, b, W, b_r, carry0, reverse=reverse,
+                                num_threads=threads)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert g.shape == w.shape
+        _close(g, w)
+
+
+def test_forward_saturated_and_no_bias():
+    """Large pre-activations (saturated gates, tanh clamped) and b_r = None."""
+    A, W, b_r, carry0 = _inputs(10, 3, 24, seed=1, bias=False, scale=4.0)
+    A = tuple(8 * a for a in A)
+    want = _scan(A, W, None, carry0, False)
+    got = native.forward("lstm", A, W, None, carry0, reverse=False)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        _close(g, w)
+
+
+def test_forward_without_residuals():
+    A, W, b_r, carry0 = _inputs(15, 5, 20, seed=2)
+    (hs, cs), extras, final = native.forward("lstm", A, W, b_r, carry0, reverse=True)
+    (hs2, none), no_extras, final2 = native.forward("lstm", A, W, b_r, carry0, reverse=True,
+                                                     keep_residuals=False)
+    assert none is None and no_extras is None
+    np.testing.assert_array_equal(hs2, hs)
+    for a, b in zip(final2, final):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_activations_accurate():
+    """The kernel's sigmoid and tanh within a few float32 ulp of float64 ones, over the
+    range that matters: one step from zero state with W = 0 isolates them."""
+    x = np.linspace(-30, 30, 4001, dtype=np.float32)
+    x = np.concatenate([x, np.float32(10.0) ** np.arange(-8, 0, dtype=np.float32),
+                        -np.float32(10.0) ** np.arange(-8, 0, dtype=np.float32)])
+    H = x.size
+    A = tuple(jnp.asarray(x)[None, None] for _ in range(4))
+    W = jnp.zeros((4 * H, H), jnp.float32)
+    zero = jnp.zeros((1, H), jnp.float32)
+    (_, cs), (i, f, g, o), _ = native.forward("lstm", A, W, None, (zero, zero), reverse=False)
+    x64 = x.astype(np.float64)
+    sig = 1 / (1 + np.exp(-x64))
+    np.testing.assert_allclose(np.asarray(i[0, 0], np.float64), sig, rtol=2e-6, atol=1e-30)
+    np.testing.assert_allclose(np.asarray(g[0, 0], np.float64), np.tanh(x64), rtol=2e-6,
+                               atol=1e-30)
+
+
+def test_unsupported_reasons():
+    assert native.unsupported("lstm", 16, jnp.float32) is None
+    assert "LSTM only" in native.unsupported("gru", 16, jnp.float32)
+    assert "float32 only" in native.unsupported("lstm", 16, jnp.float64)
+    assert "mask" in native.unsupported("lstm", 16, jnp.float32, mask=jnp.ones((2, 2), bool))
+
+
+def _driver_problem(T=9, B=5, D=6, H=13, seed=3):
+    """float32 (the kernel's dtype); the scan path's gradients are the reference."""
+    import jrnn
+    k = jax.random.split(jax.random.key(seed), 7)
+    f32 = jnp.float32
+    U = 0.5 * jax.random.normal(k[0], (4 * H, D), f32)
+    W = 0.3 * jax.random.normal(k[1], (4 * H, H), f32)
+    b, b_r = (jax.random.normal(kk, (4 * H,), f32) for kk in k[2:4])
+    xs = jax.random.normal(k[4], (T, B, D), f32)
+    h0 = 0.5 * jax.random.normal(k[5], (B, H), f32)
+    weights = jax.random.normal(k[6], (T, B, H), f32)
+    return (U, W, b, b_r, xs, jrnn.cells.LSTMState(h0, -h0)), weights
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("B,H", [(1, 13), (5, 13), (8, 13), (4, 40), (3, 64)])
+@pytest.mark.parametrize("native_backward", [True, False], ids=["native-bwd", "scan-bwd"])
+@pytest.mark.parametrize("project_in_step", [True, False], ids=["in-step", "hoisted"])
+def test_driver_native_equals_scan(reverse, B, H, native_backward, project_in_step,
+                                   monkeypatch):
+    """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward (or
+    the scan's backward fed the kernel's residuals), equal kernel="scan"'s."""
+    import jrnn
+    from tests.helpers import TOL, rel_error
+    monkeypatch.setattr(native, "BACKWARD", native_backward)
+    monkeypatch.setattr(native, "PROJECT_IN_STEP", project_in_step)
+    args, weights = _driver_problem(B=B, H=H)
+
+    def loss(kernel):
+        def f(U, W, b, b_r, xs, h0):
+            hs, final = jrnn.rnn("lstm", U, W, b, xs, h0, b_r=b_r, reverse=reverse,
+                                 kernel=kernel)
+            return jnp.sum(weights * jnp.sin(hs)) + sum(
+                jnp.sum(f ** 2) for f in jax.tree.leaves(final))
+        return f
+
+    value, grads = jax.jit(jax.value_and_grad(loss("native"), argnums=range(6)))(*args)
+    ref_value, ref_grads = jax.jit(jax.value_and_grad(loss("scan"), argnums=range(6)))(*args)
+    assert rel_error(value, ref_value) <= TOL[jnp.float32]
+    assert rel_error(grads, ref_grads) <= TOL[jnp.float32]
+    # the undifferentiated forward (no residuals written)
+    assert rel_error(jax.jit(loss("native"))(*args), ref_value) <= TOL[jnp.float32]
+
+
+def test_driver_native_refuses_what_it_cannot_run():
+    import jrnn
+    (U, W, b, b_r, xs, h0), _ = _driver_problem()
+    with pytest.raises(ValueError, match="native.*LSTM only"):
+        jrnn.rnn("gru", jnp.zeros((39, 6), jnp.float32), jnp.zeros((39, 13), jnp.float32),
+                 None, xs, kernel="native")
+    with pytest.raises(ValueError, match="native.*float32 only"):
+        jrnn.rnn("lstm", U.astype(jnp.float64), W.astype(jnp.float64), b.astype(jnp.float64),
+                 xs.astype(jnp.float64), kernel="native")
+    with pytest.raises(ValueError, match="native.*mask"):
+        jrnn.rnn("lstm", U, W, b, xs, h0, lengths=jnp.array([9, 8, 7, 6, 5]), kernel="native")
+    with pytest.raises(ValueError, match="autodiff"):
+        jrnn.rnn("lstm", U, W, b, xs, h0, backward="autodiff", kernel="native")
