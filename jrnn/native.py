@@ -24,7 +24,6 @@ projection or heads; no ``vmap`` beyond a sequential loop, no forward mode.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import subprocess

@@ -177,3 +177,25 @@ def test_driver_native_refuses_what_it_cannot_run():
         jrnn.rnn("lstm", U, W, b, xs, h0, lengths=jnp.array([9, 8, 7, 6, 5]), kernel="native")
     with pytest.raises(ValueError, match="autodiff"):
         jrnn.rnn("lstm", U, W, b, xs, h0, backward="autodiff", kernel="native")
+
+
+def test_build_command_runs():
+    """The README's ``python -m jrnn.native build``: builds (or finds) and loads the library."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "jrnn.native", "build"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("loaded")
+
+
+
+def test_benchmark_runs(capsys):
+    """The README's ``python -m jrnn.bench.native`` (one round at S): every variant beside
+    PyTorch's LSTM, at both levels."""
+    pytest.importorskip("torch")
+    from jrnn.bench import native as bench
+    assert bench.main(["--configs", "S", "--levels", "loop", "model", "--rounds", "1",
+                       "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "native train" in out and "torch train" in out

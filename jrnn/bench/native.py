@@ -142,7 +142,6 @@ def main(argv=None) -> int:
             impls = (loop_impls if level == "loop" else model_impls)(cfg)
             med = _rounds(impls, args.rounds, args.calls)
             print(f"\n{name} {cfg} {level}: median of {args.rounds} rounds x {args.calls} calls")
-            base = med.get("scan") or med.get("scan forward")
             for impl, s in med.items():
                 ref = "torch LSTM fwd" if level == "loop" else (
                     "torch train" if "train" in impl else "torch forward")
