@@ -114,6 +114,36 @@ struct Barrier {
   alignas(64) std::atomic<int> sleepers{0};
 };
 
+// Runs body(barrier, k) for k = 0 .. n-1, k = 0 on the calling thread, each thread pinned to
+// its own CPU of the caller's set for the call (the caller's mask restored after): a thread
+// started on the caller's CPU otherwise waits for the scheduler to move it, and with a
+// barrier per step the whole call waits with it (measured: calls of a few ms ran 1-3x
+// slower, at random).
+template <class Body>
+void on_threads(int64_t n, Body body) {
+  Barrier bar((int)n);
+  cpu_set_t mask;
+  std::vector<int> cpus;
+  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
+  if (pin)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+  auto pin_to = [&](int64_t k) {
+    if (!pin || (int64_t)cpus.size() < n) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[k], &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t k = 1; k < n; ++k)
+    pool.emplace_back([&, k] { pin_to(k); body(bar, k); });
+  pin_to(0);
+  body(bar, 0);
+  for (auto& th : pool) th.join();
+  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
+}
+
 // Loads n <= 8 floats (the rest zero) / stores the first n lanes.
 inline __m256 load_n(const float* p, int n) {
   if (n == 8) return _mm256_loadu_ps(p);
@@ -270,32 +300,9 @@ void run(Problem& P, int64_t threads) {
     P.cwork = cwork.data();
   }
   const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, P.nb));
-  Barrier bar((int)n);
-  std::vector<std::thread> pool;
-  auto split = [&](int64_t k) { return P.nb * k / n; };
-  // Each thread pinned to its own CPU of the caller's set for the call (the caller's mask
-  // restored after): a thread started on the caller's CPU otherwise waits for the
-  // scheduler to move it, and with a barrier per step the whole call waits with it
-  // (measured: calls of a few ms ran 1-3x slower, at random).
-  cpu_set_t mask;
-  std::vector<int> cpus;
-  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
-  if (pin)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
-  auto pin_to = [&](int64_t k) {
-    if (!pin || (int64_t)cpus.size() < n) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpus[k], &one);
-    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
-  };
-  for (int64_t k = 1; k < n; ++k)
-    pool.emplace_back([&, k] { pin_to(k); run_thread(P, bar, split(k), split(k + 1)); });
-  pin_to(0);
-  run_thread(P, bar, split(0), split(1));
-  for (auto& th : pool) th.join();
-  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
+  on_threads(n, [&](Barrier& bar, int64_t k) {
+    run_thread(P, bar, P.nb * k / n, P.nb * (k + 1) / n);
+  });
 }
 
 // ---- the reverse loop of BPTT (cells/lstm.py's step_vjp, then dh_{t-1} = dz W) ----
@@ -408,28 +415,9 @@ void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
 void run_reverse(Reverse& P, int64_t threads) {
   if (P.T == 0) return;
   const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, P.nkb));
-  Barrier bar((int)n);
-  std::vector<std::thread> pool;
-  auto split = [&](int64_t k) { return P.nkb * k / n; };
-  cpu_set_t mask;
-  std::vector<int> cpus;
-  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
-  if (pin)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
-  auto pin_to = [&](int64_t k) {
-    if (!pin || (int64_t)cpus.size() < n) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpus[k], &one);
-    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
-  };
-  for (int64_t k = 1; k < n; ++k)
-    pool.emplace_back([&, k] { pin_to(k); reverse_thread(P, bar, split(k), split(k + 1)); });
-  pin_to(0);
-  reverse_thread(P, bar, split(0), split(1));
-  for (auto& th : pool) th.join();
-  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
+  on_threads(n, [&](Barrier& bar, int64_t k) {
+    reverse_thread(P, bar, P.nkb * k / n, P.nkb * (k + 1) / n);
+  });
 }
 
 ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buffer<ffi::F32> gf,
