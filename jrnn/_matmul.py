@@ -11,7 +11,9 @@ unless ``jax.default_matmul_precision("highest")`` is set: see docs/precision.md
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 MATMUL_DTYPES = (None, "bfloat16", "float16", "float32", "float64")
 
@@ -32,3 +34,19 @@ def einsum(spec: str, a, b, matmul_dtype=None):
         return jnp.einsum(spec, a, b)
     return jnp.einsum(spec, a.astype(matmul_dtype), b.astype(matmul_dtype),
                       preferred_element_type=jnp.result_type(a))
+
+
+def transposed_products(ds, x) -> tuple:
+    """dᵀ x for each d (N, G) of ``ds`` and x (N, P), narrow (P ≪ G).
+
+    XLA:CPU multiplies two row-major operands that share their leading (row) axis up to
+    2.3× slower than the plain product of a transposed copy, so on the CPU xᵀ is copied
+    once (N·P numbers), shared by every d, and each product is xᵀ d, transposed back (P·G
+    numbers); the optimisation barriers keep XLA's simplifier from folding either transpose
+    back into the product (the linear recurrences' whole sequential training step
+    1.14–1.22× faster, benchmarks/NOTES.md). Elsewhere one product each: GPU libraries read
+    transposed operands at full speed."""
+    if jax.default_backend() != "cpu":
+        return tuple(d.T @ x for d in ds)
+    x_t = lax.optimization_barrier(x.T)
+    return tuple(lax.optimization_barrier(x_t @ d).T for d in ds)

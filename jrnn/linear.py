@@ -97,7 +97,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jrnn import _checks, _diagnostics
+from jrnn import _checks, _diagnostics, _matmul
 from jrnn.cells import linear_contract as _contract
 from jrnn.recurrence import check_lengths, default_unroll, lengths_to_mask
 
@@ -375,31 +375,16 @@ def _gain_params(cell, params, da_sum, U, dU, bias, dbias):
                                      None if bias is None else split(dbias))
 
 
-def _transposed_products(ds, x) -> tuple:
-    """dᵀ x for each d (N, G) of ``ds`` and x (N, P), narrow (P ≪ G).
-
-    XLA:CPU multiplies two row-major operands that share their leading (row) axis up to
-    2.3× slower than the plain product of a transposed copy, so on the CPU xᵀ is copied
-    once (N·P numbers), shared by every d, and each product is xᵀ d, transposed back (P·G
-    numbers); the optimisation barriers keep XLA's simplifier from folding either transpose
-    back into the product (the whole sequential training step 1.14–1.22× faster,
-    benchmarks/NOTES.md). Elsewhere one product each: GPU libraries read transposed
-    operands at full speed."""
-    if jax.default_backend() != "cpu":
-        return tuple(d.T @ x for d in ds)
-    x_t = lax.optimization_barrier(x.T)
-    return tuple(lax.optimization_barrier(x_t @ d).T for d in ds)
-
-
 def _weight_products(dP, xs, U, bias, blocks: int):
     """dU = dPᵀ X, dbias = Σ dP (a column of ones in the same product: dP is read once),
     dX = dP U, each one 2-D matmul over all T·B rows."""
     rows = _rows(xs)
     if bias is None:
-        dU, dbias = jnp.concatenate(_transposed_products([_rows(d) for d in dP], rows)), None
+        dU = jnp.concatenate(_matmul.transposed_products([_rows(d) for d in dP], rows))
+        dbias = None
     else:
         ones = jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
-        both = jnp.concatenate(_transposed_products([_rows(d) for d in dP], ones))
+        both = jnp.concatenate(_matmul.transposed_products([_rows(d) for d in dP], ones))
         dU, dbias = both[:, :-1], both[:, -1]
     dxs = sum((_rows(d) @ U_k).reshape(xs.shape)
               for d, U_k in zip(dP, jnp.split(U, blocks, axis=0)))

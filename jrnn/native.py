@@ -6,11 +6,12 @@ R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Her
 runs every step: W packed once into panels of 8 hidden units × 4 gates, each step's
 product in a register-blocked micro-kernel with the gate math fused after it, the hidden
 units split over ``threads`` threads (each pinned to its own CPU for the call) with one spin
-barrier per step. The input projection x_t Uᵀ runs in the same micro-kernel
-(:func:`forward_inputs`) or hoisted (:func:`forward`, whose interface is that of
-:func:`jrnn.persistent.forward`). :func:`backward` runs the reverse loop (the cell's
-step_vjp per unit, then dh_{t−1} = dz W), as :func:`jrnn.persistent.backward`; dW, dU, db
-and dX stay with the driver, after the loop. ``jrnn.rnn(..., kernel="native")`` uses both.
+barrier per step. ``jrnn.rnn(..., kernel="native")`` runs :func:`forward_inputs` (the input
+projection x_t Uᵀ in the same micro-kernel, so that no (T, B, 4H) projection is written)
+and :func:`gradients`: the reverse loop (:func:`backward`: the cell's step_vjp per unit,
+then dh_{t−1} = dz W) writing the four gates' dz side by side, after which dW, dU (with the
+bias) and dX are one product each. :func:`forward` (the projection hoisted, the interface
+of :func:`jrnn.persistent.forward`) is kept for the benchmark and the tests.
 
 The compiled library is optional. ``python -m jrnn.native build`` compiles it with the
 system's C++ compiler (``$CXX``, else ``g++``) against jaxlib's FFI headers, into a file
@@ -35,22 +36,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jrnn import _matmul
+
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
-           "forward_inputs", "backward", "pack_weights", "pack_weights_backward", "threads"]
+           "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
+           "threads"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "lstm.cc"
 _TARGET = "jrnn_lstm_forward"
 _TARGET_X = "jrnn_lstm_forward_inputs"
 _TARGET_B = "jrnn_lstm_backward"
 _state = {"loaded": False, "error": None}
-
-# Whether kernel="native" computes the input projection x_t Uᵀ inside the kernel's step
-# (:func:`forward_inputs`) rather than hoisted before it as one XLA product
-# (:func:`forward`). Read at trace time; measured in jrnn/bench/native.py.
-PROJECT_IN_STEP = True
-# Whether kernel="native" runs the backward loop natively too (:func:`backward`), rather than
-# the driver's reverse scan fed the kernel's residuals. Read at trace time.
-BACKWARD = True
 
 
 def _flags() -> list:
@@ -271,22 +267,54 @@ def pack_weights_backward(W):
 
 def backward(cell, W, carries, extras, carry0, d_hs, d_final, *, reverse: bool,
              matmul_dtype=None, num_threads: Optional[int] = None):
-    """The reverse loop of BPTT, as :func:`jrnn.persistent.backward`: ``(dA, dR_own,
-    d_carry0)`` with dA the four gates' (T, B, H) cotangents of z (the LSTM's dR is dA:
-    dR_own is four Nones) and d_carry0 = (d h0, d c0)."""
+    """The reverse loop of BPTT: ``(dA, d_carry0)``, dA (T, B, 4H) the cotangents of the
+    four gates' pre-activations z side by side ([dz_i | dz_f | dz_g | dz_o], the LSTM's dR
+    is dA) and d_carry0 = (d h0, d c0). From the forward's residuals: ``carries`` (hs, cs),
+    ``extras`` (i, f, g, o), each (T, B, H); ``d_hs`` (T, B, H) and ``d_final`` (d h_T,
+    d c_T) the cotangents of the outputs."""
     if not load():
         raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
     dt = jnp.float32
     _, cs = carries
     T, B, H = cs.shape
-    seq = jax.ShapeDtypeStruct((T, B, H), dt)
     row = jax.ShapeDtypeStruct((B, H), dt)
-    call = jax.ffi.ffi_call(_TARGET_B, [seq] * 4 + [row] * 2, vmap_method="sequential")
-    outs = call(cs.astype(dt), *(e.astype(dt) for e in extras), carry0[1].astype(dt),
-                d_hs.astype(dt), d_final[0].astype(dt), d_final[1].astype(dt),
-                pack_weights_backward(W.astype(dt)),
-                reverse=bool(reverse), threads=np.int64(num_threads or threads()))
-    return tuple(outs[:4]), (None,) * 4, tuple(outs[4:])
+    call = jax.ffi.ffi_call(_TARGET_B, [jax.ShapeDtypeStruct((T, B, 4 * H), dt), row, row],
+                            vmap_method="sequential")
+    dA, dh0, dc0 = call(cs.astype(dt), *(e.astype(dt) for e in extras), carry0[1].astype(dt),
+                        d_hs.astype(dt), d_final[0].astype(dt), d_final[1].astype(dt),
+                        pack_weights_backward(W.astype(dt)),
+                        reverse=bool(reverse), threads=np.int64(num_threads or threads()))
+    return dA, (dh0, dc0)
+
+
+def gradients(xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *, reverse: bool):
+    """A layer's gradients from its forward's residuals: the reverse loop (:func:`backward`),
+    then, over all N = T·B rows of dA (N, 4H),
+
+        dW = dAᵀ H_in,  dU = dAᵀ X,  db = db_r = Σ_n dA_n,  dX = dA U,
+
+    H_in the state each step read (h_{t−1}; h_{t+1} right to left). Each is one product:
+    the gates side by side in dA make dW, dU and dX one product each instead of four, and
+    dW and dU multiply transposed copies of the narrow operands (:func:`jrnn._matmul.
+    transposed_products`). Returns ``(dU, dW, db, db_r, dxs, d_carry0)`` (None for an absent
+    bias)."""
+    dA, d_carry0 = backward("lstm", W, carries, extras, carry0, d_hs, d_final, reverse=reverse)
+    T, B, D = xs.shape
+    rows = dA.reshape(T * B, dA.shape[-1])
+    h = carries[0]
+    h_in = (jnp.concatenate([h[1:], carry0[0][None]]) if reverse else
+            jnp.concatenate([carry0[0][None], h[:-1]]))
+    x_rows = xs.reshape(T * B, D)
+    with_bias = b is not None or b_r is not None
+    if with_bias:  # the bias's gradient from the same product: a column of ones
+        x_rows = jnp.concatenate([x_rows, jnp.ones((T * B, 1), x_rows.dtype)], axis=1)
+    dW, dU = _matmul.transposed_products([rows], h_in.reshape(T * B, -1))[0], \
+        _matmul.transposed_products([rows], x_rows)[0]
+    d_bias = dU[:, -1] if with_bias else None
+    dU = dU[:, :D] if with_bias else dU
+    dxs = (rows @ U).reshape(T, B, U.shape[1])
+    return (dU, dW, None if b is None else d_bias, None if b_r is None else d_bias, dxs,
+            d_carry0)
 
 
 def _main(argv) -> int:

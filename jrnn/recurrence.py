@@ -301,17 +301,9 @@ def _forward(static, U, W, b, b_r, xs, carry0, mask, reset, noise=Noise(), cell_
     G = cell.gates
     if static.kernel == "native":  # the forward loop in C++ (jrnn/native.py)
         from jrnn import native
-        if native.PROJECT_IN_STEP:
-            carries, extras, final = native.forward_inputs(
-                cell, xs, U, b, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
-                keep_residuals=keep_residuals)
-        else:
-            XU = _project(xs, U, G, md)
-            A = XU if b is None else tuple(x + bias[None, None, :]
-                                           for x, bias in zip(XU, gate_blocks(b, G, axis=0)))
-            carries, extras, final = native.forward(
-                cell, A, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
-                keep_residuals=keep_residuals)
+        carries, extras, final = native.forward_inputs(
+            cell, xs, U, b, W, b_r, carry0, reverse=static.reverse, matmul_dtype=md,
+            keep_residuals=keep_residuals)
         carries = carries if keep_residuals else carries[:1]
         return carries[0], final, carries, extras, None
     in_loop = in_loop and static.kernel == "scan"
@@ -453,14 +445,14 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         d_out = None if W_hr_mm is None else d_h
         return (d_in, dcarry0, d_rec, d_params), (dA, dR_own, carry_in[0], dh_t, d_keep, d_out)
 
-    d_noise, d_params, d_out = Noise(), None, None
-    native_backward = False
-    if static.kernel == "native":
+    if static.kernel == "native":  # the reverse loop in C++, then one product each
         from jrnn import native
-        native_backward = native.BACKWARD
-    if static.kernel == "persistent" or native_backward:
-        kernels = native if native_backward else persistent
-        dA, dR_own, d_carry0 = kernels.backward(
+        return native.gradients(xs, U, W, b, b_r, carries, extras, carry0, d_hs,
+                                tuple(d_final), reverse=static.reverse) + (
+            None, None, Noise(), None, None)
+    d_noise, d_params, d_out = Noise(), None, None
+    if static.kernel == "persistent":
+        dA, dR_own, d_carry0 = persistent.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
             matmul_dtype=md)
         h = carries[0]

@@ -2,6 +2,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 import jrnn.linear
@@ -13,7 +14,14 @@ def test_suite_measures_every_implementation(cell):
     cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
     rows = suite.measure("tiny", cell, cfg, [1, 2], reps=1, warmup=0)
     impls = {r["impl"] for r in rows}
-    assert {"jrnn (unroll 1)", "autodiff (unroll 2)", "flax", "torch"} <= impls
+    assert {"jrnn (unroll 1)", "autodiff (unroll 2)", "jrnn native", "flax", "torch"} <= impls
+    from jrnn import native
+    native_rows = [r for r in rows if r["impl"] == "jrnn native"]
+    if cell == "lstm" and native.available():  # measured, training step and forward
+        assert {r.get("kind") for r in native_rows} == {"train", "forward"}
+    else:
+        assert [r["missing"] for r in native_rows] == [
+            native.unsupported(cell, cfg.H, jnp.float32)]
     for r in rows:  # each row is measured, or says why it is missing
         assert ("missing" in r) or (r["median_ms"] > 0 and r["kind"] in suite.KINDS)
     sampled = {r["impl"] for r in rows if r.get("kind") == "sample"}

@@ -63,12 +63,14 @@ TINY_BUDGET = ["--max-chars", "20000", "--hidden", "12", "--seq", "8", "--batch"
 def _is_command(tokens) -> bool:
     return bool(tokens) and (tokens[0] == "jrnn" or (
         tokens[0] in ("python", "python3") and len(tokens) > 1
-        and re.match(r"(scripts|benchmarks)/\w+\.py$", tokens[1]) is not None))
+        and re.match(r"(scripts|benchmarks)/\w+\.py$", tokens[1]) is not None) or (
+        tokens[0] in ("python", "python3") and tokens[1:2] == ["-m"] and len(tokens) > 2
+        and re.match(r"jrnn\.bench\.\w+$", tokens[2]) is not None))
 
 
 def documented_commands():
-    """(source, tokens) of every `jrnn ...`, `python scripts/*.py ...` and
-    `python benchmarks/*.py ...` command shown in the README, docs/*.md and the
+    """(source, tokens) of every `jrnn ...`, `python scripts/*.py ...`,
+    `python benchmarks/*.py ...` and `python -m jrnn.bench.* ...` command shown in the README, docs/*.md and the
     docstring of jrnn/cli.py: each line of a ```bash block (split at `&&`, comments
     dropped) and each inline code span that starts so."""
     import shlex
@@ -106,6 +108,8 @@ def _parse(tokens):
     from jrnn import cli
     if tokens[0] == "jrnn":
         return cli.parse(tokens[1:])
+    if tokens[1] == "-m":  # python -m jrnn.bench.<name>
+        return importlib.import_module(tokens[2]).arguments().parse_args(tokens[3:])
     script, rest = tokens[1], tokens[2:]
     if script == "scripts/char_lm.py":
         return cli.parse(["train", *rest])

@@ -1,4 +1,6 @@
 """The native CPU LSTM kernel (jrnn/native.py, jrnn/csrc/lstm.cc) against the scan."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -135,18 +137,18 @@ def _driver_problem(T=9, B=5, D=6, H=13, seed=3):
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("B,H", [(1, 13), (5, 13), (8, 13), (4, 40), (3, 64)])
-@pytest.mark.parametrize("native_backward", [True, False], ids=["native-bwd", "scan-bwd"])
-@pytest.mark.parametrize("project_in_step", [True, False], ids=["in-step", "hoisted"])
-def test_driver_native_equals_scan(reverse, B, H, native_backward, project_in_step,
-                                   monkeypatch):
-    """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward (or
-    the scan's backward fed the kernel's residuals), equal kernel="scan"'s."""
+@pytest.mark.parametrize("B,H,biases,threads", [(1, 13, True, 2), (5, 13, True, 1),
+                                                (8, 13, False, 2), (4, 40, True, 3),
+                                                (3, 72, False, 3)])
+def test_driver_native_equals_scan(reverse, B, H, biases, threads, monkeypatch):
+    """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward and
+    its products (jrnn.native.gradients; with and without the biases; 1–3 threads), equal
+    kernel="scan"'s."""
     import jrnn
     from tests.helpers import TOL, rel_error
-    monkeypatch.setattr(native, "BACKWARD", native_backward)
-    monkeypatch.setattr(native, "PROJECT_IN_STEP", project_in_step)
-    args, weights = _driver_problem(B=B, H=H)
+    monkeypatch.setenv("JRNN_NATIVE_THREADS", str(threads))
+    (U, W, b, b_r, xs, h0), weights = _driver_problem(B=B, H=H)
+    args = (U, W, b, b_r, xs, h0) if biases else (U, W, None, None, xs, h0)
 
     def loss(kernel):
         def f(U, W, b, b_r, xs, h0):
@@ -159,7 +161,9 @@ def test_driver_native_equals_scan(reverse, B, H, native_backward, project_in_st
     value, grads = jax.jit(jax.value_and_grad(loss("native"), argnums=range(6)))(*args)
     ref_value, ref_grads = jax.jit(jax.value_and_grad(loss("scan"), argnums=range(6)))(*args)
     assert rel_error(value, ref_value) <= TOL[jnp.float32]
-    assert rel_error(grads, ref_grads) <= TOL[jnp.float32]
+    assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
+    for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        assert rel_error(g, ref) <= TOL[jnp.float32]
     # the undifferentiated forward (no residuals written)
     assert rel_error(jax.jit(loss("native"))(*args), ref_value) <= TOL[jnp.float32]
 
@@ -190,12 +194,19 @@ def test_build_command_runs():
 
 
 
-def test_benchmark_runs(capsys):
+def test_benchmark_runs(capsys, tmp_path):
     """The README's ``python -m jrnn.bench.native`` (one round at S): every variant beside
-    PyTorch's LSTM, at both levels."""
+    PyTorch's LSTM, at both levels, into the results files."""
     pytest.importorskip("torch")
     from jrnn.bench import native as bench
     assert bench.main(["--configs", "S", "--levels", "loop", "model", "--rounds", "1",
-                       "--calls", "1"]) == 0
+                       "--calls", "1", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "native train" in out and "torch train" in out
+    rows = json.loads((tmp_path / "cpu_native.json").read_text())["rows"]
+    assert {(r["level"], r["impl"]) for r in rows} >= {("model", "native train"),
+                                                       ("model", "torch train"),
+                                                       ("loop", "scan")}
+    assert all(r["ms"] > 0 and r["torch_over_this"] > 0 for r in rows)
+    table = (tmp_path / "cpu_native.md").read_text()
+    assert "| S | model | native train |" in table

@@ -10,15 +10,18 @@ an untimed call, then ``--calls`` timed ones, per round; medians over rounds):
   (the driver's body: one product per step, the LSTM cell's step), and against
   ``torch.nn.LSTM``'s whole forward (input projection included) under ``no_grad``;
 * ``model``: the suite's tagger (jrnn/bench/suite.py): the loss (forward) and the training
-  step, ``kernel="native"`` (input projection in the kernel's step, and hoisted:
-  ``native-hoisted``; the backward native, or the scan's: ``native scan-bwd``) against
-  ``kernel="scan"`` against PyTorch (oneDNN).
+  step, ``kernel="native"`` against ``kernel="scan"`` against PyTorch (oneDNN); the native
+  kernel once per ``--threads`` (``JRNN_NATIVE_THREADS`` set while it compiles).
 
     python -m jrnn.bench.native --configs S X --levels loop model
+
+Writes ``<out>/cpu_native.{json,md}`` (``--out``, default ``benchmarks/results``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -28,7 +31,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jrnn import native
-from jrnn.bench import suite
+from jrnn.bench import environment, suite, write_results
+from jrnn.cli import integer
 from jrnn.cells import lstm
 from jrnn.models import tagger
 
@@ -99,23 +103,32 @@ def loop_impls(cfg):
     return impls
 
 
-def model_impls(cfg):
+@contextlib.contextmanager
+def _threads(n):
+    """``JRNN_NATIVE_THREADS`` = n for the duration (the kernel reads it when traced)."""
+    old = os.environ.get("JRNN_NATIVE_THREADS")
+    os.environ["JRNN_NATIVE_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["JRNN_NATIVE_THREADS"]
+        else:
+            os.environ["JRNN_NATIVE_THREADS"] = old
+
+
+def model_impls(cfg, threads=(None,)):
     xs, ys = suite.data(cfg)
     params = tagger.init(jax.random.key(0), "lstm", cfg.D, cfg.H, cfg.C)
     impls = {}
-    variants = (("scan", "scan", None, None), ("native", "native", True, True),
-                ("native-hoisted", "native", False, True),
-                ("native scan-bwd", "native", True, False))
-    for name, kernel, in_step, native_bwd in variants:
+    for kernel, n in [("scan", None)] + [("native", n) for n in threads]:
         loss = lambda p, xs, ys, kernel=kernel: tagger.loss(p, xs, ys, unroll=1, kernel=kernel)
         fwd, train = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
-        if in_step is not None:  # the switches are read at trace time: compile now
-            native.PROJECT_IN_STEP, native.BACKWARD = in_step, native_bwd
+        with _threads(n) if n is not None else contextlib.nullcontext():
             fwd = fwd.lower(params, xs, ys).compile()
             train = train.lower(params, xs, ys).compile()
-            native.PROJECT_IN_STEP, native.BACKWARD = True, True
-        if name != "native scan-bwd":  # its forward is native's
-            impls[f"{name} forward"] = lambda f=fwd: jax.block_until_ready(f(params, xs, ys))
+        name = kernel if n is None else f"{kernel} {n}t"
+        impls[f"{name} forward"] = lambda f=fwd: jax.block_until_ready(f(params, xs, ys))
         impls[f"{name} train"] = lambda t=train: jax.block_until_ready(t(params, xs, ys))
     runner = suite.build_torch("lstm", cfg)
     impls["torch forward"] = runner.forward
@@ -123,32 +136,64 @@ def model_impls(cfg):
     return impls
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jrnn.bench.native",
+                                description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["S", "X"], choices=suite.CONFIGS)
     p.add_argument("--levels", nargs="+", default=["loop", "model"], choices=["loop", "model"])
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--calls", type=int, default=3)
-    args = p.parse_args(argv)
+    p.add_argument("--rounds", type=integer(1), default=7)
+    p.add_argument("--calls", type=integer(1), default=3)
+    p.add_argument("--threads", nargs="+", type=integer(1), default=None,
+                   help="the model level's native kernel once per thread count "
+                        "(default: jrnn.native.threads())")
+    p.add_argument("--out", default=os.path.join("benchmarks", "results"),
+                   help="folder for cpu_native.json and .md (default: benchmarks/results)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = arguments().parse_args(argv)
     if not native.available():
-        print(f"jrnn.native unavailable: {native.why_unavailable()}")
+        print(f"error: jrnn.native is unavailable: {native.why_unavailable()}", file=sys.stderr)
         return 1
     import torch
-    print(f"jax {jax.__version__}, torch {torch.__version__} ({torch.get_num_threads()} "
-          f"threads), native threads {native.threads()}")
+    env = environment(rounds=args.rounds, calls=args.calls, torch=torch.__version__,
+                      torch_threads=torch.get_num_threads(), native_threads=native.threads())
+    print(env, flush=True)
+    rows = []
     for name in args.configs:
         cfg = suite.CONFIGS[name]
         for level in args.levels:
-            impls = (loop_impls if level == "loop" else model_impls)(cfg)
+            impls = (loop_impls(cfg) if level == "loop" else
+                     model_impls(cfg, args.threads or (None,)))
             med = _rounds(impls, args.rounds, args.calls)
-            print(f"\n{name} {cfg} {level}: median of {args.rounds} rounds x {args.calls} calls")
             for impl, s in med.items():
                 ref = "torch LSTM fwd" if level == "loop" else (
                     "torch train" if "train" in impl else "torch forward")
-                print(f"  {impl:22s} {s * 1e3:9.3f} ms  {s / cfg.T * 1e6:8.2f} us/step"
-                      f"  torch/this {med[ref] / s:5.2f}x")
-            sys.stdout.flush()
+                rows.append({"config": name, "level": level, "impl": impl, "ms": s * 1e3,
+                             "us_per_step": s / cfg.T * 1e6, "torch_over_this": med[ref] / s})
+                print(f"{name} {level:5s} {impl:26s} {s * 1e3:9.3f} ms  "
+                      f"{s / cfg.T * 1e6:8.2f} us/step  torch/this {med[ref] / s:5.2f}x",
+                      flush=True)
+    write_results(args.out, "native", env, rows, markdown(env, rows, argv), echo=False)
     return 0
+
+
+def markdown(env: dict, rows: list, argv) -> str:
+    command = "python -m jrnn.bench.native " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    lines = [f"# The native LSTM kernels against the scan and PyTorch: {env['device']} "
+             f"({env['cpu_count']} cores), jax {env['jax']}, torch {env['torch']}, "
+             f"{env['date']}\n", f"`{command}`\n",
+             f"Median of {env['rounds']} interleaved rounds of {env['calls']} calls; float32; "
+             f"load average {env['load_average']:.2f} at the start. torch/this > 1: faster "
+             f"than PyTorch's `nn.LSTM` (the loop level: its whole forward under no_grad; "
+             f"the model level: the same model's forward or training step).\n",
+             "| config | level | implementation | ms | µs/step | torch/this |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {r['level']} | {r['impl']} | {r['ms']:.2f} | "
+              f"{r['us_per_step']:.1f} | {r['torch_over_this']:.2f}× |" for r in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

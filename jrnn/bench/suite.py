@@ -5,6 +5,8 @@ Implementations, for each cell (tanh, LSTM, GRU):
 * ``jrnn``: the hand-written BPTT (``jrnn.models.tagger``), at each ``--unroll``;
 * ``autodiff``: jrnn's ``backward="autodiff"`` switch: the same forward and
   the same unroll, differentiated by JAX;
+* ``jrnn native``: the hand-written BPTT with ``kernel="native"`` (:mod:`jrnn.native`: the
+  LSTM's two loops as C++ calls on the CPU), where it runs (else missing, with the reason);
 * ``flax``: Flax linen ``nn.RNN`` with ``SimpleCell`` / ``LSTMCell`` / ``GRUCell``
   and an ``nn.Dense`` head;
 * ``torch``: ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with an ``nn.Linear`` head
@@ -125,13 +127,24 @@ def _jax_runner(loss, params, args, sample=None) -> Runner:
 
 
 def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 1,
-               with_sampler: bool = True) -> Runner:
+               with_sampler: bool = True, kernel: str = "auto") -> Runner:
     params = tagger.init(jax.random.key(0), cell, cfg.D, cfg.H, cfg.C, heads=heads)
-    loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward)
+    loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward,
+                                         kernel=kernel)
     # the generation loop has no backward, so autodiff's would be the same program
     sample = (_sampler_or_none(sampler.jrnn_sampler, cell, cfg, heads)
               if backward == "manual" and with_sampler else None)
     return _jax_runner(loss, params, data(cfg), sample)
+
+
+def build_jrnn_native(cell: str, cfg: Config, heads: int = 1) -> Runner:
+    """jrnn with ``kernel="native"`` (:mod:`jrnn.native`: the LSTM's loops in C++), where
+    it can run."""
+    from jrnn import native
+    reason = native.unsupported(cell, cfg.H, jnp.float32, heads=heads)
+    if reason:
+        raise Missing(reason)
+    return build_jrnn(cell, cfg, "manual", 1, heads, with_sampler=False, kernel="native")
 
 
 def _sampler_or_none(build, *args):
@@ -234,6 +247,7 @@ def implementations(unrolls, heads: int = 1) -> dict[str, Callable[[str, Config]
                                                                      u == unrolls[0])
         impls[f"autodiff (unroll {u})"] = lambda c, cfg, u=u: build_jrnn(c, cfg, "autodiff", u,
                                                                          heads)
+    impls["jrnn native"] = lambda c, cfg: build_jrnn_native(c, cfg, heads)
     if heads == 1:
         impls["flax"] = build_flax
     else:

@@ -309,7 +309,9 @@ void run(Problem& P, int64_t threads) {
 //
 // Per step t in reverse processing order, each thread first its own hidden units:
 //   dh = d_hs[t] + dh_next, tanh_c = tanh(c_t), dc = dc_next + dh o (1 - tanh_c^2),
-//   dz = (dc g i(1-i), dc c_{t-1} f(1-f), dc i (1-g^2), dh tanh_c o(1-o)) -> dA[t],
+//   dz = (dc g i(1-i), dc c_{t-1} f(1-f), dc i (1-g^2), dh tanh_c o(1-o)) -> dA[t]
+//   (one (B, 4H) row block per step, the gates side by side: the driver's dW, dU and
+//   dX are then each one product over all T·B rows),
 //   dc_next = dc f;
 // then, after a barrier (dz of every unit written), its own units of
 //   dh_next = dz W = sum_g dz_g W_g
@@ -322,7 +324,7 @@ struct Reverse {
   const float* c0;       // (B, H)
   const float* dhs;      // (T, B, H)
   const float* Wb;       // (nkb, 4H, 32)
-  float* dA[4];          // (T, B, H) each
+  float* dA;             // (T, B, 4H): [dz_i | dz_f | dz_g | dz_o]
   float* dh;             // (B, H): dh_next, then d h0
   float* dc;             // (B, H): dc_next, then d c0
   bool reverse;          // the forward ran right to left
@@ -335,11 +337,11 @@ inline void reverse_block(const Reverse& P, int64_t t, int64_t r0, int64_t kb) {
   __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
   __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
   for (int g = 0; g < 4; ++g) {
-    const float* rows = P.dA[g] + (t * P.B + r0) * H;
+    const float* rows = P.dA + (t * P.B + r0) * 4 * H + g * H;
     const float* panel = P.Wb + (kb * 4 * H + g * H) * 32;
     const float* p0 = rows;
-    const float* p1 = RB > 1 ? p0 + H : p0;
-    const float* p2 = RB > 2 ? p0 + 2 * H : p0;
+    const float* p1 = RB > 1 ? p0 + 4 * H : p0;
+    const float* p2 = RB > 2 ? p0 + 8 * H : p0;
     for (int64_t k = 0; k < H; ++k) {
       const __m256 w0 = _mm256_loadu_ps(panel + k * 32);
       const __m256 w1 = _mm256_loadu_ps(panel + k * 32 + 8);
@@ -395,10 +397,11 @@ void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
         const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(dc, i),
                                         _mm256_mul_ps(_mm256_sub_ps(one, g), _mm256_add_ps(one, g)));
         const __m256 dz_o = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, tc), o), _mm256_sub_ps(one, o));
-        store_n(P.dA[0] + off, di, n);
-        store_n(P.dA[1] + off, df, n);
-        store_n(P.dA[2] + off, dg, n);
-        store_n(P.dA[3] + off, dz_o, n);
+        float* dz = P.dA + (t * B + b) * 4 * H + u;
+        store_n(dz, di, n);
+        store_n(dz + H, df, n);
+        store_n(dz + 2 * H, dg, n);
+        store_n(dz + 3 * H, dz_o, n);
         store_n(P.dc + row, _mm256_mul_ps(dc, f), n);
       }
     if (bar.n > 1) bar.wait(sense);
@@ -424,9 +427,8 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buf
                     ffi::Buffer<ffi::F32> gg, ffi::Buffer<ffi::F32> go,
                     ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> dhs,
                     ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> dc_final,
-                    ffi::Buffer<ffi::F32> wb, ffi::ResultBuffer<ffi::F32> dai,
-                    ffi::ResultBuffer<ffi::F32> daf, ffi::ResultBuffer<ffi::F32> dag,
-                    ffi::ResultBuffer<ffi::F32> dao, ffi::ResultBuffer<ffi::F32> dh0,
+                    ffi::Buffer<ffi::F32> wb, ffi::ResultBuffer<ffi::F32> da,
+                    ffi::ResultBuffer<ffi::F32> dh0,
                     ffi::ResultBuffer<ffi::F32> dc0, bool reverse, int64_t threads) {
   auto d = cs.dimensions();
   if (d.size() != 3) return ffi::Error::InvalidArgument("cs: expected (T, B, H)");
@@ -438,8 +440,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buf
   P.gates[0] = gi.typed_data(); P.gates[1] = gf.typed_data();
   P.gates[2] = gg.typed_data(); P.gates[3] = go.typed_data();
   P.c0 = c0.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
-  P.dA[0] = dai->typed_data(); P.dA[1] = daf->typed_data();
-  P.dA[2] = dag->typed_data(); P.dA[3] = dao->typed_data();
+  P.dA = da->typed_data();
   P.dh = dh0->typed_data(); P.dc = dc0->typed_data();
   const size_t bh = sizeof(float) * P.B * P.H;
   std::memcpy(P.dh, dh_final.typed_data(), bh);
@@ -580,10 +581,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmBackward, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d h_T
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d c_T
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W packed (ceil(H/32), 4H, 32)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_i (T, B, H)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_f
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_g
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA_o
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA (T, B, 4H)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d h0
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d c0
                                   .Attr<bool>("reverse")
