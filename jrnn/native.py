@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn import _matmul
+from jrnn import _matmul, recurrence
 
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
            "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
@@ -301,15 +301,13 @@ def gradients(xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *, rever
     dA, d_carry0 = backward("lstm", W, carries, extras, carry0, d_hs, d_final, reverse=reverse)
     T, B, D = xs.shape
     rows = dA.reshape(T * B, dA.shape[-1])
-    h = carries[0]
-    h_in = (jnp.concatenate([h[1:], carry0[0][None]]) if reverse else
-            jnp.concatenate([carry0[0][None], h[:-1]]))
+    h_in = recurrence.states_read(carries[0], carry0[0], reverse).reshape(T * B, -1)
     x_rows = xs.reshape(T * B, D)
     with_bias = b is not None or b_r is not None
     if with_bias:  # the bias's gradient from the same product: a column of ones
         x_rows = jnp.concatenate([x_rows, jnp.ones((T * B, 1), x_rows.dtype)], axis=1)
-    dW, dU = _matmul.transposed_products([rows], h_in.reshape(T * B, -1))[0], \
-        _matmul.transposed_products([rows], x_rows)[0]
+    (dW,) = _matmul.transposed_products([rows], h_in)
+    (dU,) = _matmul.transposed_products([rows], x_rows)
     d_bias = dU[:, -1] if with_bias else None
     dU = dU[:, :D] if with_bias else dU
     dxs = (rows @ U).reshape(T, B, U.shape[1])

@@ -455,9 +455,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
         dA, dR_own, d_carry0 = persistent.backward(
             cell, W, carries, extras, carry0, d_hs, tuple(d_final), reverse=static.reverse,
             matmul_dtype=md)
-        h = carries[0]
-        h_in = (jnp.concatenate([h[1:], carry0[0][None]]) if static.reverse else
-                jnp.concatenate([carry0[0][None], h[:-1]]))
+        h_in = states_read(carries[0], carry0[0], static.reverse)
     else:
         acc0 = (tuple(d_final), None if reset is None else jax.tree.map(jnp.zeros_like, carry0),
                 None if noise.recurrent is None else jnp.zeros_like(noise.recurrent),
@@ -489,6 +487,13 @@ def _rnn_manual_bwd(static, residuals, cotangents):
     if static.record is not None:
         _report_flow(static.record, dh, dR, h_in, static.heads)
     return dU, dW, db, db_r, dxs, d_carry0, None, None, d_noise, d_params, dW_hr
+
+
+def states_read(hs, h0, reverse: bool):
+    """The state each step read, h_{t−1} (h_{t+1} right to left), from every output h_t
+    and the initial h0: the operand dW pairs with dR_t after a loop that did not emit it."""
+    return (jnp.concatenate([hs[1:], h0[None]]) if reverse else
+            jnp.concatenate([h0[None], hs[:-1]]))
 
 
 def _report_flow(index: int, dh, dR, h_in, heads: int = 1) -> None:
