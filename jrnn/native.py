@@ -1,27 +1,30 @@
-r"""Native CPU kernels for the LSTM's two loops: the forward recurrence and the reverse
-loop of BPTT, each as one XLA FFI custom call (C++, AVX2/FMA, ``jrnn/csrc/lstm.cc``).
+r"""Native CPU kernels for the two loops of the LSTM, the GRU and the tanh cell: the forward
+recurrence and the reverse loop of BPTT, each as one XLA FFI custom call (C++, AVX2/FMA,
+``jrnn/csrc/lstm.cc``, ``gru.cc``, ``elman.cc``, their shared parts in ``common.h``).
 
 The scan path runs one XLA loop iteration per step, whose recurrent product
 R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Here one call
-runs every step: W packed once into panels of 8 hidden units × 4 gates, each step's
+runs every step: W packed once into panels of 8 hidden units × G gates, each step's
 product in a register-blocked micro-kernel with the gate math fused after it, the hidden
 units split over ``threads`` threads (each pinned to its own CPU for the call) with one spin
 barrier per step. ``jrnn.rnn(..., kernel="native")`` runs :func:`forward_inputs` (the input
-projection x_t Uᵀ in the same micro-kernel, so that no (T, B, 4H) projection is written)
-and :func:`gradients`: the reverse loop (:func:`backward`: the cell's step_vjp per unit,
-then dh_{t−1} = dz W) writing the four gates' dz side by side, after which dW, dU (with the
-bias) and dX are one product each. :func:`forward` (the projection hoisted, the interface
-of :func:`jrnn.persistent.forward`) is kept for the benchmark and the tests.
+projection x_t Uᵀ in the same micro-kernel, so that no (T, B, G·H) projection is written)
+and :func:`gradients`: the reverse loop (the cell's step_vjp per unit, then
+dh_{t−1} = dR W) writing the gates' dz side by side, after which dW, dU (with the biases)
+and dX are one product each. For the LSTM and the tanh cell dA = dR; the GRU's differ in
+the n-block (dR_n = dA_n ⊙ r), so its reverse loop writes both. :func:`forward` and :func:`backward`
+(the LSTM's loops alone, the projection hoisted: the interface of
+:func:`jrnn.persistent.forward`) are kept for the benchmark and the tests.
 
 The compiled library is optional. ``python -m jrnn.native build`` compiles it with the
 system's C++ compiler (``$CXX``, else ``g++``) against jaxlib's FFI headers, into a file
-named by a hash of the source, the flags and jaxlib's version; :func:`load` builds it on
+named by a hash of the sources, the flags and jaxlib's version; :func:`load` builds it on
 first use unless ``JRNN_NATIVE_BUILD=0``. :func:`available` says whether it can be loaded,
 :func:`why_unavailable` why not. It needs an x86-64 CPU with AVX2 and FMA.
 
-Limits (:func:`unsupported`): the LSTM cell only, float32 parameters and products, no
-mask/lengths/reset, no recurrent dropout or zoneout, no gradient-flow recording, no
-projection or heads; no ``vmap`` beyond a sequential loop, no forward mode.
+Limits (:func:`unsupported`): the LSTM, GRU and tanh cells; float32 parameters and
+products; no mask/lengths/reset, no recurrent dropout or zoneout, no gradient-flow
+recording, no projection or heads; no ``vmap`` beyond a sequential loop, no forward mode.
 """
 from __future__ import annotations
 
@@ -42,10 +45,18 @@ __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forw
            "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
            "threads"]
 
-_SOURCE = Path(__file__).with_name("csrc") / "lstm.cc"
-_TARGET = "jrnn_lstm_forward"
-_TARGET_X = "jrnn_lstm_forward_inputs"
-_TARGET_B = "jrnn_lstm_backward"
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc")
+_HEADERS = (_CSRC / "common.h",)
+# FFI target name -> the library's handler symbol
+_TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
+            "jrnn_lstm_forward_inputs": "JrnnLstmForwardX",
+            "jrnn_lstm_backward": "JrnnLstmBackward",
+            "jrnn_gru_forward_inputs": "JrnnGruForward",
+            "jrnn_gru_backward": "JrnnGruBackward",
+            "jrnn_elman_forward_inputs": "JrnnElmanForward",
+            "jrnn_elman_backward": "JrnnElmanBackward"}
+_CELLS = ("lstm", "gru", "elman")
 _state = {"loaded": False, "error": None}
 
 
@@ -55,13 +66,14 @@ def _flags() -> list:
 
 
 def _library_path() -> Path:
-    """Where the library lives: a name keyed by the source, the flags and jaxlib's version
+    """Where the library lives: a name keyed by the sources, the flags and jaxlib's version
     (the FFI ABI), next to the source if writable, else in the user's cache."""
     import jaxlib
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_flags()).encode()
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in _SOURCES + _HEADERS)
+                         + " ".join(_flags()).encode()
                          + jaxlib.__version__.encode()).hexdigest()[:16]
-    name = f"_lstm-{key}.so"
-    here = _SOURCE.parent
+    name = f"_native-{key}.so"
+    here = _CSRC
     if os.access(here, os.W_OK):
         return here / name
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jrnn"
@@ -76,7 +88,7 @@ def build(verbose: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     cxx = os.environ.get("CXX", "g++")
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [cxx, *_flags(), str(_SOURCE), "-o", str(tmp)]
+    cmd = [cxx, *_flags(), *map(str, _SOURCES), "-o", str(tmp)]
     if verbose:
         print(" ".join(cmd), file=sys.stderr)
     try:
@@ -84,7 +96,8 @@ def build(verbose: bool = False) -> Path:
     except OSError as e:
         raise RuntimeError(f"no C++ compiler ({cxx}): {e}") from e
     if proc.returncode != 0:
-        raise RuntimeError(f"building {_SOURCE.name} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"building {', '.join(f.name for f in _SOURCES)} failed:\n"
+                           f"{proc.stderr[-4000:]}")
     os.replace(tmp, out)
     return out
 
@@ -120,12 +133,9 @@ def load(build_if_missing: Optional[bool] = None) -> bool:
             path = build()
         import ctypes
         lib = ctypes.cdll.LoadLibrary(str(path))
-        jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.JrnnLstmForward),
-                                    platform="cpu")
-        jax.ffi.register_ffi_target(_TARGET_X, jax.ffi.pycapsule(lib.JrnnLstmForwardX),
-                                    platform="cpu")
-        jax.ffi.register_ffi_target(_TARGET_B, jax.ffi.pycapsule(lib.JrnnLstmBackward),
-                                    platform="cpu")
+        for target, symbol in _TARGETS.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                        platform="cpu")
         _state["loaded"] = True
     except Exception as e:  # noqa: BLE001 - any failure means: not available, and why
         _state["error"] = f"{type(e).__name__}: {e}"
@@ -160,8 +170,8 @@ def unsupported(cell, H: int, dtype, matmul_dtype=None, *, mask=None, reset=None
     cell = _cells.get(cell)
     if jax.default_backend() != "cpu":
         return "the native kernel runs on the CPU backend only"
-    if cell.name != "lstm":
-        return f"cell {cell.name!r}: the native kernel covers the LSTM only"
+    if cell.name not in _CELLS:
+        return f"cell {cell.name!r}: the native kernels cover {', '.join(_CELLS)} only"
     if noise:
         return "recurrent dropout and zoneout run on the scan path only"
     if mask is not None or reset is not None:
@@ -181,16 +191,21 @@ def unsupported(cell, H: int, dtype, matmul_dtype=None, *, mask=None, reset=None
     return None
 
 
-def pack_weights(W, H: Optional[int] = None):
-    """A gate-stacked weight (4H, K) -> (⌈H/8⌉, K, 4, 8): for each block of 8 hidden units,
-    row k holds the four gates' 8 weights on input k side by side (units past H zero).
-    W (4H, H) and U (4H, D) are packed alike."""
+def _cell_name(cell) -> str:
+    from jrnn import cells as _cells
+    return _cells.get(cell).name
+
+
+def pack_weights(W, H: Optional[int] = None, gates: int = 4):
+    """A gate-stacked weight (G·H, K) -> (⌈H/8⌉, K, G, 8): for each block of 8 hidden units,
+    row k holds the G gates' 8 weights on input k side by side (units past H zero).
+    W (G·H, H) and U (G·H, D) are packed alike."""
     K = W.shape[1]
-    H = W.shape[0] // 4 if H is None else H
+    H = W.shape[0] // gates if H is None else H
     nb = -(-H // 8)
-    Wg = W.reshape(4, H, K)
+    Wg = W.reshape(gates, H, K)
     Wg = jnp.pad(Wg, ((0, 0), (0, nb * 8 - H), (0, 0)))
-    return Wg.reshape(4, nb, 8, K).transpose(1, 3, 0, 2)
+    return Wg.reshape(gates, nb, 8, K).transpose(1, 3, 0, 2)
 
 
 def _out_types(T, B, H, keep_residuals):
@@ -215,6 +230,10 @@ def forward_inputs(cell, xs, U, b, W, b_r, carry0, *, reverse: bool, matmul_dtyp
     array is written. Same returns as :func:`forward`."""
     if not load():
         raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    forward_of = {"gru": _gru_forward, "elman": _elman_forward}.get(_cell_name(cell))
+    if forward_of is not None:
+        return forward_of(xs, U, b, W, b_r, carry0, reverse=reverse,
+                          keep_residuals=keep_residuals, num_threads=num_threads)
     T, B, _ = xs.shape
     H = W.shape[1]
     dt = jnp.float32
@@ -222,7 +241,7 @@ def forward_inputs(cell, xs, U, b, W, b_r, carry0, *, reverse: bool, matmul_dtyp
     if b_r is not None:
         bias = b_r.astype(dt) if bias is None else bias + b_r.astype(dt)
     has_bias = bias is not None
-    call = jax.ffi.ffi_call(_TARGET_X, _out_types(T, B, H, keep_residuals),
+    call = jax.ffi.ffi_call("jrnn_lstm_forward_inputs", _out_types(T, B, H, keep_residuals),
                             vmap_method="sequential")
     outs = call(xs.astype(dt), pack_weights(U.astype(dt), H), pack_weights(W.astype(dt)),
                 bias if has_bias else jnp.zeros((1,), dt),
@@ -247,7 +266,7 @@ def forward(cell, A, W, b_r, carry0, *, reverse: bool, matmul_dtype=None,
     dt = jnp.float32
     has_bias = b_r is not None
     br = b_r.astype(dt) if has_bias else jnp.zeros((1,), dt)
-    call = jax.ffi.ffi_call(_TARGET, _out_types(T, B, H, keep_residuals),
+    call = jax.ffi.ffi_call("jrnn_lstm_forward", _out_types(T, B, H, keep_residuals),
                             vmap_method="sequential")
     outs = call(*(a.astype(dt) for a in A), pack_weights(W.astype(dt)), br,
                 carry0[0].astype(dt), carry0[1].astype(dt),
@@ -278,7 +297,7 @@ def backward(cell, W, carries, extras, carry0, d_hs, d_final, *, reverse: bool,
     _, cs = carries
     T, B, H = cs.shape
     row = jax.ShapeDtypeStruct((B, H), dt)
-    call = jax.ffi.ffi_call(_TARGET_B, [jax.ShapeDtypeStruct((T, B, 4 * H), dt), row, row],
+    call = jax.ffi.ffi_call("jrnn_lstm_backward", [jax.ShapeDtypeStruct((T, B, 4 * H), dt), row, row],
                             vmap_method="sequential")
     dA, dh0, dc0 = call(cs.astype(dt), *(e.astype(dt) for e in extras), carry0[1].astype(dt),
                         d_hs.astype(dt), d_final[0].astype(dt), d_final[1].astype(dt),
@@ -287,32 +306,128 @@ def backward(cell, W, carries, extras, carry0, d_hs, d_final, *, reverse: bool,
     return dA, (dh0, dc0)
 
 
-def gradients(xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *, reverse: bool):
-    """A layer's gradients from its forward's residuals: the reverse loop (:func:`backward`),
-    then, over all N = T·B rows of dA (N, 4H),
+def gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *,
+              reverse: bool):
+    """A layer's gradients from its forward's residuals: the cell's reverse loop, then,
+    over all N = T·B rows of dA and dR (N, G·H),
 
-        dW = dAᵀ H_in,  dU = dAᵀ X,  db = db_r = Σ_n dA_n,  dX = dA U,
+        dW = dRᵀ H_in,  dU = dAᵀ X,  db = Σ_n dA_n,  db_r = Σ_n dR_n,  dX = dA U,
 
-    H_in the state each step read (h_{t−1}; h_{t+1} right to left). Each is one product:
-    the gates side by side in dA make dW, dU and dX one product each instead of four, and
-    dW and dU multiply transposed copies of the narrow operands (:func:`jrnn._matmul.
-    transposed_products`). Returns ``(dU, dW, db, db_r, dxs, d_carry0)`` (None for an absent
-    bias)."""
-    dA, d_carry0 = backward("lstm", W, carries, extras, carry0, d_hs, d_final, reverse=reverse)
+    H_in the state each step read (h_{t−1}; h_{t+1} right to left). dR is dA for the LSTM
+    and the tanh cell (then db = db_r); the GRU's differ in the n-block. Each is one product:
+    the gates side by side make dW, dU and dX one product each instead of G, a bias's
+    gradient comes from the same product (a column of ones), and dW and dU multiply
+    transposed copies of the narrow operands (:func:`jrnn._matmul.transposed_products`).
+    Returns ``(dU, dW, db, db_r, dxs, d_carry0)`` (None for an absent bias)."""
+    name = _cell_name(cell)
+    h0 = carry0[0]
+    hs = carries[0]
+    if name == "gru":
+        dA, dR, dh0 = _gru_backward(W, hs, extras, h0, d_hs, d_final[0], reverse=reverse)
+        d_carry0 = (dh0,)
+    elif name == "elman":
+        dA, dh0 = _elman_backward(W, hs, d_hs, d_final[0], reverse=reverse)
+        dR, d_carry0 = dA, (dh0,)
+    else:
+        dA, d_carry0 = backward(name, W, carries, extras, carry0, d_hs, d_final,
+                                reverse=reverse)
+        dR = dA
     T, B, D = xs.shape
-    rows = dA.reshape(T * B, dA.shape[-1])
-    h_in = recurrence.states_read(carries[0], carry0[0], reverse).reshape(T * B, -1)
-    x_rows = xs.reshape(T * B, D)
-    with_bias = b is not None or b_r is not None
-    if with_bias:  # the bias's gradient from the same product: a column of ones
-        x_rows = jnp.concatenate([x_rows, jnp.ones((T * B, 1), x_rows.dtype)], axis=1)
-    (dW,) = _matmul.transposed_products([rows], h_in)
-    (dU,) = _matmul.transposed_products([rows], x_rows)
-    d_bias = dU[:, -1] if with_bias else None
-    dU = dU[:, :D] if with_bias else dU
-    dxs = (rows @ U).reshape(T, B, U.shape[1])
-    return (dU, dW, None if b is None else d_bias, None if b_r is None else d_bias, dxs,
-            d_carry0)
+    N = T * B
+    rows_A, rows_R = dA.reshape(N, -1), dR.reshape(N, -1)
+    shared = dR is dA  # then one column of ones gives db = db_r
+    ones_x = b is not None or (shared and b_r is not None)
+    ones_h = not shared and b_r is not None
+    h_in = recurrence.states_read(hs, h0, reverse).reshape(N, -1)
+    (dW,) = _matmul.transposed_products([rows_R], _with_ones(h_in, ones_h))
+    (dU,) = _matmul.transposed_products([rows_A], _with_ones(xs.reshape(N, D), ones_x))
+    db_x = dU[:, -1] if ones_x else None
+    db_r = None if b_r is None else (db_x if shared else dW[:, -1])
+    db = None if b is None else db_x
+    dU = dU[:, :-1] if ones_x else dU
+    dW = dW[:, :-1] if ones_h else dW
+    dxs = (rows_A @ U).reshape(T, B, U.shape[1])
+    return dU, dW, db, db_r, dxs, d_carry0
+
+
+def _with_ones(rows, with_bias: bool):
+    """rows (N, K) with a column of ones appended where there is a bias to differentiate."""
+    if not with_bias:
+        return rows
+    return jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
+
+
+# ---- the GRU (jrnn/csrc/gru.cc) ----
+
+def _gru_forward(xs, U, b, W, b_r, carry0, *, reverse, keep_residuals=True, num_threads=None):
+    """The GRU's forward loop, both products in the kernel's step: ``((hs,), (r, z, n, R_n),
+    (h_T,))``, the extras None without ``keep_residuals``."""
+    T, B, _ = xs.shape
+    H = W.shape[1]
+    dt = jnp.float32
+    seq = jax.ShapeDtypeStruct((T, B, H), dt)
+    kept = seq if keep_residuals else jax.ShapeDtypeStruct((0,), dt)
+    call = jax.ffi.ffi_call("jrnn_gru_forward_inputs",
+                            [seq, kept, kept, kept, kept, jax.ShapeDtypeStruct((B, H), dt)],
+                            vmap_method="sequential")
+    none = jnp.zeros((1,), dt)
+    hs, r, z, n, R_n, hT = call(
+        xs.astype(dt), pack_weights(U.astype(dt), H, gates=3),
+        pack_weights(W.astype(dt), gates=3),
+        none if b is None else b.astype(dt), none if b_r is None else b_r.astype(dt),
+        carry0[0].astype(dt), reverse=bool(reverse), has_b=b is not None,
+        has_br=b_r is not None, keep=bool(keep_residuals),
+        threads=np.int64(num_threads or threads()))
+    return (hs,), ((r, z, n, R_n) if keep_residuals else None), (hT,)
+
+
+def _gru_backward(W, hs, extras, h0, d_hs, dh_final, *, reverse, num_threads=None):
+    """The GRU's reverse loop: ``(dA, dR, d h0)``, dA = [dz_r | dz_z | da_n] and dR =
+    [dz_r | dz_z | da_n ⊙ r], each (T, B, 3H) (the cell's step_vjp, jrnn.cells.gru)."""
+    dt = jnp.float32
+    T, B, H = hs.shape
+    seq = jax.ShapeDtypeStruct((T, B, 3 * H), dt)
+    call = jax.ffi.ffi_call("jrnn_gru_backward", [seq, seq, jax.ShapeDtypeStruct((B, H), dt)],
+                            vmap_method="sequential")
+    return call(hs.astype(dt), *(e.astype(dt) for e in extras), h0.astype(dt),
+                d_hs.astype(dt), dh_final.astype(dt), pack_weights_backward(W.astype(dt)),
+                reverse=bool(reverse), threads=np.int64(num_threads or threads()))
+
+
+# ---- the tanh cell (jrnn/csrc/elman.cc) ----
+
+def _elman_forward(xs, U, b, W, b_r, carry0, *, reverse, keep_residuals=True,
+                   num_threads=None):
+    """The tanh cell's forward loop, both products in the kernel's step: ``((hs,), (),
+    (h_T,))`` (the cell keeps no extras; None without ``keep_residuals``)."""
+    T, B, _ = xs.shape
+    H = W.shape[1]
+    dt = jnp.float32
+    bias = None if b is None else b.astype(dt)
+    if b_r is not None:
+        bias = b_r.astype(dt) if bias is None else bias + b_r.astype(dt)
+    call = jax.ffi.ffi_call("jrnn_elman_forward_inputs",
+                            [jax.ShapeDtypeStruct((T, B, H), dt),
+                             jax.ShapeDtypeStruct((B, H), dt)], vmap_method="sequential")
+    hs, hT = call(xs.astype(dt), pack_weights_backward(U.astype(dt).T),
+                  pack_weights_backward(W.astype(dt).T),
+                  jnp.zeros((1,), dt) if bias is None else bias, carry0[0].astype(dt),
+                  reverse=bool(reverse), has_bias=bias is not None,
+                  threads=np.int64(num_threads or threads()))
+    return (hs,), (() if keep_residuals else None), (hT,)
+
+
+def _elman_backward(W, hs, d_hs, dh_final, *, reverse, num_threads=None):
+    """The tanh cell's reverse loop: ``(dA, d h0)``, dA = (d_hs + dh_next) ⊙ (1 − h²)
+    (T, B, H) (jrnn.cells.elman's step_vjp)."""
+    dt = jnp.float32
+    T, B, H = hs.shape
+    call = jax.ffi.ffi_call("jrnn_elman_backward", [jax.ShapeDtypeStruct((T, B, H), dt),
+                                                     jax.ShapeDtypeStruct((B, H), dt)],
+                            vmap_method="sequential")
+    return call(hs.astype(dt), d_hs.astype(dt), dh_final.astype(dt),
+                pack_weights_backward(W.astype(dt)), reverse=bool(reverse),
+                threads=np.int64(num_threads or threads()))
 
 
 def _main(argv) -> int:

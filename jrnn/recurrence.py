@@ -447,7 +447,7 @@ def _rnn_manual_bwd(static, residuals, cotangents):
 
     if static.kernel == "native":  # the reverse loop in C++, then one product each
         from jrnn import native
-        return native.gradients(xs, U, W, b, b_r, carries, extras, carry0, d_hs,
+        return native.gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs,
                                 tuple(d_final), reverse=static.reverse) + (
             None, None, Noise(), None, None)
     d_noise, d_params, d_out = Noise(), None, None
@@ -755,7 +755,7 @@ def rnn(cell, U, W, b, xs, h0=None, *, b_r=None, mask=None, lengths=None, reset=
       kernel: how the manual path runs its two loops: ``"scan"`` (``lax.scan``),
         ``"persistent"`` (one GPU kernel per loop, :mod:`jrnn.persistent`; an error
         names the reason where it cannot), ``"native"`` (each loop as one C++ call on
-        the CPU, :mod:`jrnn.native`; the LSTM in float32 only; an error names the reason
+        the CPU, :mod:`jrnn.native`; the LSTM and the GRU in float32; an error names the reason
         where it cannot), or ``"auto"``: the persistent kernel on a GPU where it supports the
         layer and was measured faster, else the scan.
       recurrent_mask: optional (B, H) multiplier of h_{t−1} where it feeds the

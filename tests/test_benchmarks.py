@@ -9,7 +9,7 @@ import jrnn.linear
 from jrnn.bench import remat_curve, suite
 
 
-@pytest.mark.parametrize("cell", ["elman", "lstm"])
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 def test_suite_measures_every_implementation(cell):
     cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
     rows = suite.measure("tiny", cell, cfg, [1, 2], reps=1, warmup=0)
@@ -17,7 +17,7 @@ def test_suite_measures_every_implementation(cell):
     assert {"jrnn (unroll 1)", "autodiff (unroll 2)", "jrnn native", "flax", "torch"} <= impls
     from jrnn import native
     native_rows = [r for r in rows if r["impl"] == "jrnn native"]
-    if cell == "lstm" and native.available():  # measured, training step and forward
+    if cell in ("lstm", "gru") and native.available():  # measured: training step, forward
         assert {r.get("kind") for r in native_rows} == {"train", "forward"}
     else:
         assert [r["missing"] for r in native_rows] == [

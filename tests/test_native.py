@@ -1,4 +1,5 @@
-"""The native CPU LSTM kernel (jrnn/native.py, jrnn/csrc/lstm.cc) against the scan."""
+"""The native CPU kernels (jrnn/native.py; jrnn/csrc/lstm.cc, gru.cc, elman.cc) against
+the scan."""
 import json
 
 import jax
@@ -117,42 +118,49 @@ def test_activations_accurate():
 
 def test_unsupported_reasons():
     assert native.unsupported("lstm", 16, jnp.float32) is None
-    assert "LSTM only" in native.unsupported("gru", 16, jnp.float32)
+    assert native.unsupported("gru", 16, jnp.float32) is None
+    assert native.unsupported("elman", 16, jnp.float32) is None
+    assert "lstm, gru, elman only" in native.unsupported("layernorm_lstm", 16, jnp.float32)
     assert "float32 only" in native.unsupported("lstm", 16, jnp.float64)
     assert "mask" in native.unsupported("lstm", 16, jnp.float32, mask=jnp.ones((2, 2), bool))
 
 
-def _driver_problem(T=9, B=5, D=6, H=13, seed=3):
+def _driver_problem(T=9, B=5, D=6, H=13, seed=3, cell="lstm"):
     """float32 (the kernel's dtype); the scan path's gradients are the reference."""
     import jrnn
+    G = jrnn.cells.get(cell).gates
     k = jax.random.split(jax.random.key(seed), 7)
     f32 = jnp.float32
-    U = 0.5 * jax.random.normal(k[0], (4 * H, D), f32)
-    W = 0.3 * jax.random.normal(k[1], (4 * H, H), f32)
-    b, b_r = (jax.random.normal(kk, (4 * H,), f32) for kk in k[2:4])
+    U = 0.5 * jax.random.normal(k[0], (G * H, D), f32)
+    W = 0.3 * jax.random.normal(k[1], (G * H, H), f32)
+    b, b_r = (jax.random.normal(kk, (G * H,), f32) for kk in k[2:4])
     xs = jax.random.normal(k[4], (T, B, D), f32)
     h0 = 0.5 * jax.random.normal(k[5], (B, H), f32)
     weights = jax.random.normal(k[6], (T, B, H), f32)
-    return (U, W, b, b_r, xs, jrnn.cells.LSTMState(h0, -h0)), weights
+    carry0 = jrnn.cells.LSTMState(h0, -h0) if cell == "lstm" else h0
+    return (U, W, b, b_r, xs, carry0), weights
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("B,H,biases,threads", [(1, 13, True, 2), (5, 13, True, 1),
-                                                (8, 13, False, 2), (4, 40, True, 3),
-                                                (3, 72, False, 3)])
-def test_driver_native_equals_scan(reverse, B, H, biases, threads, monkeypatch):
+@pytest.mark.parametrize("B,H,biases,threads", [(1, 13, "both", 2), (5, 13, "both", 1),
+                                                (8, 13, "none", 2), (4, 40, "b", 3),
+                                                (3, 72, "b_r", 3)])
+def test_driver_native_equals_scan(cell, reverse, B, H, biases, threads, monkeypatch):
     """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward and
-    its products (jrnn.native.gradients; with and without the biases; 1–3 threads), equal
-    kernel="scan"'s."""
+    its products (jrnn.native.gradients; with both biases, one, or none; 1–3 threads),
+    equal kernel="scan"'s."""
     import jrnn
     from tests.helpers import TOL, rel_error
     monkeypatch.setenv("JRNN_NATIVE_THREADS", str(threads))
-    (U, W, b, b_r, xs, h0), weights = _driver_problem(B=B, H=H)
-    args = (U, W, b, b_r, xs, h0) if biases else (U, W, None, None, xs, h0)
+    (U, W, b, b_r, xs, h0), weights = _driver_problem(B=B, H=H, cell=cell)
+    b = b if biases in ("both", "b") else None
+    b_r = b_r if biases in ("both", "b_r") else None
+    args = (U, W, b, b_r, xs, h0)
 
     def loss(kernel):
         def f(U, W, b, b_r, xs, h0):
-            hs, final = jrnn.rnn("lstm", U, W, b, xs, h0, b_r=b_r, reverse=reverse,
+            hs, final = jrnn.rnn(cell, U, W, b, xs, h0, b_r=b_r, reverse=reverse,
                                  kernel=kernel)
             return jnp.sum(weights * jnp.sin(hs)) + sum(
                 jnp.sum(f ** 2) for f in jax.tree.leaves(final))
@@ -171,9 +179,11 @@ def test_driver_native_equals_scan(reverse, B, H, biases, threads, monkeypatch):
 def test_driver_native_refuses_what_it_cannot_run():
     import jrnn
     (U, W, b, b_r, xs, h0), _ = _driver_problem()
-    with pytest.raises(ValueError, match="native.*LSTM only"):
-        jrnn.rnn("gru", jnp.zeros((39, 6), jnp.float32), jnp.zeros((39, 13), jnp.float32),
-                 None, xs, kernel="native")
+    with pytest.raises(ValueError, match="native.*lstm, gru, elman only"):
+        ln = jrnn.cells.get("layernorm_elman")
+        jrnn.rnn(ln, jnp.zeros((13, 6), jnp.float32), jnp.zeros((13, 13), jnp.float32), None,
+                 xs, kernel="native",
+                 cell_params=ln.init_params(jax.random.key(0), 13, jnp.float32))
     with pytest.raises(ValueError, match="native.*float32 only"):
         jrnn.rnn("lstm", U.astype(jnp.float64), W.astype(jnp.float64), b.astype(jnp.float64),
                  xs.astype(jnp.float64), kernel="native")

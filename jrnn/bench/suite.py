@@ -6,7 +6,8 @@ Implementations, for each cell (tanh, LSTM, GRU):
 * ``autodiff``: jrnn's ``backward="autodiff"`` switch: the same forward and
   the same unroll, differentiated by JAX;
 * ``jrnn native``: the hand-written BPTT with ``kernel="native"`` (:mod:`jrnn.native`: the
-  LSTM's two loops as C++ calls on the CPU), where it runs (else missing, with the reason);
+  LSTM's and the GRU's two loops as C++ calls on the CPU), where it runs (else missing, with
+  the reason);
 * ``flax``: Flax linen ``nn.RNN`` with ``SimpleCell`` / ``LSTMCell`` / ``GRUCell``
   and an ``nn.Dense`` head;
 * ``torch``: ``torch.nn.RNN`` / ``LSTM`` / ``GRU`` with an ``nn.Linear`` head
@@ -138,8 +139,8 @@ def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 
 
 
 def build_jrnn_native(cell: str, cfg: Config, heads: int = 1) -> Runner:
-    """jrnn with ``kernel="native"`` (:mod:`jrnn.native`: the LSTM's loops in C++), where
-    it can run."""
+    """jrnn with ``kernel="native"`` (:mod:`jrnn.native`: the LSTM's and the GRU's loops in
+    C++), where it can run."""
     from jrnn import native
     reason = native.unsupported(cell, cfg.H, jnp.float32, heads=heads)
     if reason:

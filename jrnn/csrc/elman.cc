@@ -1,0 +1,168 @@
+// jrnn's tanh (Elman) cell on the CPU: the forward recurrence and the reverse loop of BPTT,
+// each one XLA FFI custom call (jrnn/native.py; built with lstm.cc and gru.cc).
+//
+// Forward, per step t in processing order (jrnn/cells/elman.py, float32):
+//   h_t = tanh(x_t U^T + h_{t-1} W^T + b + b_r),
+// both products for one block of 32 hidden units at a time (rows_times_panel, over U^T and
+// W^T packed as (nkb, K, 32)), written into h_t's rows and then passed through tanh; the
+// blocks are split over the threads, one barrier per step.
+// Reverse, per step in reverse processing order: each thread its own units of
+//   dA[t] = (d_hs[t] + dh_next) (1 - h_t^2),
+// then, after a barrier, its own units of dh_next = dA[t] W (W packed as (nkb, H, 32)).
+#include "common.h"
+
+namespace {  // NOLINT
+
+using namespace jrnn_native;  // NOLINT
+
+struct ElmanProblem {
+  int64_t T, B, D, H, nkb;
+  const float* X;     // (T, B, D)
+  const float* Up;    // (nkb, D, 32): U^T's columns, 32 units side by side
+  const float* Wp;    // (nkb, H, 32): W^T's
+  const float* bias;  // (H,): b + b_r, or null
+  const float* h0;    // (B, H)
+  float* hs;          // (T, B, H)
+  float* hT;          // (B, H)
+  bool reverse;
+};
+
+void elman_forward_thread(const ElmanProblem& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+  int sense = 0;
+  const int64_t T = P.T, B = P.B, D = P.D, H = P.H, BH = B * H;
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = P.reverse ? T - 1 - s : s;
+    const int64_t tp = P.reverse ? t + 1 : t - 1;
+    const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
+    float* hout = P.hs + t * BH;
+    for (int64_t kb = kb0; kb < kb1; ++kb) {
+      const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
+      all_rows_times_panel(P.X + t * B * D, D, B, P.Up + kb * D * 32, D, hout + u0, H, width,
+                           false);
+      all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t u = u0; u < u0 + width; u += 8) {
+          const int n = (int)std::min<int64_t>(8, u0 + width - u);
+          float* h = hout + b * H + u;
+          __m256 a = load_n(h, n);
+          if (P.bias) a = _mm256_add_ps(a, load_n(P.bias + u, n));
+          store_n(h, tanh8(a), n);
+        }
+    }
+    if (bar.n > 1) bar.wait(sense);
+  }
+  const int64_t tl = P.reverse ? 0 : T - 1;
+  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  for (int64_t b = 0; b < B && u1 > u0; ++b)
+    std::memcpy(P.hT + b * H + u0, P.hs + tl * BH + b * H + u0, sizeof(float) * (u1 - u0));
+}
+
+struct ElmanReverse {
+  int64_t T, B, H, nkb;
+  const float* hs;   // (T, B, H)
+  const float* dhs;  // (T, B, H)
+  const float* Wb;   // (nkb, H, 32)
+  float* dA;         // (T, B, H)
+  float* dh;         // (B, H): dh_next, then d h0
+  bool reverse;
+};
+
+void elman_reverse_thread(const ElmanReverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+  int sense = 0;
+  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
+  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (int64_t s = 0; s < T; ++s) {
+    const int64_t t = P.reverse ? s : T - 1 - s;  // reverse of the forward's order
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t u = u0; u < u1; u += 8) {
+        const int n = (int)std::min<int64_t>(8, u1 - u);
+        const int64_t off = t * BH + b * H + u;
+        const __m256 h = load_n(P.hs + off, n);
+        const __m256 dh = _mm256_add_ps(load_n(P.dhs + off, n), load_n(P.dh + b * H + u, n));
+        store_n(P.dA + off, _mm256_mul_ps(dh, _mm256_mul_ps(_mm256_sub_ps(one, h),
+                                                            _mm256_add_ps(one, h))), n);
+      }
+    if (bar.n > 1) bar.wait(sense);
+    for (int64_t kb = kb0; kb < kb1; ++kb)
+      all_rows_times_panel(P.dA + t * BH, H, B, P.Wb + kb * H * 32, H, P.dh + kb * 32, H,
+                           std::min<int64_t>(32, H - kb * 32), false);
+    // no barrier: the next step's first phase reads only this thread's units of dh
+  }
+}
+
+ffi::Error ElmanForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
+                        ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> bias,
+                        ffi::Buffer<ffi::F32> h0, ffi::ResultBuffer<ffi::F32> hs,
+                        ffi::ResultBuffer<ffi::F32> hT, bool reverse, bool has_bias,
+                        int64_t threads) {
+  auto d = xs.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("xs: expected (T, B, D)");
+  auto hd = h0.dimensions();
+  if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
+  ElmanProblem P{};
+  P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nkb = (P.H + 31) / 32;
+  if ((int64_t)wp.element_count() != P.nkb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), H, 32)");
+  if ((int64_t)up.element_count() != P.nkb * P.D * 32)
+    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/32), D, 32)");
+  P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.bias = has_bias ? bias.typed_data() : nullptr;
+  P.h0 = h0.typed_data(); P.hs = hs->typed_data(); P.hT = hT->typed_data();
+  P.reverse = reverse;
+  if (P.T == 0) {
+    std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
+    return ffi::Error::Success();
+  }
+  on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
+    elman_forward_thread(P, bar, kb0, kb1);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error ElmanBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> dhs,
+                         ffi::Buffer<ffi::F32> dh_final, ffi::Buffer<ffi::F32> wb,
+                         ffi::ResultBuffer<ffi::F32> da, ffi::ResultBuffer<ffi::F32> dh0,
+                         bool reverse, int64_t threads) {
+  auto d = hs.dimensions();
+  if (d.size() != 3) return ffi::Error::InvalidArgument("hs: expected (T, B, H)");
+  ElmanReverse P{};
+  P.T = d[0]; P.B = d[1]; P.H = d[2]; P.nkb = (P.H + 31) / 32;
+  if ((int64_t)wb.element_count() != P.nkb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), H, 32)");
+  P.hs = hs.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
+  P.dA = da->typed_data(); P.dh = dh0->typed_data();
+  P.reverse = reverse;
+  std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
+  if (P.T == 0) return ffi::Error::Success();
+  on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
+    elman_reverse_thread(P, bar, kb0, kb1);
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnElmanForward, ElmanForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // xs (T, B, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // hs
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Attr<bool>("reverse")
+                                  .Attr<bool>("has_bias")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnElmanBackward, ElmanBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // hs (T, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d_hs (T, B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // d h_T
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed (ceil(H/32), H, 32)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // dA (T, B, H)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // d h0
+                                  .Attr<bool>("reverse")
+                                  .Attr<int64_t>("threads"));
