@@ -9,6 +9,15 @@ import jrnn.linear
 from jrnn.bench import remat_curve, suite
 
 
+def test_suite_reports_why_native_is_missing():
+    """A cell the native kernels do not cover is a missing column with the reason."""
+    from jrnn import native
+    cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
+    with pytest.raises(suite.Missing) as missing:
+        suite.build_jrnn_native("layernorm_lstm", cfg)
+    assert str(missing.value) == native.unsupported("layernorm_lstm", cfg.H, jnp.float32)
+
+
 @pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
 def test_suite_measures_every_implementation(cell):
     cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
@@ -17,7 +26,7 @@ def test_suite_measures_every_implementation(cell):
     assert {"jrnn (unroll 1)", "autodiff (unroll 2)", "jrnn native", "flax", "torch"} <= impls
     from jrnn import native
     native_rows = [r for r in rows if r["impl"] == "jrnn native"]
-    if cell in ("lstm", "gru") and native.available():  # measured: training step, forward
+    if native.unsupported(cell, cfg.H, jnp.float32) is None:  # measured: training, forward
         assert {r.get("kind") for r in native_rows} == {"train", "forward"}
     else:
         assert [r["missing"] for r in native_rows] == [

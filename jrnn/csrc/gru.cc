@@ -198,6 +198,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   P.hs = hs->typed_data();
   float* kept[4] = {r->typed_data(), z->typed_data(), n->typed_data(), rn->typed_data()};
   for (int q = 0; q < 4; ++q) P.saved[q] = keep ? kept[q] : nullptr;
+  for (auto* out : {&hs, &r, &z, &n, &rn}) prefer_huge_pages(*out);
   P.hT = hT->typed_data();
   P.reverse = reverse;
   if (P.T == 0) {
@@ -228,6 +229,8 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> r,
   P.saved[2] = n.typed_data(); P.saved[3] = rn.typed_data();
   P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
   P.dA = da->typed_data(); P.dR = dr->typed_data(); P.dh = dh0->typed_data();
+  prefer_huge_pages(da);
+  prefer_huge_pages(dr);
   P.reverse = reverse;
   std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
   if (P.T == 0) return ffi::Error::Success();

@@ -254,6 +254,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buf
   P.gates[2] = gg.typed_data(); P.gates[3] = go.typed_data();
   P.c0 = c0.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
   P.dA = da->typed_data();
+  prefer_huge_pages(da);
   P.dh = dh0->typed_data(); P.dc = dc0->typed_data();
   const size_t bh = sizeof(float) * P.B * P.H;
   std::memcpy(P.dh, dh_final.typed_data(), bh);
@@ -274,6 +275,7 @@ ffi::Error Outputs(Problem& P, ffi::ResultBuffer<ffi::F32>& hs, ffi::ResultBuffe
   P.gates[2] = keep ? gg->typed_data() : nullptr;
   P.gates[3] = keep ? go->typed_data() : nullptr;
   P.hT = hT->typed_data(); P.cT = cT->typed_data();
+  for (auto* out : {&hs, &cs, &gi, &gf, &gg, &go}) prefer_huge_pages(*out);
   return ffi::Error::Success();
 }
 
@@ -295,13 +297,7 @@ ffi::Error Forward(ffi::Buffer<ffi::F32> ai, ffi::Buffer<ffi::F32> af, ffi::Buff
   P.Wp = wp.typed_data();
   P.br = has_bias ? br.typed_data() : nullptr;
   P.h0 = h0.typed_data(); P.c0 = c0.typed_data();
-  P.hs = hs->typed_data();
-  P.cs = keep ? cs->typed_data() : nullptr;
-  P.gates[0] = keep ? gi->typed_data() : nullptr;
-  P.gates[1] = keep ? gf->typed_data() : nullptr;
-  P.gates[2] = keep ? gg->typed_data() : nullptr;
-  P.gates[3] = keep ? go->typed_data() : nullptr;
-  P.hT = hT->typed_data(); P.cT = cT->typed_data();
+  Outputs(P, hs, cs, gi, gf, gg, go, hT, cT, keep);
   P.reverse = reverse;
   run(P, threads);
   return ffi::Error::Success();
