@@ -196,6 +196,12 @@ def _cell_name(cell) -> str:
     return _cells.get(cell).name
 
 
+def _summed_bias(b, b_r):
+    """b + b_r in float32 (the cells where both only add to the pre-activation), or None."""
+    present = [v.astype(jnp.float32) for v in (b, b_r) if v is not None]
+    return sum(present[1:], present[0]) if present else None
+
+
 def pack_weights(W, H: Optional[int] = None, gates: int = 4):
     """A gate-stacked weight (G·H, K) -> (⌈H/8⌉, K, G, 8): for each block of 8 hidden units,
     row k holds the G gates' 8 weights on input k side by side (units past H zero).
@@ -237,9 +243,7 @@ def forward_inputs(cell, xs, U, b, W, b_r, carry0, *, reverse: bool, matmul_dtyp
     T, B, _ = xs.shape
     H = W.shape[1]
     dt = jnp.float32
-    bias = None if b is None else b.astype(dt)
-    if b_r is not None:
-        bias = b_r.astype(dt) if bias is None else bias + b_r.astype(dt)
+    bias = _summed_bias(b, b_r)
     has_bias = bias is not None
     call = jax.ffi.ffi_call("jrnn_lstm_forward_inputs", _out_types(T, B, H, keep_residuals),
                             vmap_method="sequential")
@@ -403,9 +407,7 @@ def _elman_forward(xs, U, b, W, b_r, carry0, *, reverse, keep_residuals=True,
     T, B, _ = xs.shape
     H = W.shape[1]
     dt = jnp.float32
-    bias = None if b is None else b.astype(dt)
-    if b_r is not None:
-        bias = b_r.astype(dt) if bias is None else bias + b_r.astype(dt)
+    bias = _summed_bias(b, b_r)
     call = jax.ffi.ffi_call("jrnn_elman_forward_inputs",
                             [jax.ShapeDtypeStruct((T, B, H), dt),
                              jax.ShapeDtypeStruct((B, H), dt)], vmap_method="sequential")
