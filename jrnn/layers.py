@@ -395,24 +395,18 @@ def hidden_of(cell: str, state) -> jax.Array:
 
 def step_weights(stack: Stack) -> tuple:
     """Each layer's weights arranged once for :func:`step_stack`: per layer ``(Uᵀ, Wᵀ,
-    W_hrᵀ)`` ((D, G·H), W as :func:`jrnn.recurrence.arranged` makes it, (H, P) or None);
-    for a cell whose generation step computes one product per gate
-    (:func:`jrnn.recurrence.per_gate_generation`, a dense W), Uᵀ and Wᵀ split into their G
-    gate blocks (:func:`jrnn.recurrence.split_gates`).
+    W_hrᵀ)`` ((D, G·H), W as :func:`jrnn.recurrence.arranged` makes it, (H, P) or None).
 
     A generation loop computes them before the loop and passes them to every step: XLA:CPU
     multiplies x (B, D) by a (D, G·H) matrix faster than by the stored (G·H, D) one, which
-    it would otherwise repack at every step, and a gate block sliced inside the loop would
-    be copied at every step (benchmarks/NOTES.md).
+    it would otherwise repack at every step (benchmarks/NOTES.md).
     """
     def arrange(part):
         spec = cells.get(part.cell)
         if spec.driver == "linear":
             return None
-        U_t, W_t = part.U.T, recurrence.arranged(part.W, spec.gates, part.heads)
-        if part.heads == 1 and spec.gates > 1 and recurrence.per_gate_generation(part.cell):
-            U_t, W_t = (recurrence.split_gates(a, spec.gates) for a in (U_t, W_t))
-        return U_t, W_t, None if part.W_hr is None else part.W_hr.T
+        return (part.U.T, recurrence.arranged(part.W, spec.gates, part.heads),
+                None if part.W_hr is None else part.W_hr.T)
     return tuple(arrange(part) for (part,) in stack)
 
 

@@ -113,25 +113,6 @@ def project_in_loop(batch: int, backend: Optional[str] = None) -> bool:
     return low <= batch <= high
 
 
-# Measured on the 2-core CPU (benchmarks/NOTES.md, the sampler at six shapes, B 1-64, H 128-512):
-# the LSTM's generation step runs up to 1.13x faster with its two products computed one per gate
-# (from weights split by gate once before the loop), so that its pointwise kernels read whole
-# arrays instead of gate slices of one product; the GRU's is as fast or faster with one product.
-# Elsewhere one product per step, until measured otherwise.
-_GENERATION_PER_GATE = {"cpu": ("lstm",)}
-
-
-def per_gate_generation(cell: str, backend: Optional[str] = None) -> bool:
-    """Whether a generation loop of this cell computes A_t and R_t one product per gate."""
-    return cell in _GENERATION_PER_GATE.get(backend or jax.default_backend(), ())
-
-
-def split_gates(W_t, G: int) -> tuple:
-    """An arranged weight W_t (K, G·H) as its G gate blocks (K, H), split once before a loop
-    whose steps compute one product per gate (:func:`gate_affine`)."""
-    return tuple(jnp.split(W_t, G, axis=1))
-
-
 @dataclasses.dataclass(frozen=True)
 class _Static:
     cell: _cells.Cell
@@ -201,11 +182,7 @@ def affine_t(h, W_t, bias=None, matmul_dtype=None):
 
 
 def gate_affine(h, W_t, bias, G: int, matmul_dtype=None) -> tuple:
-    """h W_t + bias as G gate blocks (B, H): one product sliced into blocks, or one product
-    per gate where W_t is a tuple of G blocks from :func:`split_gates`."""
-    if isinstance(W_t, tuple):
-        biases = (None,) * G if bias is None else gate_blocks(bias, G)
-        return tuple(affine_t(h, w, b_g, matmul_dtype) for w, b_g in zip(W_t, biases))
+    """h W_t + bias as G gate blocks (B, H): one product sliced into blocks."""
     return gate_blocks(affine_t(h, W_t, bias, matmul_dtype), G)
 
 

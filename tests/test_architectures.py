@@ -212,6 +212,27 @@ def test_greedy_generation_follows_the_trained_equations(cell):
         jnp.argmax(jrnn.heads.logits(p.head.V, p.head.c, outputs), -1), tokens)
 
 
+@pytest.mark.parametrize("noise_bytes", [None, 3 * B * C * 8])  # one chunk; 3-step chunks
+@pytest.mark.parametrize("raw_key", [False, True])
+def test_sampling_draws_what_categorical_draws_from_the_trained_logits(noise_bytes, raw_key,
+                                                                       monkeypatch):
+    """Step t's token is jax.random.categorical(split(key, length)[t], o_t / temperature) of
+    the teacher-forced logits o_t, whether the noise is drawn in one chunk or in chunks of 3
+    steps with a remainder (8 = 2 × 3 + 2)."""
+    from jrnn.models import _common
+    if noise_bytes is not None:
+        monkeypatch.setattr(_common, "NOISE_BYTES", noise_bytes)
+    key = jax.random.PRNGKey(11) if raw_key else jax.random.key(11)
+    p = generator.init(jax.random.key(5), "gru", D, 8, C, num_layers=2, dtype=jnp.float64)
+    context = jax.random.normal(jax.random.key(6), (B, D), jnp.float64)
+    tokens = generator.sample(p, key, context, 8, temperature=0.7)
+    outputs, _ = layers.run_stack(p.rnn, generator.teacher_inputs(context, tokens, C))
+    o = jrnn.heads.logits(p.head.V, p.head.c, outputs)
+    drawn = jax.vmap(lambda k, o: jax.random.categorical(k, o / 0.7))(jax.random.split(key, 8), o)
+    np.testing.assert_array_equal(drawn, tokens)
+    assert tokens.dtype == jnp.int32 and len(np.unique(tokens)) > 1
+
+
 def test_elman_sampling_follows_its_logits():
     p = jrnn.elman.init(jax.random.key(6), 5, 8, 5, dtype=jnp.float64)
     prompt = jnp.array([1, 3, 2], jnp.int32)

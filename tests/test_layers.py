@@ -66,18 +66,14 @@ def test_models_pass_layer_options_through():
 
 @pytest.mark.parametrize("cell", [c for c in jrnn.cells.names()
                                   if jrnn.cells.get(c).driver != "linear"])
-@pytest.mark.parametrize("per_gate", [False, True])
-def test_generation_steps_follow_the_scan_with_weights_arranged_for_a_loop(cell, per_gate):
-    """step_stack with the weights a generation loop arranges once (one product per step, or
-    U and W split into their gate blocks: one product per gate) runs the scan's equations."""
+def test_generation_steps_follow_the_scan_with_weights_arranged_for_a_loop(cell):
+    """step_stack with the weights a generation loop arranges once runs the scan's
+    equations."""
     T, B, D, H = 4, 3, 5, 6
     stack = layers.init_stack(jax.random.key(0), cell, D, H, num_layers=2, dtype=jnp.float64)
     xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float64)
     outputs, _ = layers.run_stack(stack, xs)
-    G = jrnn.cells.get(cell).gates
-    split = lambda a: jrnn.recurrence.split_gates(a, G) if per_gate else a
-    weights = tuple((split(part.U.T), split(jrnn.recurrence.arranged(part.W, G)), None)
-                    for (part,) in stack)
+    weights = layers.step_weights(stack)
     states = tuple(s for (s,) in layers.zero_states(stack, (B,)))
     for t in range(T):
         states, h = layers.step_stack(stack, states, xs[t], weights=weights)

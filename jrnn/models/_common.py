@@ -56,32 +56,61 @@ def check_tokens(name: str, tokens, shape, vocab_size: int, mask=None) -> None:
     _checks.labels_in_range(name, tokens, vocab_size, mask)
 
 
+# The most memory the sampler's noise may take at once (bytes): above it, in chunks of steps.
+NOISE_BYTES = 1 << 20
+
+
 def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
                 temperature: float, dropout=None):
     """Generates ``length`` tokens, each fed back (through ``embed``) as the next input.
 
     Starts from ``states`` and first input ``x0`` (B, D); at every step the
-    stack advances one step, the head gives logits, and a token is drawn
+    stack advances one step, the head gives logits o_t, and a token is drawn
     (``temperature=0``: the most likely). Returns (length, B) int32 tokens.
     ``dropout``: a regularised stack's :class:`jrnn.dropout.Dropout`, applied as
     in evaluation (zoneout's expectation).
+
+    Step t draws ``jax.random.categorical(keys[t], o_t / temperature)`` with
+    ``keys = jax.random.split(key, length)``, written out as that function computes it, the
+    Gumbel-max trick argmax(o_t / temperature + g_t), g_t = ``jax.random.gumbel(keys[t])``
+    (Gumbel 1954; Maddison, Tarlow & Minka 2014): the same tokens, but every step's noise
+    g_t is drawn before the loop in one vectorised call (in chunks of steps where
+    length × B × C values would exceed :data:`NOISE_BYTES`), so the loop runs only the
+    stack, the head and an argmax (1.1-1.7x faster on a CPU, benchmarks/NOTES.md).
     """
     _checks.size("length", length)
     if not (np.ndim(temperature) == 0 and np.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature: expected a finite number >= 0 (0: the most likely "
                          f"token), got {temperature}")
+    weights = layers.step_weights(stack)  # arranged once, outside the loop
+    V_t = head.V.T  # likewise the head's (C, H) weight
 
-    def step(carry, key):
-        states, x = carry
+    def logits(states, x):
         states, h = layers.step_stack(stack, states, x, dropout, weights)
-        o = recurrence.affine_t(h, V_t, head.c)  # the head's logits h Vᵀ + c
-        token = (jnp.argmax(o, axis=-1) if temperature == 0 else
-                 jax.random.categorical(key, o / jnp.asarray(temperature, o.dtype)))
+        return states, recurrence.affine_t(h, V_t, head.c)  # the head's h Vᵀ + c
+
+    def step(carry, noise):
+        states, o = logits(*carry)
+        token = (jnp.argmax(o, axis=-1) if noise is None else
+                 jnp.argmax(o / jnp.asarray(temperature, o.dtype) + noise, axis=-1))
         token = token.astype(jnp.int32)  # the same dtype whether greedy or sampled
         return (states, embed(token)), token
 
-    weights = layers.step_weights(stack)  # arranged once, outside the loop
-    V_t = head.V.T  # likewise the head's (C, H) weight
+    carry = (states, x0)
+    if temperature == 0:
+        return jax.lax.scan(step, carry, None, length=length)[1]
     keys = jax.random.split(jax.random.key(0) if key is None else _checks.key("key", key), length)
-    _, tokens = jax.lax.scan(step, (states, x0), keys)
+    o = jax.eval_shape(logits, states, x0)[1]
+
+    def steps(carry, keys):  # len(keys) steps, their noise drawn first
+        noise = jax.vmap(lambda k: jax.random.gumbel(k, o.shape, o.dtype))(keys)
+        return jax.lax.scan(step, carry, noise)
+
+    chunk = max(1, min(length, NOISE_BYTES // max(1, o.size * o.dtype.itemsize)))
+    whole, rest = divmod(length, chunk)
+    chunks = keys[:whole * chunk].reshape(whole, chunk, *keys.shape[1:])  # either kind of key
+    carry, tokens = jax.lax.scan(steps, carry, chunks)
+    tokens = tokens.reshape(whole * chunk, *tokens.shape[2:])
+    if rest:
+        tokens = jnp.concatenate([tokens, steps(carry, keys[whole * chunk:])[1]])
     return tokens
