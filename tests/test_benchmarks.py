@@ -169,6 +169,24 @@ def test_linear_benchmark_writes_its_results(tmp_path):
     assert (tmp_path / f"{jax.default_backend()}_linear.md").read_text().startswith("# ")
 
 
+def test_results_record_the_variables_that_change_speed(monkeypatch, tmp_path):
+    """Allocator, XLA and thread variables go into every result's environment and the
+    suite's report names them; other variables do not."""
+    from jrnn import bench
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")
+    monkeypatch.setenv("JRNN_NATIVE_THREADS", "1")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    env = bench.environment(reps=1)
+    assert env["tuning"]["MALLOC_MMAP_MAX_"] == "0"
+    assert env["tuning"]["JRNN_NATIVE_THREADS"] == "1"
+    assert "XLA_FLAGS" not in env["tuning"] and "PATH" not in env["tuning"]
+    env.update(flax=None, torch=None, unrolls=[1], heads=1, peak_gflops=1.0)
+    text = suite.write_suite(str(tmp_path), env, [], {}, "python x", 2048)
+    assert "`MALLOC_MMAP_MAX_=0`" in text and "`JRNN_NATIVE_THREADS=1`" in text
+    monkeypatch.delenv("MALLOC_MMAP_MAX_")
+    assert "MALLOC_MMAP_MAX_" not in bench.environment()["tuning"]
+
+
 def test_suite_results_are_written_from_the_rows_measured_so_far(tmp_path):
     """The suite writes its files after every config: a run stopped at a time limit keeps
     what it measured (JSON, markdown with the tables)."""

@@ -193,6 +193,31 @@ def test_driver_native_refuses_what_it_cannot_run():
         jrnn.rnn("lstm", U, W, b, xs, h0, backward="autodiff", kernel="native")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_faulting_outputs_in_first_changes_no_result(cell, monkeypatch):
+    """The kernels fault their outputs' pages in before the loop, each thread a share
+    (JRNN_NATIVE_PREFAULT=0 leaves them to the loop; read at every call). A thread may be
+    writing its first step into another's share meanwhile, so this must leave every number
+    as it is: the forward and the gradients, both directions, two threads, bit for bit."""
+    import jrnn
+    monkeypatch.setenv("JRNN_NATIVE_THREADS", "2")
+    (U, W, b, b_r, xs, h0), weights = _driver_problem(T=300, B=4, D=6, H=200, cell=cell)
+
+    def loss(U, W, b, b_r, xs, h0, reverse):
+        hs, _ = jrnn.rnn(cell, U, W, b, xs, h0, b_r=b_r, reverse=reverse, kernel="native")
+        return jnp.sum(weights * jnp.sin(hs))
+    step = jax.jit(jax.value_and_grad(loss, argnums=range(6)), static_argnums=6)
+    for reverse in (False, True):
+        results = {}
+        for flag in ("0", "1", "1"):
+            monkeypatch.setenv("JRNN_NATIVE_PREFAULT", flag)
+            results.setdefault(flag, []).append(step(U, W, b, b_r, xs, h0, reverse))
+        reference = jax.tree.leaves(results["0"][0])
+        for got in results["1"]:
+            for g, ref in zip(jax.tree.leaves(got), reference, strict=True):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))
+
+
 _HUGE_PAGES_PROBE = """
 import json, jax, jax.numpy as jnp
 from jrnn import native

@@ -11,10 +11,25 @@ Results and the method notes live in the repository's ``benchmarks/`` folder.
 """
 
 
+# Environment variables that change how fast a run is without changing what it computes:
+# the allocator's (glibc's MALLOC_*_ and GLIBC_TUNABLES: PyTorch's training step at M ran
+# 1.35x faster with MALLOC_MMAP_MAX_=0, benchmarks/NOTES.md), XLA's, the thread pools' and
+# jrnn's own. Every result file records those that are set.
+TUNING_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "XLA_FLAGS", "JRNN_", "OMP_", "MKL_",
+                   "TF_CPP_", "LD_PRELOAD")
+
+
+def tuning_variables() -> dict:
+    """The set environment variables named by :data:`TUNING_PREFIXES`, sorted by name."""
+    import os
+    return {k: os.environ[k] for k in sorted(os.environ) if k.startswith(TUNING_PREFIXES)}
+
+
 def environment(**extra) -> dict:
     """What a result file records about the run: backend, device, cores, versions, date,
-    the load average when it started (a loaded machine's ratios are noisy), and
-    ``extra`` (the run's options)."""
+    the load average when it started (a loaded machine's ratios are noisy), the
+    environment variables that change speed (:func:`tuning_variables`), and ``extra`` (the
+    run's options)."""
     import os
     import platform
     import time
@@ -26,7 +41,8 @@ def environment(**extra) -> dict:
             "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
             "date": time.strftime("%Y-%m-%d"),
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None, **extra}
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "tuning": tuning_variables(), **extra}
 
 
 def write_report(out: str, script: str, argv, title: str, body: str, rows: list) -> None:

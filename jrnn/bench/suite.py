@@ -478,6 +478,13 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     return 0
 
 
+def _tuning_sentence(tuning: dict) -> str:
+    """The environment variables that change speed, as one sentence of the report."""
+    if not tuning:
+        return "No allocator, XLA or thread-pool variables set (defaults)."
+    return "Set for this run: " + ", ".join(f"`{k}={v}`" for k, v in tuning.items()) + "."
+
+
 def write_suite(out: str, env: dict, rows: list, sweep_rows: dict, command: str,
                 peak_size: int) -> str:
     """Writes ``<out>/<backend>_suite[_headsN].{json,md}`` (and the T sweep's plot) from
@@ -495,7 +502,8 @@ def write_suite(out: str, env: dict, rows: list, sweep_rows: dict, command: str,
             f"\n\nMedian of {env['reps']} interleaved rounds; float32. Ratios are time divided "
             f"by jrnn's, so > 1 means jrnn is faster. Measured peak float32 matmul throughput "
             f"({peak_size}² matmul, same run): {peak / 1e9:.1f} GFLOP/s; the roofline "
-            f"time is the products' FLOPs at that peak (jrnn/bench/roofline.py).",
+            f"time is the products' FLOPs at that peak (jrnn/bench/roofline.py). "
+            f"{_tuning_sentence(env.get('tuning') or {})}",
             tables(rows, unrolls) if rows else ""]
     for sweep, srows in sweep_rows.items():
         if not srows:

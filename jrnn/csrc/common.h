@@ -139,12 +139,67 @@ void on_threads(int64_t n, Body body) {
   if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
 }
 
+// Asks Linux to back [p, p + bytes) with transparent huge pages (madvise MADV_HUGEPAGE on the
+// 2 MiB-aligned interior; a hint, without effect where THP is off). The outputs are fresh
+// buffers of tens of MiB, and the loops' first writes otherwise fault every 4 KiB page:
+// measured, half of the GRU's reverse loop at X. JRNN_NATIVE_HUGE_PAGES=0 turns it off.
+inline void prefer_huge_pages(void* p, size_t bytes) {
+  static const bool wanted = [] {
+    const char* v = std::getenv("JRNN_NATIVE_HUGE_PAGES");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  const uintptr_t huge = uintptr_t(2) << 20;
+  const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+  const uintptr_t e = ((uintptr_t)p + bytes) & ~(huge - 1);
+  if (wanted && e > a) madvise((void*)a, e - a, MADV_HUGEPAGE);
+}
+
+// prefer_huge_pages for an FFI result.
+inline void prefer_huge_pages(ffi::ResultBuffer<ffi::F32>& r) {
+  prefer_huge_pages(r->typed_data(), sizeof(float) * r->element_count());
+}
+
+// A call's output buffers, often fresh memory that XLA has just mapped: the first write to
+// each page faults and the kernel zeroes the page. Inside the loops that fault stalls the one
+// thread that takes it while the others wait at the step's barrier; touch(k, n) instead
+// faults in share k of n of the pages up front, on all threads at once (madvise's
+// MADV_POPULATE_WRITE measured slower: benchmarks/NOTES.md). A thread may already be
+// writing its first step into another's share, so each page is touched by an atomic add of
+// zero: a write access that faults the page but cannot overwrite a value.
+struct FreshOutputs {
+  std::vector<std::pair<char*, size_t>> ranges;
+  void add(void* p, size_t bytes) { if (bytes) ranges.emplace_back((char*)p, bytes); }
+  // An FFI result, after asking for huge pages for it; JRNN_NATIVE_PREFAULT=0 leaves its
+  // pages to fault in the loop.
+  void add(ffi::ResultBuffer<ffi::F32>& r) {
+    prefer_huge_pages(r);
+    const char* v = std::getenv("JRNN_NATIVE_PREFAULT");
+    if (!(v && std::strcmp(v, "0") == 0))
+      add(r->typed_data(), sizeof(float) * r->element_count());
+  }
+  void touch(int64_t k, int64_t n) const {
+    const uintptr_t page = 4096;
+    for (auto [p, bytes] : ranges) {
+      const uintptr_t first = ((uintptr_t)p + page - 1) & ~(page - 1);
+      const uintptr_t end = (uintptr_t)p + bytes;
+      if (end <= first) continue;
+      const uintptr_t pages = (end - first + page - 1) / page;
+      const uintptr_t q0 = pages * k / n, q1 = pages * (k + 1) / n;
+      for (uintptr_t q = q0; q < q1; ++q)
+        __atomic_fetch_add((int*)(first + q * page), 0, __ATOMIC_RELAXED);
+    }
+  }
+};
+
 // Runs body(barrier, b0, b1) on min(threads, nblocks) threads (on_threads), each given a
-// contiguous share [b0, b1) of nblocks blocks of hidden units.
+// contiguous share [b0, b1) of nblocks blocks of hidden units, after touching its share of
+// ``fresh``'s pages.
 template <class Body>
-void on_block_shares(int64_t threads, int64_t nblocks, Body body) {
+void on_block_shares(int64_t threads, int64_t nblocks, Body body,
+                     const FreshOutputs* fresh = nullptr) {
   const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
   on_threads(n, [&](Barrier& bar, int64_t k) {
+    if (fresh) fresh->touch(k, n);
     body(bar, nblocks * k / n, nblocks * (k + 1) / n);
   });
 }
@@ -214,23 +269,4 @@ inline void all_rows_times_panel(const float* rows, int64_t ld, int64_t B, const
   else if (B - r == 1) rows_times_panel<1>(rows + r * ld, ld, panel, K, out + r * ldo, ldo, n_out, add);
 }
 
-// Asks Linux to back [p, p + bytes) with transparent huge pages (madvise MADV_HUGEPAGE on the
-// 2 MiB-aligned interior; a hint, without effect where THP is off). The outputs are fresh
-// buffers of tens of MiB, and the loops' first writes otherwise fault every 4 KiB page:
-// measured, half of the GRU's reverse loop at X. JRNN_NATIVE_HUGE_PAGES=0 turns it off.
-inline void prefer_huge_pages(void* p, size_t bytes) {
-  static const bool wanted = [] {
-    const char* v = std::getenv("JRNN_NATIVE_HUGE_PAGES");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
-  const uintptr_t huge = uintptr_t(2) << 20;
-  const uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1);
-  const uintptr_t e = ((uintptr_t)p + bytes) & ~(huge - 1);
-  if (wanted && e > a) madvise((void*)a, e - a, MADV_HUGEPAGE);
-}
-
-// prefer_huge_pages for an FFI result.
-inline void prefer_huge_pages(ffi::ResultBuffer<ffi::F32>& r) {
-  prefer_huge_pages(r->typed_data(), sizeof(float) * r->element_count());
-}
 }  // namespace jrnn_native

@@ -109,7 +109,8 @@ ffi::Error ElmanForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.bias = has_bias ? bias.typed_data() : nullptr;
   P.h0 = h0.typed_data(); P.hs = hs->typed_data(); P.hT = hT->typed_data();
-  prefer_huge_pages(hs);
+  FreshOutputs fresh;
+  fresh.add(hs);
   P.reverse = reverse;
   if (P.T == 0) {
     std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
@@ -117,7 +118,7 @@ ffi::Error ElmanForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   }
   on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
     elman_forward_thread(P, bar, kb0, kb1);
-  });
+  }, &fresh);
   return ffi::Error::Success();
 }
 
@@ -133,13 +134,14 @@ ffi::Error ElmanBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> dhs,
     return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), H, 32)");
   P.hs = hs.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
   P.dA = da->typed_data(); P.dh = dh0->typed_data();
-  prefer_huge_pages(da);
+  FreshOutputs fresh;
+  fresh.add(da);
   P.reverse = reverse;
   std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
   if (P.T == 0) return ffi::Error::Success();
   on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
     elman_reverse_thread(P, bar, kb0, kb1);
-  });
+  }, &fresh);
   return ffi::Error::Success();
 }
 

@@ -198,7 +198,8 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   P.hs = hs->typed_data();
   float* kept[4] = {r->typed_data(), z->typed_data(), n->typed_data(), rn->typed_data()};
   for (int q = 0; q < 4; ++q) P.saved[q] = keep ? kept[q] : nullptr;
-  for (auto* out : {&hs, &r, &z, &n, &rn}) prefer_huge_pages(*out);
+  FreshOutputs fresh;
+  for (auto* out : {&hs, &r, &z, &n, &rn}) fresh.add(*out);
   P.hT = hT->typed_data();
   P.reverse = reverse;
   if (P.T == 0) {
@@ -207,7 +208,7 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   }
   on_block_shares(threads, P.nb, [&](Barrier& bar, int64_t jb0, int64_t jb1) {
     gru_forward_thread(P, bar, jb0, jb1);
-  });
+  }, &fresh);
   return ffi::Error::Success();
 }
 
@@ -229,14 +230,15 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> r,
   P.saved[2] = n.typed_data(); P.saved[3] = rn.typed_data();
   P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
   P.dA = da->typed_data(); P.dR = dr->typed_data(); P.dh = dh0->typed_data();
-  prefer_huge_pages(da);
-  prefer_huge_pages(dr);
+  FreshOutputs fresh;
+  fresh.add(da);
+  fresh.add(dr);
   P.reverse = reverse;
   std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
   if (P.T == 0) return ffi::Error::Success();
   on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
     gru_reverse_thread(P, bar, kb0, kb1);
-  });
+  }, &fresh);
   return ffi::Error::Success();
 }
 

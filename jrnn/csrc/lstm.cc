@@ -35,6 +35,7 @@ struct Problem {
   float* cT;           // (B, H)
   float* cwork;        // (B, H) scratch when cs is null
   bool reverse;
+  FreshOutputs fresh;  // the outputs, faulted in before the loop
 };
 
 // Rows r0 .. r0 + RB - 1 of one 8-unit block jb at step t: the product and the gate math.
@@ -160,7 +161,7 @@ void run(Problem& P, int64_t threads) {
   }
   on_block_shares(threads, P.nb, [&](Barrier& bar, int64_t jb0, int64_t jb1) {
     run_thread(P, bar, jb0, jb1);
-  });
+  }, &P.fresh);
 }
 
 // ---- the reverse loop of BPTT (cells/lstm.py's step_vjp, then dh_{t-1} = dz W) ----
@@ -186,6 +187,7 @@ struct Reverse {
   float* dh;             // (B, H): dh_next, then d h0
   float* dc;             // (B, H): dc_next, then d c0
   bool reverse;          // the forward ran right to left
+  FreshOutputs fresh;    // dA, faulted in before the loop
 };
 
 void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
@@ -233,7 +235,7 @@ void run_reverse(Reverse& P, int64_t threads) {
   if (P.T == 0) return;
   on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
     reverse_thread(P, bar, kb0, kb1);
-  });
+  }, &P.fresh);
 }
 
 ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buffer<ffi::F32> gf,
@@ -254,7 +256,7 @@ ffi::Error Backward(ffi::Buffer<ffi::F32> cs, ffi::Buffer<ffi::F32> gi, ffi::Buf
   P.gates[2] = gg.typed_data(); P.gates[3] = go.typed_data();
   P.c0 = c0.typed_data(); P.dhs = dhs.typed_data(); P.Wb = wb.typed_data();
   P.dA = da->typed_data();
-  prefer_huge_pages(da);
+  P.fresh.add(da);
   P.dh = dh0->typed_data(); P.dc = dc0->typed_data();
   const size_t bh = sizeof(float) * P.B * P.H;
   std::memcpy(P.dh, dh_final.typed_data(), bh);
@@ -275,7 +277,7 @@ ffi::Error Outputs(Problem& P, ffi::ResultBuffer<ffi::F32>& hs, ffi::ResultBuffe
   P.gates[2] = keep ? gg->typed_data() : nullptr;
   P.gates[3] = keep ? go->typed_data() : nullptr;
   P.hT = hT->typed_data(); P.cT = cT->typed_data();
-  for (auto* out : {&hs, &cs, &gi, &gf, &gg, &go}) prefer_huge_pages(*out);
+  for (auto* out : {&hs, &cs, &gi, &gf, &gg, &go}) P.fresh.add(*out);
   return ffi::Error::Success();
 }
 
