@@ -1,7 +1,7 @@
 // Shared by jrnn's native CPU kernels (lstm.cc, gru.cc, elman.cc): accurate float32
 // transcendental functions on 8 lanes, a reusable barrier, the threads of one call and their
 // shares of the hidden units, partial-vector loads, the panel product of the reverse loops
-// (and of the tanh cell's forward), and the huge-page hint for the outputs.
+// (and of the tanh cell's forward), and the outputs' huge-page hint and prefault.
 #pragma once
 
 #include <immintrin.h>
