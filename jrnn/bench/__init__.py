@@ -13,10 +13,10 @@ Results and the method notes live in the repository's ``benchmarks/`` folder.
 
 # Environment variables that change how fast a run is without changing what it computes:
 # the allocator's (glibc's MALLOC_*_ and GLIBC_TUNABLES: PyTorch's training step at M ran
-# 1.35x faster with MALLOC_MMAP_MAX_=0, benchmarks/NOTES.md), XLA's, the thread pools' and
+# 1.36x faster with MALLOC_MMAP_MAX_=0, benchmarks/NOTES.md), XLA's, the thread pools' and
 # jrnn's own. Every result file records those that are set.
 TUNING_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "XLA_FLAGS", "JRNN_", "OMP_", "MKL_",
-                   "TF_CPP_", "LD_PRELOAD")
+                   "LD_PRELOAD")
 
 
 def tuning_variables() -> dict:
