@@ -47,7 +47,7 @@ __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forw
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc")
-_HEADERS = (_CSRC / "common.h",)
+_HEADERS = (_CSRC / "common.h", _CSRC / "sampler.h")
 # FFI target name -> the library's handler symbol
 _TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
             "jrnn_lstm_forward_inputs": "JrnnLstmForwardX",
@@ -55,7 +55,10 @@ _TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
             "jrnn_gru_forward_inputs": "JrnnGruForward",
             "jrnn_gru_backward": "JrnnGruBackward",
             "jrnn_elman_forward_inputs": "JrnnElmanForward",
-            "jrnn_elman_backward": "JrnnElmanBackward"}
+            "jrnn_elman_backward": "JrnnElmanBackward",
+            "jrnn_lstm_sample": "JrnnLstmSample",
+            "jrnn_gru_sample": "JrnnGruSample",
+            "jrnn_elman_sample": "JrnnElmanSample"}
 _CELLS = ("lstm", "gru", "elman")
 _state = {"loaded": False, "error": None}
 

@@ -26,8 +26,9 @@ def test_suite_measures_every_implementation(cell):
     assert {"jrnn (unroll 1)", "autodiff (unroll 2)", "jrnn native", "flax", "torch"} <= impls
     from jrnn import native
     native_rows = [r for r in rows if r["impl"] == "jrnn native"]
-    if native.unsupported(cell, cfg.H, jnp.float32) is None:  # measured: training, forward
-        assert {r.get("kind") for r in native_rows} == {"train", "forward"}
+    native_runs = native.unsupported(cell, cfg.H, jnp.float32) is None
+    if native_runs:  # measured: training, forward and the sampler
+        assert {r.get("kind") for r in native_rows} == {"train", "forward", "sample"}
     else:
         assert [r["missing"] for r in native_rows] == [
             native.unsupported(cell, cfg.H, jnp.float32)]
@@ -35,7 +36,8 @@ def test_suite_measures_every_implementation(cell):
         assert ("missing" in r) or (r["median_ms"] > 0 and r["kind"] in suite.KINDS)
     sampled = {r["impl"] for r in rows if r.get("kind") == "sample"}
     # no autodiff (the same program), and the sampler takes no unroll: timed once
-    assert sampled == {"jrnn (unroll 1)", "flax", "torch"}
+    assert sampled == {"jrnn (unroll 1)", "flax", "torch"} | ({"jrnn native"} if native_runs
+                                                             else set())
     text = suite.tables(rows, [1, 2])
     assert f"### {cell}: training step" in text and f"### {cell}: sampler" in text
 

@@ -6,7 +6,8 @@ softmax(o_t) (temperature 1), as a user of each library would write it:
 
 * ``jrnn``: :func:`jrnn.models._common.autoregress`, the loop behind
   :func:`jrnn.models.tagger.sample`: :func:`jrnn.layers.step_stack` (the same pointwise
-  cells as the scan) inside one jitted ``lax.scan``;
+  cells as the scan) inside one jitted ``lax.scan``; ``jrnn native``: the same function with
+  ``kernel="native"`` (:mod:`jrnn.native_sampler`: each chunk of steps one C++ call);
 * ``flax``: the Flax linen cell and an ``nn.Dense`` head applied once per step inside
   one jitted ``lax.scan``;
 * ``torch``: the ``torch.nn`` module called on one step at a time in a Python loop
@@ -30,7 +31,7 @@ def _check(cfg) -> None:
                       f"D {cfg.D}, C {cfg.C}")
 
 
-def jrnn_sampler(cell: str, cfg, heads: int = 1) -> Callable[[], object]:
+def jrnn_sampler(cell: str, cfg, heads: int = 1, kernel: str = "auto") -> Callable[[], object]:
     """jrnn's generation loop over a one-layer tagger's parameters."""
     from jrnn import layers
     from jrnn.models import _common, tagger
@@ -43,7 +44,7 @@ def jrnn_sampler(cell: str, cfg, heads: int = 1) -> Callable[[], object]:
     def generate(params, states, key):
         return _common.autoregress(params.rnn, params.head, states,
                                    embed(jnp.zeros((cfg.B,), jnp.int32)), embed, key, cfg.T,
-                                   1.0)
+                                   1.0, kernel=kernel)
     key = jax.random.key(1)
     return lambda: jax.block_until_ready(generate(params, states, key))
 

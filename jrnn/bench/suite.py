@@ -133,19 +133,19 @@ def build_jrnn(cell: str, cfg: Config, backward: str, unroll: int, heads: int = 
     loss = lambda p, xs, ys: tagger.loss(p, xs, ys, unroll=unroll, backward=backward,
                                          kernel=kernel)
     # the generation loop has no backward, so autodiff's would be the same program
-    sample = (_sampler_or_none(sampler.jrnn_sampler, cell, cfg, heads)
+    sample = (_sampler_or_none(sampler.jrnn_sampler, cell, cfg, heads, kernel)
               if backward == "manual" and with_sampler else None)
     return _jax_runner(loss, params, data(cfg), sample)
 
 
 def build_jrnn_native(cell: str, cfg: Config, heads: int = 1) -> Runner:
-    """jrnn with ``kernel="native"`` (:mod:`jrnn.native`: the LSTM's and the GRU's loops in
-    C++), where it can run."""
+    """jrnn with ``kernel="native"`` (:mod:`jrnn.native`: the cell's loops in C++; the
+    sampler :mod:`jrnn.native_sampler`), where it can run."""
     from jrnn import native
     reason = native.unsupported(cell, cfg.H, jnp.float32, heads=heads)
     if reason:
         raise Missing(reason)
-    return build_jrnn(cell, cfg, "manual", 1, heads, with_sampler=False, kernel="native")
+    return build_jrnn(cell, cfg, "manual", 1, heads, kernel="native")
 
 
 def _sampler_or_none(build, *args):

@@ -9,7 +9,7 @@
 // Reverse, per step in reverse processing order: each thread its own units of
 //   dA[t] = (d_hs[t] + dh_next) (1 - h_t^2),
 // then, after a barrier, its own units of dh_next = dA[t] W (W packed as (nkb, H, 32)).
-#include "common.h"
+#include "sampler.h"
 
 namespace {  // NOLINT
 
@@ -27,6 +27,25 @@ struct ElmanProblem {
   bool reverse;
 };
 
+// One step for the unit blocks [kb0, kb1): hout's units from x (B, D) and hprev (B, H).
+void elman_step(const ElmanProblem& P, const float* x, const float* hprev, float* hout,
+                int64_t kb0, int64_t kb1) {
+  const int64_t B = P.B, D = P.D, H = P.H;
+  for (int64_t kb = kb0; kb < kb1; ++kb) {
+    const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
+    all_rows_times_panel(x, D, B, P.Up + kb * D * 32, D, hout + u0, H, width, false);
+    all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t u = u0; u < u0 + width; u += 8) {
+        const int n = (int)std::min<int64_t>(8, u0 + width - u);
+        float* h = hout + b * H + u;
+        __m256 a = load_n(h, n);
+        if (P.bias) a = _mm256_add_ps(a, load_n(P.bias + u, n));
+        store_n(h, tanh8(a), n);
+      }
+  }
+}
+
 void elman_forward_thread(const ElmanProblem& P, Barrier& bar, int64_t kb0, int64_t kb1) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, D = P.D, H = P.H, BH = B * H;
@@ -35,20 +54,7 @@ void elman_forward_thread(const ElmanProblem& P, Barrier& bar, int64_t kb0, int6
     const int64_t tp = P.reverse ? t + 1 : t - 1;
     const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
     float* hout = P.hs + t * BH;
-    for (int64_t kb = kb0; kb < kb1; ++kb) {
-      const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
-      all_rows_times_panel(P.X + t * B * D, D, B, P.Up + kb * D * 32, D, hout + u0, H, width,
-                           false);
-      all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
-      for (int64_t b = 0; b < B; ++b)
-        for (int64_t u = u0; u < u0 + width; u += 8) {
-          const int n = (int)std::min<int64_t>(8, u0 + width - u);
-          float* h = hout + b * H + u;
-          __m256 a = load_n(h, n);
-          if (P.bias) a = _mm256_add_ps(a, load_n(P.bias + u, n));
-          store_n(h, tanh8(a), n);
-        }
-    }
+    elman_step(P, P.X + t * B * D, hprev, hout, kb0, kb1);
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
@@ -145,7 +151,50 @@ ffi::Error ElmanBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> dhs,
   return ffi::Error::Success();
 }
 
+// The sampler (sampler.h) over this cell's step.
+ffi::Error ElmanSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
+                       ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
+                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::F32> vp, ffi::Buffer<ffi::F32> c,
+                       ffi::Buffer<ffi::F32> noise, ffi::ResultBuffer<ffi::S32> tokens,
+                       ffi::ResultBuffer<ffi::F32> hT, bool has_bias, bool greedy,
+                       float temperature, int64_t threads) {
+  Sampling S{};
+  if (auto e = sampling_of(S, table, x0, h0, vp, c, noise, tokens, hT, greedy, temperature);
+      e.failure())
+    return e;
+  ElmanProblem P{};
+  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nkb = (P.H + 31) / 32;
+  if ((int64_t)wp.element_count() != P.nkb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), H, 32)");
+  if ((int64_t)up.element_count() != P.nkb * P.D * 32)
+    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/32), D, 32)");
+  P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.bias = has_bias ? bias.typed_data() : nullptr;
+  sample(S, P.nkb, [&](const float* x, const float* hprev, float* hout, int64_t, int64_t kb0,
+                       int64_t kb1) { elman_step(P, x, hprev, hout, kb0, kb1); }, threads);
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnElmanSample, ElmanSample,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // table (C, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 (B, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0 (B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // V^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c (C,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // noise (T, B, C)
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // tokens (T, B)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Attr<bool>("has_bias")
+                                  .Attr<bool>("greedy")
+                                  .Attr<float>("temperature")
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnElmanForward, ElmanForward,
                               ffi::Ffi::Bind()

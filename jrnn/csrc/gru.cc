@@ -16,7 +16,7 @@
 //   dz_r = da_n R_n r (1 - r), dz_z = dh (h_{t-1} - n) z (1 - z),
 //   dA[t] = [dz_r | dz_z | da_n], dR[t] = [dz_r | dz_z | da_n r], dh_next = dh z;
 // then, after a barrier, its own units of dh_next += dR[t] W (W packed as (nkb, 3H, 32)).
-#include "common.h"
+#include "sampler.h"
 
 namespace {  // NOLINT
 
@@ -41,9 +41,10 @@ inline __m256 bias_at(const float* v, int64_t i, int n) {
 }
 
 // Rows r0 .. r0 + RB - 1 of the 8-unit block jb at step t: both products, then the gates.
+// x: the step's inputs (B, D).
 template <int RB>
-inline void gru_block(const GruProblem& P, int64_t t, const float* hprev, float* hout,
-                      int64_t r0, int64_t jb) {
+inline void gru_block(const GruProblem& P, int64_t t, const float* x, const float* hprev,
+                      float* hout, int64_t r0, int64_t jb) {
   const int64_t H = P.H, D = P.D;
   // r, z (both products), A_n, R_n for three rows, as named registers (see lstm.cc)
   __m256 r0a = _mm256_setzero_ps(), z0a = r0a, an0 = r0a, rn0 = r0a;
@@ -74,7 +75,7 @@ inline void gru_block(const GruProblem& P, int64_t t, const float* hprev, float*
       }                                                                              \
     }                                                                                \
   }
-  JRNN_GRU_PANEL_LOOP(P.X + (t * P.B + r0) * D, D, P.Up + jb * D * 24, D, an0, an1, an2)
+  JRNN_GRU_PANEL_LOOP(x + r0 * D, D, P.Up + jb * D * 24, D, an0, an1, an2)
   JRNN_GRU_PANEL_LOOP(hprev + r0 * H, H, P.Wp + jb * H * 24, H, rn0, rn1, rn2)
 #undef JRNN_GRU_PANEL_LOOP
   const __m256 acc[3][4] = {{r0a, z0a, an0, rn0}, {r1a, z1a, an1, rn1}, {r2a, z2a, an2, rn2}};
@@ -103,6 +104,18 @@ inline void gru_block(const GruProblem& P, int64_t t, const float* hprev, float*
   }
 }
 
+// One step for the unit blocks [jb0, jb1), all B rows.
+void gru_step(const GruProblem& P, int64_t t, const float* x, const float* hprev, float* hout,
+              int64_t jb0, int64_t jb1) {
+  const int64_t B = P.B;
+  for (int64_t jb = jb0; jb < jb1; ++jb) {
+    int64_t r = 0;
+    for (; r + 3 <= B; r += 3) gru_block<3>(P, t, x, hprev, hout, r, jb);
+    if (B - r == 2) gru_block<2>(P, t, x, hprev, hout, r, jb);
+    else if (B - r == 1) gru_block<1>(P, t, x, hprev, hout, r, jb);
+  }
+}
+
 void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, BH = P.B * P.H;
@@ -111,12 +124,7 @@ void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t 
     const int64_t tp = P.reverse ? t + 1 : t - 1;
     const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
     float* hout = P.hs + t * BH;
-    for (int64_t jb = jb0; jb < jb1; ++jb) {
-      int64_t r = 0;
-      for (; r + 3 <= B; r += 3) gru_block<3>(P, t, hprev, hout, r, jb);
-      if (B - r == 2) gru_block<2>(P, t, hprev, hout, r, jb);
-      else if (B - r == 1) gru_block<1>(P, t, hprev, hout, r, jb);
-    }
+    gru_step(P, t, P.X + t * B * P.D, hprev, hout, jb0, jb1);
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
@@ -242,7 +250,53 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> r,
   return ffi::Error::Success();
 }
 
+// The sampler (sampler.h) over this cell's step.
+ffi::Error GruSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
+                     ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
+                     ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> br,
+                     ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> vp,
+                     ffi::Buffer<ffi::F32> c, ffi::Buffer<ffi::F32> noise,
+                     ffi::ResultBuffer<ffi::S32> tokens, ffi::ResultBuffer<ffi::F32> hT,
+                     bool has_b, bool has_br, bool greedy, float temperature, int64_t threads) {
+  Sampling S{};
+  if (auto e = sampling_of(S, table, x0, h0, vp, c, noise, tokens, hT, greedy, temperature);
+      e.failure())
+    return e;
+  GruProblem P{};
+  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + 7) / 8;
+  if ((int64_t)wp.element_count() != P.nb * P.H * 24)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 3, 8)");
+  if ((int64_t)up.element_count() != P.nb * P.D * 24)
+    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 3, 8)");
+  P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.b = has_b ? b.typed_data() : nullptr;
+  P.br = has_br ? br.typed_data() : nullptr;
+  sample(S, P.nb, [&](const float* x, const float* hprev, float* hout, int64_t, int64_t jb0,
+                      int64_t jb1) { gru_step(P, 0, x, hprev, hout, jb0, jb1); }, threads);
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnGruSample, GruSample,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // table (C, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 (B, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0 (B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // V^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c (C,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // noise (T, B, C)
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // tokens (T, B)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Attr<bool>("has_b")
+                                  .Attr<bool>("has_br")
+                                  .Attr<bool>("greedy")
+                                  .Attr<float>("temperature")
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnGruForward, GruForward,
                               ffi::Ffi::Bind()

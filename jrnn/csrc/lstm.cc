@@ -11,7 +11,7 @@
 // contiguous unit blocks over `threads` threads (this one and threads - 1 std::threads
 // started per call); a spin barrier per step makes h_t complete before step t + 1 reads it.
 // h_t is read back from the output hs, so one barrier per step is all the exchange needed.
-#include "common.h"
+#include "sampler.h"
 
 namespace {  // NOLINT
 
@@ -39,9 +39,10 @@ struct Problem {
 };
 
 // Rows r0 .. r0 + RB - 1 of one 8-unit block jb at step t: the product and the gate math.
+// x: the step's inputs (B, D) when the projection runs in the step, else null.
 template <int RB>
-inline void block(const Problem& P, int64_t t, const float* hprev, const float* cprev,
-                  float* hout, float* cout, int64_t r0, int64_t jb) {
+inline void block(const Problem& P, int64_t t, const float* x, const float* hprev,
+                  const float* cprev, float* hout, float* cout, int64_t r0, int64_t jb) {
   const int64_t H = P.H;
   const float* w = P.Wp + jb * H * 32;
   // The accumulators as named registers: held in an array that the epilogue indexes,
@@ -76,7 +77,7 @@ inline void block(const Problem& P, int64_t t, const float* hprev, const float* 
       }                                                                              \
     }                                                                                \
   }
-  if (P.X) JRNN_PANEL_LOOP(P.X + (t * P.B + r0) * P.D, P.D, P.Up + jb * P.D * 32, P.D)
+  if (x) JRNN_PANEL_LOOP(x + r0 * P.D, P.D, P.Up + jb * P.D * 32, P.D)
   JRNN_PANEL_LOOP(hprev + r0 * H, H, w, H)
 #undef JRNN_PANEL_LOOP
   const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
@@ -90,7 +91,7 @@ inline void block(const Problem& P, int64_t t, const float* hprev, const float* 
     const int64_t row = (r0 + r) * H + u0;           // into (B, H)
     __m256 z[4];
     for (int g = 0; g < 4; ++g)
-      z[g] = P.X ? _mm256_add_ps(acc[r][g], bias[g])
+      z[g] = x ? _mm256_add_ps(acc[r][g], bias[g])
                  : _mm256_add_ps(_mm256_add_ps(acc[r][g], bias[g]), load_n(P.A[g] + off, n));
 #ifdef JRNN_NO_GATES
     const __m256 i = z[0], f = z[1], gg = z[2], o = z[3];
@@ -112,6 +113,18 @@ inline void block(const Problem& P, int64_t t, const float* hprev, const float* 
   }
 }
 
+// One step for the unit blocks [jb0, jb1), all B rows (x as in block).
+void step(const Problem& P, int64_t t, const float* x, const float* hprev, const float* cprev,
+          float* hout, float* cout, int64_t jb0, int64_t jb1) {
+  const int64_t B = P.B;
+  for (int64_t jb = jb0; jb < jb1; ++jb) {
+    int64_t r = 0;
+    for (; r + 3 <= B; r += 3) block<3>(P, t, x, hprev, cprev, hout, cout, r, jb);
+    if (B - r == 2) block<2>(P, t, x, hprev, cprev, hout, cout, r, jb);
+    else if (B - r == 1) block<1>(P, t, x, hprev, cprev, hout, cout, r, jb);
+  }
+}
+
 void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, BH = P.B * P.H;
@@ -129,12 +142,7 @@ void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
       cprev = s == 0 ? P.c0 : P.cwork;
       cout = P.cwork;  // each thread reads and writes only its own units: in place is safe
     }
-    for (int64_t jb = jb0; jb < jb1; ++jb) {
-      int64_t r = 0;
-      for (; r + 3 <= B; r += 3) block<3>(P, t, hprev, cprev, hout, cout, r, jb);
-      if (B - r == 2) block<2>(P, t, hprev, cprev, hout, cout, r, jb);
-      else if (B - r == 1) block<1>(P, t, hprev, cprev, hout, cout, r, jb);
-    }
+    step(P, t, P.X ? P.X + t * B * P.D : nullptr, hprev, cprev, hout, cout, jb0, jb1);
     if (bar.n > 1) bar.wait(sense);
   }
   // Final carry: this thread's units of the last step processed.
@@ -334,7 +342,59 @@ ffi::Error ForwardX(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up, ffi::Buf
   return ffi::Error::Success();
 }
 
+// The sampler (sampler.h) over this cell's step; c lives in a (B, H) array updated in place
+// (each thread its own units).
+ffi::Error Sample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
+                  ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
+                  ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
+                  ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> vp, ffi::Buffer<ffi::F32> c,
+                  ffi::Buffer<ffi::F32> noise, ffi::ResultBuffer<ffi::S32> tokens,
+                  ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
+                  bool has_bias, bool greedy, float temperature, int64_t threads) {
+  Sampling S{};
+  if (auto e = sampling_of(S, table, x0, h0, vp, c, noise, tokens, hT, greedy, temperature);
+      e.failure())
+    return e;
+  Problem P{};
+  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + 7) / 8;
+  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
+    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
+  if ((int64_t)up.element_count() != P.nb * P.D * 32)
+    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 4, 8)");
+  if ((int64_t)c0.element_count() != S.B * S.H)
+    return ffi::Error::InvalidArgument("c0: expected (B, H)");
+  P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.br = has_bias ? bias.typed_data() : nullptr;
+  float* cs = cT->typed_data();  // c_s, in place; c_T at the end
+  sample(S, P.nb, [&](const float* x, const float* hprev, float* hout, int64_t s, int64_t jb0,
+                      int64_t jb1) {
+    step(P, 0, x, hprev, s == 0 ? c0.typed_data() : cs, hout, cs, jb0, jb1);
+  }, threads);
+  if (S.T == 0) std::memcpy(cs, c0.typed_data(), sizeof(float) * S.B * S.H);
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmSample, Sample,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // table (C, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 (B, D)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // h0 (B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c0 (B, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // V^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // c (C,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // noise (T, B, C)
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // tokens (T, B)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // h_T
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // c_T
+                                  .Attr<bool>("has_bias")
+                                  .Attr<bool>("greedy")
+                                  .Attr<float>("temperature")
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmForward, Forward,
                               ffi::Ffi::Bind()

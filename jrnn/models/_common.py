@@ -60,8 +60,33 @@ def check_tokens(name: str, tokens, shape, vocab_size: int, mask=None) -> None:
 NOISE_BYTES = 1 << 20
 
 
+SAMPLE_KERNELS = ("auto", "scan", "native")
+
+
+def scan_steps(stack, head: heads.Head, embed, temperature: float, dropout=None):
+    """``run(carry, noise, n) -> (carry, tokens)``: n steps of generation in one
+    ``lax.scan`` from carry ``(states, x)``; ``noise`` (n, B, C) Gumbel noise added to
+    o_t / temperature before the argmax, or None (the most likely token); tokens (n, B)
+    int32. The interface of :func:`jrnn.native_sampler.steps`."""
+    weights = layers.step_weights(stack)  # arranged once, outside the loop
+    V_t = head.V.T  # likewise the head's (C, H) weight
+
+    def step(carry, noise):
+        states, x = carry
+        states, h = layers.step_stack(stack, states, x, dropout, weights)
+        o = recurrence.affine_t(h, V_t, head.c)  # the head's h Vᵀ + c
+        token = (jnp.argmax(o, axis=-1) if noise is None else
+                 jnp.argmax(o / jnp.asarray(temperature, o.dtype) + noise, axis=-1))
+        token = token.astype(jnp.int32)  # the same dtype whether greedy or sampled
+        return (states, embed(token)), token
+
+    def run(carry, noise, n: int):
+        return jax.lax.scan(step, carry, noise, length=n)
+    return run
+
+
 def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
-                temperature: float, dropout=None):
+                temperature: float, dropout=None, kernel: str = "auto"):
     """Generates ``length`` tokens, each fed back (through ``embed``) as the next input.
 
     Starts from ``states`` and first input ``x0`` (B, D); at every step the
@@ -77,34 +102,38 @@ def autoregress(stack, head: heads.Head, states, x0, embed, key, length: int,
     g_t is drawn before the loop in one vectorised call (in chunks of steps where
     length × B × C values would exceed :data:`NOISE_BYTES`), so the loop runs only the
     stack, the head and an argmax (1.1-1.7x faster on a CPU, benchmarks/NOTES.md).
+
+    ``kernel``: ``"scan"`` (the loop above in ``lax.scan``; also what ``"auto"`` runs) or
+    ``"native"``: each chunk of steps as one C++ call on the CPU (:mod:`jrnn.native_sampler`;
+    an error naming the reason where it cannot run the model). Both draw from the same
+    noise, so they give the same tokens unless two logits tie to within float32 rounding.
     """
     _checks.size("length", length)
     if not (np.ndim(temperature) == 0 and np.isfinite(temperature) and temperature >= 0):
         raise ValueError(f"temperature: expected a finite number >= 0 (0: the most likely "
                          f"token), got {temperature}")
-    weights = layers.step_weights(stack)  # arranged once, outside the loop
-    V_t = head.V.T  # likewise the head's (C, H) weight
-
-    def logits(states, x):
-        states, h = layers.step_stack(stack, states, x, dropout, weights)
-        return states, recurrence.affine_t(h, V_t, head.c)  # the head's h Vᵀ + c
-
-    def step(carry, noise):
-        states, o = logits(*carry)
-        token = (jnp.argmax(o, axis=-1) if noise is None else
-                 jnp.argmax(o / jnp.asarray(temperature, o.dtype) + noise, axis=-1))
-        token = token.astype(jnp.int32)  # the same dtype whether greedy or sampled
-        return (states, embed(token)), token
+    if kernel not in SAMPLE_KERNELS:
+        raise ValueError(f"kernel: expected one of {SAMPLE_KERNELS}, got {kernel!r}")
+    if kernel == "native":
+        from jrnn import native_sampler
+        reason = native_sampler.unsupported(stack, head, dropout)
+        if reason is not None:
+            raise ValueError(f"kernel='native' cannot sample from this model: {reason}; use "
+                             f"kernel='scan' or 'auto'")
+        run = native_sampler.steps(stack, head, embed, temperature)
+    else:
+        run = scan_steps(stack, head, embed, temperature, dropout)
 
     carry = (states, x0)
     if temperature == 0:
-        return jax.lax.scan(step, carry, None, length=length)[1]
+        return run(carry, None, length)[1]
     keys = jax.random.split(jax.random.key(0) if key is None else _checks.key("key", key), length)
-    o = jax.eval_shape(logits, states, x0)[1]
+    o = jax.eval_shape(lambda states, x: recurrence.affine_t(  # the logits' shape and dtype
+        layers.step_stack(stack, states, x, dropout)[1], head.V.T, head.c), states, x0)
 
     def steps(carry, keys):  # len(keys) steps, their noise drawn first
         noise = jax.vmap(lambda k: jax.random.gumbel(k, o.shape, o.dtype))(keys)
-        return jax.lax.scan(step, carry, noise)
+        return run(carry, noise, len(keys))
 
     chunk = max(1, min(length, NOISE_BYTES // max(1, o.size * o.dtype.itemsize)))
     whole, rest = divmod(length, chunk)

@@ -100,10 +100,11 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
 
 
 def sample(params: Params, key, context, length: int, *, temperature: float = 1.0,
-           dropout=None):
+           dropout=None, kernel: str = "auto"):
     """Draws (length, B) tokens, feeding each draw back as the next input.
 
-    ``dropout``: the model's regularisation, applied as in evaluation."""
+    ``dropout``: the model's regularisation, applied as in evaluation. ``kernel``: the
+    loop's implementation (:func:`jrnn.models.tagger.sample`)."""
     context = _check_context(params, context)
     context_size, vocab = _sizes(params)
     B, dtype = context.shape[0], context.dtype
@@ -112,4 +113,4 @@ def sample(params: Params, key, context, length: int, *, temperature: float = 1.
         [jnp.zeros((B, context_size), dtype), jax.nn.one_hot(token, vocab, dtype=dtype)], -1)
     states = tuple(state for (state,) in layers.zero_states(params.rnn, (B,)))
     return _common.autoregress(params.rnn, params.head, states, x0, embed, key, length,
-                               temperature, dropout)
+                               temperature, dropout, kernel)

@@ -112,10 +112,11 @@ def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: s
 
 
 def decode(params: Params, xs, length: int, *, x_lengths=None, key=None,
-           temperature: float = 0.0, dropout=None):
+           temperature: float = 0.0, dropout=None, kernel: str = "auto"):
     """(length, B) output tokens, each fed back; greedy unless ``temperature`` > 0.
 
-    ``dropout``: the model's regularisation, applied as in evaluation."""
+    ``dropout``: the model's regularisation, applied as in evaluation. ``kernel``: the
+    decoder loop's implementation (:func:`jrnn.models.tagger.sample`)."""
     vocab = params.head.V.shape[0]
     (xs,) = _checks.arrays(xs=xs)
     states = encode(params, xs, lengths=x_lengths, dropout=dropout)
@@ -123,4 +124,4 @@ def decode(params: Params, xs, length: int, *, x_lengths=None, key=None,
     embed = lambda token: jax.nn.one_hot(token, vocab + 1, dtype=xs.dtype)
     states = tuple(s for (s,) in states)
     return _common.autoregress(params.decoder, params.head, states, embed(start), embed, key,
-                               length, temperature, dropout)
+                               length, temperature, dropout, kernel)

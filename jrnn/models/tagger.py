@@ -103,14 +103,16 @@ def loss(params: Params, xs, ys, h0=None, **options):
 
 
 def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0, h0=None,
-           dropout=None):
+           dropout=None, kernel: str = "auto"):
     """Generates ``length`` tokens after ``prompt``, each fed back as a one-hot input.
 
     For a unidirectional model whose inputs are its own outputs (a character
     model: input size = output size). ``prompt`` is an integer (P,) array,
     P ≥ 1; ``temperature=0`` takes the most likely token. Returns (length,)
     int32 tokens. ``dropout``: the model's regularisation, applied as in
-    evaluation (zoneout's expectation; the rest is off).
+    evaluation (zoneout's expectation; the rest is off). ``kernel``: ``"auto"`` or
+    ``"scan"`` (a jitted ``lax.scan``), or ``"native"`` (one C++ call on the CPU,
+    :mod:`jrnn.native_sampler`; one-layer models of the LSTM, GRU or tanh cell).
     """
     D, C = params.rnn[0][0].input_size, params.head.V.shape[0]
     if D != C:
@@ -129,5 +131,5 @@ def sample(params: Params, key, prompt, length: int, *, temperature: float = 1.0
         _, states = hidden(params, embed(prompt[:-1]), states, dropout=dropout)
     batched = tuple(jax.tree.map(lambda a: a[None], state) for (state,) in states)
     tokens = _common.autoregress(params.rnn, params.head, batched, embed(prompt[-1:]), embed,
-                                 key, length, temperature, dropout)
+                                 key, length, temperature, dropout, kernel)
     return tokens[:, 0]
