@@ -1,6 +1,7 @@
 r"""Native CPU kernels for the two loops of the LSTM, the GRU and the tanh cell: the forward
-recurrence and the reverse loop of BPTT, each as one XLA FFI custom call (C++, AVX2/FMA,
-``jrnn/csrc/lstm.cc``, ``gru.cc``, ``elman.cc``, their shared parts in ``common.h``).
+recurrence and the reverse loop of BPTT, each as one XLA FFI custom call (C++, AVX2 and FMA,
+or AVX-512 where the CPU has it; ``jrnn/csrc/lstm.cc``, ``gru.cc``, ``elman.cc``, their shared
+parts in ``common.h``).
 
 The scan path runs one XLA loop iteration per step, whose recurrent product
 R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Here one call
@@ -20,7 +21,8 @@ The compiled library is optional. ``python -m jrnn.native build`` compiles it wi
 system's C++ compiler (``$CXX``, else ``g++``) against jaxlib's FFI headers, into a file
 named by a hash of the sources, the flags and jaxlib's version; :func:`load` builds it on
 first use unless ``JRNN_NATIVE_BUILD=0``. :func:`available` says whether it can be loaded,
-:func:`why_unavailable` why not. It needs an x86-64 CPU with AVX2 and FMA.
+:func:`why_unavailable` why not. It needs an x86-64 CPU with AVX2 and FMA, and uses AVX-512
+where the CPU has it (:func:`isa`).
 
 Limits (:func:`unsupported`): the LSTM, GRU and tanh cells; float32 parameters and
 products; no mask/lengths/reset, no recurrent dropout or zoneout, no gradient-flow
@@ -43,7 +45,7 @@ from jrnn import _matmul, recurrence
 
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
            "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
-           "threads"]
+           "threads", "isa"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc")
@@ -63,8 +65,40 @@ _CELLS = ("lstm", "gru", "elman")
 _state = {"loaded": False, "error": None}
 
 
+_ISAS = {"avx2": ["-mavx2", "-mfma"],
+         "avx512": ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512vl"]}
+
+
+def _cpu_flags() -> Optional[set]:
+    """The CPU's feature flags from /proc/cpuinfo, or None where it cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def isa() -> str:
+    """The instruction set the library is built for: ``"avx512"`` where the CPU has AVX-512
+    F, DQ and VL (the products' micro-kernel then holds 16 lanes per register and 8 rows per
+    panel pass), else ``"avx2"``. ``JRNN_NATIVE_ISA=avx2`` (or ``avx512``) chooses."""
+    flags = _cpu_flags() or set()
+    has_avx512 = {"avx512f", "avx512dq", "avx512vl"} <= flags
+    wanted = os.environ.get("JRNN_NATIVE_ISA")
+    if wanted is None or wanted == "":
+        return "avx512" if has_avx512 else "avx2"
+    if wanted not in _ISAS:
+        raise ValueError(f"JRNN_NATIVE_ISA must be one of {sorted(_ISAS)}, got {wanted!r}")
+    if wanted == "avx512" and not has_avx512:
+        raise ValueError("JRNN_NATIVE_ISA=avx512, but this CPU lacks AVX-512 F, DQ or VL")
+    return wanted
+
+
 def _flags() -> list:
-    return ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c++20", "-pthread",
+    return ["-O3", *_ISAS[isa()], "-fPIC", "-shared", "-std=c++20", "-pthread",
             "-isystem", jax.ffi.include_dir()]
 
 
@@ -109,11 +143,8 @@ def _cpu_supported() -> Optional[str]:
     import platform
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return f"an x86-64 CPU with AVX2 and FMA is needed, not {platform.machine()}"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None  # cannot tell: try
-    if " avx2" not in flags or " fma" not in flags:
+    flags = _cpu_flags()
+    if flags is not None and not {"avx2", "fma"} <= flags:
         return "this CPU lacks AVX2 or FMA"
     return None
 
@@ -440,7 +471,7 @@ def _main(argv) -> int:
         print("usage: python -m jrnn.native build", file=sys.stderr)
         return 2
     path = build(verbose=True)
-    print(path)
+    print(f"{path} ({isa()})")
     ok = load(build_if_missing=False)
     print("loaded" if ok else f"not loadable: {_state['error']}")
     return 0 if ok else 1

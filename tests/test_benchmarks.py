@@ -190,6 +190,23 @@ def test_results_record_the_variables_that_change_speed(monkeypatch, tmp_path):
     assert "MALLOC_MMAP_MAX_" not in bench.environment()["tuning"]
 
 
+def test_results_record_the_cpu_and_the_native_instruction_set(monkeypatch, tmp_path):
+    """Sessions run on machines of different CPUs (AVX-512 doubles the native kernels'
+    speed): every result names the CPU's model and the native kernels' instruction set,
+    and the suite's report says both."""
+    from jrnn import bench, native
+    monkeypatch.setattr(bench, "cpu_model", lambda: "Test CPU 9000")
+    monkeypatch.setattr(native, "isa", lambda: "avx512")
+    monkeypatch.setattr(native, "_cpu_supported", lambda: None)
+    env = bench.environment(reps=1)
+    assert env["cpu_model"] == "Test CPU 9000" and env["native_isa"] == "avx512"
+    env.update(flax=None, torch=None, unrolls=[1], heads=1, peak_gflops=1.0)
+    text = suite.write_suite(str(tmp_path), env, [], {}, "python x", 2048)
+    assert "CPU: Test CPU 9000; jrnn's native kernels built for avx512." in text
+    monkeypatch.setattr(native, "_cpu_supported", lambda: "not x86-64")
+    assert bench.environment()["native_isa"] is None
+
+
 def test_suite_results_are_written_from_the_rows_measured_so_far(tmp_path):
     """The suite writes its files after every config: a run stopped at a time limit keeps
     what it measured (JSON, markdown with the tables)."""

@@ -43,7 +43,9 @@ def _close(a, b):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("T,B,H", [(20, 4, 16), (9, 1, 8), (11, 5, 13), (6, 7, 33), (4, 2, 1)])
+# B 19: two full row tiles of the AVX-512 micro-kernel (8 rows; AVX2: 3) and a partial one
+@pytest.mark.parametrize("T,B,H", [(20, 4, 16), (9, 1, 8), (11, 5, 13), (6, 7, 33), (4, 2, 1),
+                                   (5, 19, 16)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_forward_matches_scan(T, B, H, reverse, threads):
@@ -56,7 +58,7 @@ def test_forward_matches_scan(T, B, H, reverse, threads):
         _close(g, w)
 
 
-@pytest.mark.parametrize("T,B,D,H", [(12, 4, 5, 16), (7, 1, 3, 8), (9, 7, 10, 13)])
+@pytest.mark.parametrize("T,B,D,H", [(12, 4, 5, 16), (7, 1, 3, 8), (9, 7, 10, 13), (5, 11, 6, 9)])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("biases", ["both", "b", "none"])
@@ -104,16 +106,17 @@ def test_activations_accurate():
     x = np.linspace(-30, 30, 4001, dtype=np.float32)
     x = np.concatenate([x, np.float32(10.0) ** np.arange(-8, 0, dtype=np.float32),
                         -np.float32(10.0) ** np.arange(-8, 0, dtype=np.float32)])
-    H = x.size
-    A = tuple(jnp.asarray(x)[None, None] for _ in range(4))
+    H, B = x.size, 3  # 3 rows: with AVX-512 two go through the 16-lane math, one the 8-lane
+    A = tuple(jnp.broadcast_to(jnp.asarray(x), (1, B, H)) for _ in range(4))
     W = jnp.zeros((4 * H, H), jnp.float32)
-    zero = jnp.zeros((1, H), jnp.float32)
+    zero = jnp.zeros((B, H), jnp.float32)
     (_, cs), (i, f, g, o), _ = native.forward("lstm", A, W, None, (zero, zero), reverse=False)
     x64 = x.astype(np.float64)
     sig = 1 / (1 + np.exp(-x64))
-    np.testing.assert_allclose(np.asarray(i[0, 0], np.float64), sig, rtol=2e-6, atol=1e-30)
-    np.testing.assert_allclose(np.asarray(g[0, 0], np.float64), np.tanh(x64), rtol=2e-6,
-                               atol=1e-30)
+    for b in range(B):
+        np.testing.assert_allclose(np.asarray(i[0, b], np.float64), sig, rtol=2e-6, atol=1e-30)
+        np.testing.assert_allclose(np.asarray(g[0, b], np.float64), np.tanh(x64), rtol=2e-6,
+                                   atol=1e-30)
 
 
 def test_unsupported_reasons():
@@ -145,7 +148,8 @@ def _driver_problem(T=9, B=5, D=6, H=13, seed=3, cell="lstm"):
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("T,B,H,biases,threads", [(9, 1, 13, "both", 2), (9, 5, 13, "both", 1),
                                                   (9, 8, 13, "none", 2), (9, 4, 40, "b", 3),
-                                                  (9, 3, 72, "b_r", 3), (1, 2, 9, "both", 2)])
+                                                  (9, 3, 72, "b_r", 3), (1, 2, 9, "both", 2),
+                                                  (5, 19, 24, "both", 2)])
 def test_driver_native_equals_scan(cell, reverse, T, B, H, biases, threads, monkeypatch):
     """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward and
     its products (jrnn.native.gradients; with both biases, one, or none; 1–3 threads; one
@@ -257,6 +261,47 @@ def test_build_command_runs():
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("loaded")
+
+
+def test_isa_follows_the_cpu_and_the_variable(monkeypatch):
+    """AVX-512 where the CPU has F, DQ and VL; JRNN_NATIVE_ISA chooses, and a wrong value
+    or an AVX-512 request on a CPU without it is an error naming the variable."""
+    monkeypatch.delenv("JRNN_NATIVE_ISA", raising=False)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx2", "fma", "avx512f", "avx512dq",
+                                                       "avx512vl"})
+    assert native.isa() == "avx512"
+    monkeypatch.setenv("JRNN_NATIVE_ISA", "avx2")
+    assert native.isa() == "avx2"
+    assert "-mavx512f" not in native._flags()
+    monkeypatch.setenv("JRNN_NATIVE_ISA", "sse")
+    with pytest.raises(ValueError, match="JRNN_NATIVE_ISA must be one of.*'sse'"):
+        native.isa()
+    monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx2", "fma", "avx512f"})
+    monkeypatch.setenv("JRNN_NATIVE_ISA", "avx512")
+    with pytest.raises(ValueError, match="JRNN_NATIVE_ISA=avx512, but this CPU lacks"):
+        native.isa()
+    monkeypatch.delenv("JRNN_NATIVE_ISA")
+    assert native.isa() == "avx2"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(native.isa() != "avx512", reason="this CPU runs the AVX2 build already")
+def test_avx2_build_on_an_avx512_cpu():
+    """On a CPU with AVX-512 the suite above tests that build; here the AVX2 build (what a
+    CPU without AVX-512 runs) passes the drivers' and the sampler's comparisons with the
+    scan, in a process of its own."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "JRNN_NATIVE_ISA": "avx2", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+         "tests/test_native.py::test_driver_native_equals_scan",
+         "tests/test_native_sampler.py::test_native_sampler_draws_the_scans_tokens"],
+        capture_output=True, text=True, env=env, timeout=900,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout
 
 
 

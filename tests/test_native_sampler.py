@@ -8,11 +8,12 @@ import pytest
 
 from jrnn import dropout, layers, native, native_sampler
 from jrnn.models import _common, generator, seq2seq, tagger
+from tests.helpers import TOL, rel_error
 
 pytestmark = pytest.mark.skipif(
     not native.available(), reason=f"jrnn.native unavailable: {native.why_unavailable()}")
 
-B, H, C, STEPS = 3, 20, 11, 9  # H and C not multiples of 8 or 32: partial unit/output blocks
+B, H, C, STEPS = 11, 20, 11, 9  # B over 8 rows, H and C not multiples of 8 or 32: partial tiles
 CELLS = ("lstm", "gru", "elman")
 
 
@@ -57,8 +58,9 @@ def test_native_sampler_draws_the_scans_tokens(cell, temperature, greedy):
     (want_states, want_x), want = _run("scan", cell, temperature, greedy)
     np.testing.assert_array_equal(np.asarray(tokens), np.asarray(want))
     assert tokens.dtype == jnp.int32 and tokens.shape == (STEPS, B)
-    for got, ref in zip(jax.tree.leaves(states), jax.tree.leaves(want_states)):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
+    # float32 sums in another order, through steps that amplify (the weights scaled by 3):
+    # compared as every float32 result of two implementations is, norm-wise
+    assert rel_error(states, want_states) <= TOL[jnp.float32]
     np.testing.assert_array_equal(np.asarray(x), np.asarray(want_x))
     # the model decides: the tokens are not those of the noise (or of the first step) alone
     alone = jnp.argmax(_noise(), -1) if not greedy else jnp.broadcast_to(want[0], want.shape)

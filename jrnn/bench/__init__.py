@@ -25,8 +25,32 @@ def tuning_variables() -> dict:
     return {k: os.environ[k] for k in sorted(os.environ) if k.startswith(TUNING_PREFIXES)}
 
 
+def cpu_model():
+    """The CPU's model name (Linux's /proc/cpuinfo), or None where it cannot be read: runs on
+    machines of different CPUs (AVX-512 or not) compare only within a run."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _native_isa():
+    """The instruction set jrnn's native kernels are built for here, or None (not x86-64,
+    or a bad JRNN_NATIVE_ISA)."""
+    from jrnn import native
+    try:
+        return None if native._cpu_supported() else native.isa()
+    except ValueError:
+        return None
+
+
 def environment(**extra) -> dict:
-    """What a result file records about the run: backend, device, cores, versions, date,
+    """What a result file records about the run: backend, device, cores, the CPU's model and
+    the native kernels' instruction set, versions, date,
     the load average when it started (a loaded machine's ratios are noisy), the
     environment variables that change speed (:func:`tuning_variables`), and ``extra`` (the
     run's options)."""
@@ -40,6 +64,7 @@ def environment(**extra) -> dict:
             "device": getattr(device, "device_kind", str(device)),
             "cpu_count": os.cpu_count(), "jax": jax.__version__,
             "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_model": cpu_model(), "native_isa": _native_isa(),
             "date": time.strftime("%Y-%m-%d"),
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "tuning": tuning_variables(), **extra}

@@ -478,6 +478,16 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     return 0
 
 
+def _cpu_sentence(env: dict) -> str:
+    """The CPU and the native kernels' instruction set, where the run recorded them."""
+    parts = []
+    if env.get("cpu_model"):
+        parts.append(f"CPU: {env['cpu_model']}")
+    if env.get("native_isa"):
+        parts.append(f"jrnn's native kernels built for {env['native_isa']}")
+    return "; ".join(parts) + ". " if parts else ""
+
+
 def _tuning_sentence(tuning: dict) -> str:
     """The environment variables that change speed, as one sentence of the report."""
     if not tuning:
@@ -503,7 +513,7 @@ def write_suite(out: str, env: dict, rows: list, sweep_rows: dict, command: str,
             f"by jrnn's, so > 1 means jrnn is faster. Measured peak float32 matmul throughput "
             f"({peak_size}² matmul, same run): {peak / 1e9:.1f} GFLOP/s; the roofline "
             f"time is the products' FLOPs at that peak (jrnn/bench/roofline.py). "
-            f"{_tuning_sentence(env.get('tuning') or {})}",
+            f"{_cpu_sentence(env)}{_tuning_sentence(env.get('tuning') or {})}",
             tables(rows, unrolls) if rows else ""]
     for sweep, srows in sweep_rows.items():
         if not srows:

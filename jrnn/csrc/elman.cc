@@ -36,13 +36,12 @@ void elman_step(const ElmanProblem& P, const float* x, const float* hprev, float
     all_rows_times_panel(x, D, B, P.Up + kb * D * 32, D, hout + u0, H, width, false);
     all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t u = u0; u < u0 + width; u += 8) {
-        const int n = (int)std::min<int64_t>(8, u0 + width - u);
+      over_lanes(u0, u0 + width, [&]<class V>(int64_t u, int n) {
         float* h = hout + b * H + u;
-        __m256 a = load_n(h, n);
-        if (P.bias) a = _mm256_add_ps(a, load_n(P.bias + u, n));
-        store_n(h, tanh8(a), n);
-      }
+        V a = load_lanes<V>(h, n);
+        if (P.bias) a = vec::add(a, load_lanes<V>(P.bias + u, n));
+        store_lanes(h, vtanh(a), n);
+      });
   }
 }
 
@@ -77,18 +76,17 @@ void elman_reverse_thread(const ElmanReverse& P, Barrier& bar, int64_t kb0, int6
   int sense = 0;
   const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
   const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
-  const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = P.reverse ? s : T - 1 - s;  // reverse of the forward's order
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t u = u0; u < u1; u += 8) {
-        const int n = (int)std::min<int64_t>(8, u1 - u);
+      over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
+        using namespace vec;
+        const V one = set1<V>(1.0f);
         const int64_t off = t * BH + b * H + u;
-        const __m256 h = load_n(P.hs + off, n);
-        const __m256 dh = _mm256_add_ps(load_n(P.dhs + off, n), load_n(P.dh + b * H + u, n));
-        store_n(P.dA + off, _mm256_mul_ps(dh, _mm256_mul_ps(_mm256_sub_ps(one, h),
-                                                            _mm256_add_ps(one, h))), n);
-      }
+        const V h = load_lanes<V>(P.hs + off, n);
+        const V dh = add(load_lanes<V>(P.dhs + off, n), load_lanes<V>(P.dh + b * H + u, n));
+        store_lanes(P.dA + off, mul(dh, mul(sub(one, h), add(one, h))), n);
+      });
     if (bar.n > 1) bar.wait(sense);
     for (int64_t kb = kb0; kb < kb1; ++kb)
       all_rows_times_panel(P.dA + t * BH, H, B, P.Wb + kb * H * 32, H, P.dh + kb * 32, H,
@@ -108,10 +106,8 @@ ffi::Error ElmanForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
   ElmanProblem P{};
   P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nkb = (P.H + 31) / 32;
-  if ((int64_t)wp.element_count() != P.nkb * P.H * 32)
-    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), H, 32)");
-  if ((int64_t)up.element_count() != P.nkb * P.D * 32)
-    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/32), D, 32)");
+  if (auto e = check_packed(up, wp, P.nkb, P.D, P.H, 32, "ceil(H/32)", "32"); e.failure())
+    return e;
   P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.bias = has_bias ? bias.typed_data() : nullptr;
   P.h0 = h0.typed_data(); P.hs = hs->typed_data(); P.hT = hT->typed_data();
@@ -165,10 +161,8 @@ ffi::Error ElmanSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
     return e;
   ElmanProblem P{};
   P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nkb = (P.H + 31) / 32;
-  if ((int64_t)wp.element_count() != P.nkb * P.H * 32)
-    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/32), H, 32)");
-  if ((int64_t)up.element_count() != P.nkb * P.D * 32)
-    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/32), D, 32)");
+  if (auto e = check_packed(up, wp, P.nkb, P.D, P.H, 32, "ceil(H/32)", "32"); e.failure())
+    return e;
   P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.bias = has_bias ? bias.typed_data() : nullptr;
   sample(S, P.nkb, [&](const float* x, const float* hprev, float* hout, int64_t, int64_t kb0,

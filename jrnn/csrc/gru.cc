@@ -5,10 +5,10 @@
 //   A = x_t U^T + b, R = h_{t-1} W^T + b_r, each split into H-blocks (r, z, n);
 //   r = sigmoid(A_r + R_r), z = sigmoid(A_z + R_z), n = tanh(A_n + r R_n),
 //   h_t = (1 - z) n + z h_{t-1}.
-// Both products run in one register-blocked micro-kernel per block of 8 hidden units over U
-// and W packed as (nb, K, 3, 8) (the three gates' 8 columns side by side), into four
-// accumulators per row: r and z take both products, n keeps A_n and R_n apart. The units
-// are split over the threads as in lstm.cc, one barrier per step.
+// Both products run in one register-blocked micro-kernel (common.h's Tile) per block of 8
+// hidden units over U and W packed as (nb, K, 3, 8) (the three gates' 8 columns side by
+// side): r and z take both products, n's columns hold A_n after the first and R_n after
+// the second. The units are split over the threads as in lstm.cc, one barrier per step.
 //
 // Reverse, per step in reverse processing order, each thread first its own units (the
 // cell's step_vjp):
@@ -46,74 +46,46 @@ template <int RB>
 inline void gru_block(const GruProblem& P, int64_t t, const float* x, const float* hprev,
                       float* hout, int64_t r0, int64_t jb) {
   const int64_t H = P.H, D = P.D;
-  // r, z (both products), A_n, R_n for three rows, as named registers (see lstm.cc)
-  __m256 r0a = _mm256_setzero_ps(), z0a = r0a, an0 = r0a, rn0 = r0a;
-  __m256 r1a = r0a, z1a = r0a, an1 = r0a, rn1 = r0a;
-  __m256 r2a = r0a, z2a = r0a, an2 = r0a, rn2 = r0a;
-#define JRNN_GRU_PANEL_LOOP(rows, ld, panel, K, N0, N1, N2)                          \
-  {                                                                                  \
-    const float* p0 = (rows);                                                        \
-    const float* p1 = RB > 1 ? p0 + (ld) : p0;                                       \
-    const float* p2 = RB > 2 ? p0 + 2 * (ld) : p0;                                   \
-    const float* pw = (panel);                                                       \
-    for (int64_t k = 0; k < (K); ++k) {                                              \
-      const __m256 w0 = _mm256_loadu_ps(pw + k * 24);                                \
-      const __m256 w1 = _mm256_loadu_ps(pw + k * 24 + 8);                            \
-      const __m256 w2 = _mm256_loadu_ps(pw + k * 24 + 16);                           \
-      const __m256 x0 = _mm256_broadcast_ss(p0 + k);                                 \
-      r0a = _mm256_fmadd_ps(x0, w0, r0a); z0a = _mm256_fmadd_ps(x0, w1, z0a);        \
-      N0 = _mm256_fmadd_ps(x0, w2, N0);                                              \
-      if (RB > 1) {                                                                  \
-        const __m256 x1 = _mm256_broadcast_ss(p1 + k);                               \
-        r1a = _mm256_fmadd_ps(x1, w0, r1a); z1a = _mm256_fmadd_ps(x1, w1, z1a);      \
-        N1 = _mm256_fmadd_ps(x1, w2, N1);                                            \
-      }                                                                              \
-      if (RB > 2) {                                                                  \
-        const __m256 x2 = _mm256_broadcast_ss(p2 + k);                               \
-        r2a = _mm256_fmadd_ps(x2, w0, r2a); z2a = _mm256_fmadd_ps(x2, w1, z2a);      \
-        N2 = _mm256_fmadd_ps(x2, w2, N2);                                            \
-      }                                                                              \
-    }                                                                                \
-  }
-  JRNN_GRU_PANEL_LOOP(x + r0 * D, D, P.Up + jb * D * 24, D, an0, an1, an2)
-  JRNN_GRU_PANEL_LOOP(hprev + r0 * H, H, P.Wp + jb * H * 24, H, rn0, rn1, rn2)
-#undef JRNN_GRU_PANEL_LOOP
-  const __m256 acc[3][4] = {{r0a, z0a, an0, rn0}, {r1a, z1a, an1, rn1}, {r2a, z2a, an2, rn2}};
+  // r and z take both products; n's group holds A_n after the first, R_n after the second
+  Tile<RB, 3> acc;
+  acc.zero();
+  acc.accumulate(x + r0 * D, D, P.Up + jb * D * 24, D);
+  __m256 A[RB][3];
+  acc.parts(A);
+  acc.template clear_part<2>();
+  acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * 24, H);
+  __m256 R[RB][3];  // r and z: both products; n: R_n alone
+  acc.parts(R);
   const int64_t u0 = jb * 8;
   const int n = (int)std::min<int64_t>(8, H - u0);
   const __m256 b_r = _mm256_add_ps(bias_at(P.b, u0, n), bias_at(P.br, u0, n));
   const __m256 b_z = _mm256_add_ps(bias_at(P.b, H + u0, n), bias_at(P.br, H + u0, n));
   const __m256 b_an = bias_at(P.b, 2 * H + u0, n), b_rn = bias_at(P.br, 2 * H + u0, n);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  for (int q = 0; q < RB; ++q) {
+  over_row_pairs<RB>([&]<class V>(int q) {  // a loop, as in lstm.cc
+    using namespace vec;
     const int64_t off = (t * P.B + r0 + q) * H + u0;  // into (T, B, H)
     const int64_t row = (r0 + q) * H + u0;           // into (B, H)
-    const __m256 r = sigmoid8(_mm256_add_ps(acc[q][0], b_r));
-    const __m256 z = sigmoid8(_mm256_add_ps(acc[q][1], b_z));
-    const __m256 R_n = _mm256_add_ps(acc[q][3], b_rn);
-    const __m256 nn = tanh8(_mm256_fmadd_ps(r, R_n, _mm256_add_ps(acc[q][2], b_an)));
-    const __m256 h = _mm256_fmadd_ps(z, load_n(hprev + row, n),
-                                     _mm256_mul_ps(_mm256_sub_ps(one, z), nn));
-    store_n(hout + row, h, n);
+    const int q2 = q + kRowsIn<V> - 1;
+    const V r = vsigmoid(add(pair<V>(R[q][0], R[q2][0]), pair<V>(b_r, b_r)));
+    const V z = vsigmoid(add(pair<V>(R[q][1], R[q2][1]), pair<V>(b_z, b_z)));
+    const V R_n = add(pair<V>(R[q][2], R[q2][2]), pair<V>(b_rn, b_rn));
+    const V nn = vtanh(fmadd(r, R_n, add(pair<V>(A[q][2], A[q2][2]), pair<V>(b_an, b_an))));
+    const V h = fmadd(z, load_rows<V>(hprev + row, H, n), mul(sub(set1<V>(1.0f), z), nn));
+    store_rows(hout + row, H, h, n);
     if (P.saved[0]) {
-      store_n(P.saved[0] + off, r, n);
-      store_n(P.saved[1] + off, z, n);
-      store_n(P.saved[2] + off, nn, n);
-      store_n(P.saved[3] + off, R_n, n);
+      store_rows(P.saved[0] + off, H, r, n);
+      store_rows(P.saved[1] + off, H, z, n);
+      store_rows(P.saved[2] + off, H, nn, n);
+      store_rows(P.saved[3] + off, H, R_n, n);
     }
-  }
+  });
 }
 
 // One step for the unit blocks [jb0, jb1), all B rows.
 void gru_step(const GruProblem& P, int64_t t, const float* x, const float* hprev, float* hout,
               int64_t jb0, int64_t jb1) {
-  const int64_t B = P.B;
-  for (int64_t jb = jb0; jb < jb1; ++jb) {
-    int64_t r = 0;
-    for (; r + 3 <= B; r += 3) gru_block<3>(P, t, x, hprev, hout, r, jb);
-    if (B - r == 2) gru_block<2>(P, t, x, hprev, hout, r, jb);
-    else if (B - r == 1) gru_block<1>(P, t, x, hprev, hout, r, jb);
-  }
+  for (int64_t jb = jb0; jb < jb1; ++jb)
+    over_row_tiles(P.B, [&](auto RB, int64_t r0) { gru_block<RB>(P, t, x, hprev, hout, r0, jb); });
 }
 
 void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
@@ -150,30 +122,28 @@ void gru_reverse_thread(const GruReverse& P, Barrier& bar, int64_t kb0, int64_t 
   int sense = 0;
   const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
   const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
-  const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = P.reverse ? s : T - 1 - s;   // reverse of the forward's order
     const int64_t tp = P.reverse ? t + 1 : t - 1;  // the step processed before t
     const float* hprev = (P.reverse ? t == T - 1 : t == 0) ? P.h0 : P.hs + tp * BH;
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t u = u0; u < u1; u += 8) {
-        const int n = (int)std::min<int64_t>(8, u1 - u);
+      over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
+        using namespace vec;
+        const V one = set1<V>(1.0f);
         const int64_t off = t * BH + b * H + u, row = b * H + u;
-        const __m256 r = load_n(P.saved[0] + off, n), z = load_n(P.saved[1] + off, n);
-        const __m256 nn = load_n(P.saved[2] + off, n), R_n = load_n(P.saved[3] + off, n);
-        const __m256 dh = _mm256_add_ps(load_n(P.dhs + off, n), load_n(P.dh + row, n));
-        const __m256 da_n = _mm256_mul_ps(_mm256_mul_ps(dh, _mm256_sub_ps(one, z)),
-                                          _mm256_mul_ps(_mm256_sub_ps(one, nn), _mm256_add_ps(one, nn)));
-        const __m256 dz_r = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(da_n, R_n), r), _mm256_sub_ps(one, r));
-        const __m256 dz_z = _mm256_mul_ps(
-            _mm256_mul_ps(_mm256_mul_ps(dh, _mm256_sub_ps(load_n(hprev + row, n), nn)), z),
-            _mm256_sub_ps(one, z));
+        const V r = load_lanes<V>(P.saved[0] + off, n), z = load_lanes<V>(P.saved[1] + off, n);
+        const V nn = load_lanes<V>(P.saved[2] + off, n), R_n = load_lanes<V>(P.saved[3] + off, n);
+        const V dh = add(load_lanes<V>(P.dhs + off, n), load_lanes<V>(P.dh + row, n));
+        const V da_n = mul(mul(dh, sub(one, z)), mul(sub(one, nn), add(one, nn)));
+        const V dz_r = mul(mul(mul(da_n, R_n), r), sub(one, r));
+        const V dz_z = mul(mul(mul(dh, sub(load_lanes<V>(hprev + row, n), nn)), z), sub(one, z));
         float* a = P.dA + (t * B + b) * 3 * H + u;
         float* q = P.dR + (t * B + b) * 3 * H + u;
-        store_n(a, dz_r, n); store_n(a + H, dz_z, n); store_n(a + 2 * H, da_n, n);
-        store_n(q, dz_r, n); store_n(q + H, dz_z, n); store_n(q + 2 * H, _mm256_mul_ps(da_n, r), n);
-        store_n(P.dh + row, _mm256_mul_ps(dh, z), n);  // the direct path; dR W is added below
-      }
+        store_lanes(a, dz_r, n); store_lanes(a + H, dz_z, n); store_lanes(a + 2 * H, da_n, n);
+        store_lanes(q, dz_r, n); store_lanes(q + H, dz_z, n);
+        store_lanes(q + 2 * H, mul(da_n, r), n);
+        store_lanes(P.dh + row, mul(dh, z), n);  // the direct path; dR W is added below
+      });
     if (bar.n > 1) bar.wait(sense);
     for (int64_t kb = kb0; kb < kb1; ++kb)
       all_rows_times_panel(P.dR + t * B * 3 * H, 3 * H, B, P.Wb + kb * 3 * H * 32, 3 * H,
@@ -195,10 +165,8 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
   GruProblem P{};
   P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nb = (P.H + 7) / 8;
-  if ((int64_t)wp.element_count() != P.nb * P.H * 24)
-    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 3, 8)");
-  if ((int64_t)up.element_count() != P.nb * P.D * 24)
-    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 3, 8)");
+  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 24, "ceil(H/8)", "3, 8"); e.failure())
+    return e;
   P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.b = has_b ? b.typed_data() : nullptr;
   P.br = has_br ? br.typed_data() : nullptr;
@@ -264,10 +232,8 @@ ffi::Error GruSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
     return e;
   GruProblem P{};
   P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + 7) / 8;
-  if ((int64_t)wp.element_count() != P.nb * P.H * 24)
-    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 3, 8)");
-  if ((int64_t)up.element_count() != P.nb * P.D * 24)
-    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 3, 8)");
+  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 24, "ceil(H/8)", "3, 8"); e.failure())
+    return e;
   P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.b = has_b ? b.typed_data() : nullptr;
   P.br = has_br ? br.typed_data() : nullptr;

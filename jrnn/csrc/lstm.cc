@@ -1,15 +1,18 @@
-// jrnn's LSTM forward recurrence on the CPU as one XLA FFI custom call (jrnn/native.py; built by `python -m jrnn.native build`).
+// jrnn's LSTM forward recurrence on the CPU as one XLA FFI custom call (jrnn/native.py;
+// built by `python -m jrnn.native build`).
 //
 // Per step t (in processing order): z = A_t + h_{t-1} W^T + b_r, gates (i, f, g, o) =
 // (sigmoid, sigmoid, tanh, sigmoid) of z's four H-blocks, c_t = f c_{t-1} + i g,
 // h_t = o tanh(c_t); the same equations as jrnn/cells/lstm.py, in float32.
 //
-// The product h_{t-1} W^T runs in an AVX2/FMA register-blocked micro-kernel over W packed
-// once by the caller as Wp[nb][H][4][8]: for each block of 8 hidden units, the four gates'
-// 8 columns side by side, so one pass over the panel gives every gate of those units and
-// the gate math follows in registers (R_t is never stored). The hidden units are split in
-// contiguous unit blocks over `threads` threads (this one and threads - 1 std::threads
-// started per call); a spin barrier per step makes h_t complete before step t + 1 reads it.
+// The product h_{t-1} W^T runs in a register-blocked micro-kernel (common.h's Tile: AVX2/FMA,
+// or AVX-512 where built so) over W packed once by the caller as Wp[nb][H][4][8]: for each
+// block of 8 hidden units, the four gates' 8 columns side by side, so one pass over the panel
+// gives every gate of those units for a tile of rows, and the gate math follows on the sums
+// (R_t is never stored), two rows to a 16-lane vector in the AVX-512 build. The hidden
+// units are split in contiguous unit blocks over `threads` threads (this one and
+// threads - 1 std::threads started per call); a spin barrier per step makes h_t complete
+// before step t + 1 reads it.
 // h_t is read back from the output hs, so one barrier per step is all the exchange needed.
 #include "sampler.h"
 
@@ -44,85 +47,53 @@ template <int RB>
 inline void block(const Problem& P, int64_t t, const float* x, const float* hprev,
                   const float* cprev, float* hout, float* cout, int64_t r0, int64_t jb) {
   const int64_t H = P.H;
-  const float* w = P.Wp + jb * H * 32;
-  // The accumulators as named registers: held in an array that the epilogue indexes,
-  // GCC keeps them in memory and stores all twelve at every k (measured 4x slower).
-  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-  __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-  __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-  // One pass over K rows of a panel (K, 4, 8) against RB rows of `rows` (row stride ld).
-#define JRNN_PANEL_LOOP(rows, ld, panel, K)                                          \
-  {                                                                                  \
-    const float* p0 = (rows);                                                        \
-    const float* p1 = RB > 1 ? p0 + (ld) : p0;                                       \
-    const float* p2 = RB > 2 ? p0 + 2 * (ld) : p0;                                   \
-    const float* pw = (panel);                                                       \
-    for (int64_t k = 0; k < (K); ++k) {                                              \
-      const __m256 w0 = _mm256_loadu_ps(pw + k * 32);                                \
-      const __m256 w1 = _mm256_loadu_ps(pw + k * 32 + 8);                            \
-      const __m256 w2 = _mm256_loadu_ps(pw + k * 32 + 16);                           \
-      const __m256 w3 = _mm256_loadu_ps(pw + k * 32 + 24);                           \
-      const __m256 x0 = _mm256_broadcast_ss(p0 + k);                                 \
-      a00 = _mm256_fmadd_ps(x0, w0, a00); a01 = _mm256_fmadd_ps(x0, w1, a01);        \
-      a02 = _mm256_fmadd_ps(x0, w2, a02); a03 = _mm256_fmadd_ps(x0, w3, a03);        \
-      if (RB > 1) {                                                                  \
-        const __m256 x1 = _mm256_broadcast_ss(p1 + k);                               \
-        a10 = _mm256_fmadd_ps(x1, w0, a10); a11 = _mm256_fmadd_ps(x1, w1, a11);      \
-        a12 = _mm256_fmadd_ps(x1, w2, a12); a13 = _mm256_fmadd_ps(x1, w3, a13);      \
-      }                                                                              \
-      if (RB > 2) {                                                                  \
-        const __m256 x2 = _mm256_broadcast_ss(p2 + k);                               \
-        a20 = _mm256_fmadd_ps(x2, w0, a20); a21 = _mm256_fmadd_ps(x2, w1, a21);      \
-        a22 = _mm256_fmadd_ps(x2, w2, a22); a23 = _mm256_fmadd_ps(x2, w3, a23);      \
-      }                                                                              \
-    }                                                                                \
-  }
-  if (x) JRNN_PANEL_LOOP(x + r0 * P.D, P.D, P.Up + jb * P.D * 32, P.D)
-  JRNN_PANEL_LOOP(hprev + r0 * H, H, w, H)
-#undef JRNN_PANEL_LOOP
-  const __m256 acc[3][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}};
+  Tile<RB, 4> acc;
+  acc.zero();
+  if (x) acc.accumulate(x + r0 * P.D, P.D, P.Up + jb * P.D * 32, P.D);
+  acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * 32, H);
   const int64_t u0 = jb * 8;
   const int n = (int)std::min<int64_t>(8, H - u0);
   __m256 bias[4];
   for (int g = 0; g < 4; ++g)
     bias[g] = P.br ? load_n(P.br + g * H + u0, n) : _mm256_setzero_ps();
-  for (int r = 0; r < RB; ++r) {
+  __m256 sums[RB][4];
+  acc.parts(sums);
+  over_row_pairs<RB>([&]<class V>(int r) {  // a loop (see common.h's Tile)
+    using namespace vec;
     const int64_t off = (t * P.B + r0 + r) * H + u0;  // into (T, B, H)
     const int64_t row = (r0 + r) * H + u0;           // into (B, H)
-    __m256 z[4];
-    for (int g = 0; g < 4; ++g)
-      z[g] = x ? _mm256_add_ps(acc[r][g], bias[g])
-                 : _mm256_add_ps(_mm256_add_ps(acc[r][g], bias[g]), load_n(P.A[g] + off, n));
-#ifdef JRNN_NO_GATES
-    const __m256 i = z[0], f = z[1], gg = z[2], o = z[3];
-    const __m256 c = _mm256_fmadd_ps(f, load_n(cprev + row, n), _mm256_mul_ps(i, gg));
-    const __m256 h = _mm256_mul_ps(o, _mm256_mul_ps(c, _mm256_set1_ps(1e-3f)));
-#else
-    const __m256 i = sigmoid8(z[0]), f = sigmoid8(z[1]), gg = tanh8(z[2]), o = sigmoid8(z[3]);
-    const __m256 c = _mm256_fmadd_ps(f, load_n(cprev + row, n), _mm256_mul_ps(i, gg));
-    const __m256 h = _mm256_mul_ps(o, tanh8(c));
-#endif
-    store_n(hout + row, h, n);
-    store_n(cout + row, c, n);
-    if (P.gates[0]) {
-      store_n(P.gates[0] + off, i, n);
-      store_n(P.gates[1] + off, f, n);
-      store_n(P.gates[2] + off, gg, n);
-      store_n(P.gates[3] + off, o, n);
+    V z[4];
+    for (int g = 0; g < 4; ++g) {
+      z[g] = add(pair<V>(sums[r][g], sums[r + kRowsIn<V> - 1][g]), pair<V>(bias[g], bias[g]));
+      if (!x) z[g] = add(z[g], load_rows<V>(P.A[g] + off, H, n));
     }
-  }
+#ifdef JRNN_NO_GATES
+    const V i = z[0], f = z[1], gg = z[2], o = z[3];
+    const V c = fmadd(f, load_rows<V>(cprev + row, H, n), mul(i, gg));
+    const V h = mul(o, mul(c, set1<V>(1e-3f)));
+#else
+    const V i = vsigmoid(z[0]), f = vsigmoid(z[1]), gg = vtanh(z[2]), o = vsigmoid(z[3]);
+    const V c = fmadd(f, load_rows<V>(cprev + row, H, n), mul(i, gg));
+    const V h = mul(o, vtanh(c));
+#endif
+    store_rows(hout + row, H, h, n);
+    store_rows(cout + row, H, c, n);
+    if (P.gates[0]) {
+      store_rows(P.gates[0] + off, H, i, n);
+      store_rows(P.gates[1] + off, H, f, n);
+      store_rows(P.gates[2] + off, H, gg, n);
+      store_rows(P.gates[3] + off, H, o, n);
+    }
+  });
 }
 
 // One step for the unit blocks [jb0, jb1), all B rows (x as in block).
 void step(const Problem& P, int64_t t, const float* x, const float* hprev, const float* cprev,
           float* hout, float* cout, int64_t jb0, int64_t jb1) {
-  const int64_t B = P.B;
-  for (int64_t jb = jb0; jb < jb1; ++jb) {
-    int64_t r = 0;
-    for (; r + 3 <= B; r += 3) block<3>(P, t, x, hprev, cprev, hout, cout, r, jb);
-    if (B - r == 2) block<2>(P, t, x, hprev, cprev, hout, cout, r, jb);
-    else if (B - r == 1) block<1>(P, t, x, hprev, cprev, hout, cout, r, jb);
-  }
+  for (int64_t jb = jb0; jb < jb1; ++jb)
+    over_row_tiles(P.B, [&](auto RB, int64_t r0) {
+      block<RB>(P, t, x, hprev, cprev, hout, cout, r0, jb);
+    });
 }
 
 void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
@@ -202,35 +173,34 @@ void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
   const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
-  const __m256 one = _mm256_set1_ps(1.0f);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = P.reverse ? s : T - 1 - s;   // reverse of the forward's order
     const int64_t tp = P.reverse ? t + 1 : t - 1;  // the step processed before t
     const bool first = P.reverse ? t == T - 1 : t == 0;
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t u = u0; u < u1; u += 8) {
-        const int n = (int)std::min<int64_t>(8, u1 - u);
+      over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
+        using namespace vec;
+        const V one = set1<V>(1.0f);
         const int64_t off = t * BH + b * H + u, row = b * H + u;
-        const __m256 i = load_n(P.gates[0] + off, n), f = load_n(P.gates[1] + off, n);
-        const __m256 g = load_n(P.gates[2] + off, n), o = load_n(P.gates[3] + off, n);
-        const __m256 c = load_n(P.cs + off, n);
-        const __m256 cp = first ? load_n(P.c0 + row, n) : load_n(P.cs + tp * BH + row, n);
-        const __m256 dh = _mm256_add_ps(load_n(P.dhs + off, n), load_n(P.dh + row, n));
-        const __m256 tc = tanh8(c);
-        const __m256 dtc = _mm256_mul_ps(_mm256_sub_ps(one, tc), _mm256_add_ps(one, tc));
-        const __m256 dc = _mm256_fmadd_ps(_mm256_mul_ps(dh, o), dtc, load_n(P.dc + row, n));
-        const __m256 di = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, g), i), _mm256_sub_ps(one, i));
-        const __m256 df = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dc, cp), f), _mm256_sub_ps(one, f));
-        const __m256 dg = _mm256_mul_ps(_mm256_mul_ps(dc, i),
-                                        _mm256_mul_ps(_mm256_sub_ps(one, g), _mm256_add_ps(one, g)));
-        const __m256 dz_o = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, tc), o), _mm256_sub_ps(one, o));
+        const V i = load_lanes<V>(P.gates[0] + off, n), f = load_lanes<V>(P.gates[1] + off, n);
+        const V g = load_lanes<V>(P.gates[2] + off, n), o = load_lanes<V>(P.gates[3] + off, n);
+        const V c = load_lanes<V>(P.cs + off, n);
+        const V cp = load_lanes<V>(first ? P.c0 + row : P.cs + tp * BH + row, n);
+        const V dh = add(load_lanes<V>(P.dhs + off, n), load_lanes<V>(P.dh + row, n));
+        const V tc = vtanh(c);
+        const V dtc = mul(sub(one, tc), add(one, tc));
+        const V dc = fmadd(mul(dh, o), dtc, load_lanes<V>(P.dc + row, n));
+        const V di = mul(mul(mul(dc, g), i), sub(one, i));
+        const V df = mul(mul(mul(dc, cp), f), sub(one, f));
+        const V dg = mul(mul(dc, i), mul(sub(one, g), add(one, g)));
+        const V dz_o = mul(mul(mul(dh, tc), o), sub(one, o));
         float* dz = P.dA + (t * B + b) * 4 * H + u;
-        store_n(dz, di, n);
-        store_n(dz + H, df, n);
-        store_n(dz + 2 * H, dg, n);
-        store_n(dz + 3 * H, dz_o, n);
-        store_n(P.dc + row, _mm256_mul_ps(dc, f), n);
-      }
+        store_lanes(dz, di, n);
+        store_lanes(dz + H, df, n);
+        store_lanes(dz + 2 * H, dg, n);
+        store_lanes(dz + 3 * H, dz_o, n);
+        store_lanes(P.dc + row, mul(dc, f), n);
+      });
     if (bar.n > 1) bar.wait(sense);
     for (int64_t kb = kb0; kb < kb1; ++kb)
       all_rows_times_panel(P.dA + t * B * 4 * H, 4 * H, B, P.Wb + kb * 4 * H * 32, 4 * H,
@@ -329,10 +299,8 @@ ffi::Error ForwardX(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up, ffi::Buf
   if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
   Problem P{};
   P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nb = (P.H + 7) / 8;
-  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
-    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
-  if ((int64_t)up.element_count() != P.nb * P.D * 32)
-    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 4, 8)");
+  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 32, "ceil(H/8)", "4, 8"); e.failure())
+    return e;
   P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.br = has_bias ? bias.typed_data() : nullptr;
   P.h0 = h0.typed_data(); P.c0 = c0.typed_data();
@@ -357,10 +325,8 @@ ffi::Error Sample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
     return e;
   Problem P{};
   P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + 7) / 8;
-  if ((int64_t)wp.element_count() != P.nb * P.H * 32)
-    return ffi::Error::InvalidArgument("packed W: expected (ceil(H/8), H, 4, 8)");
-  if ((int64_t)up.element_count() != P.nb * P.D * 32)
-    return ffi::Error::InvalidArgument("packed U: expected (ceil(H/8), D, 4, 8)");
+  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 32, "ceil(H/8)", "4, 8"); e.failure())
+    return e;
   if ((int64_t)c0.element_count() != S.B * S.H)
     return ffi::Error::InvalidArgument("c0: expected (B, H)");
   P.Up = up.typed_data(); P.Wp = wp.typed_data();
