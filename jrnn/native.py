@@ -5,8 +5,9 @@ parts in ``common.h``).
 
 The scan path runs one XLA loop iteration per step, whose recurrent product
 R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Here one call
-runs every step: W packed once into panels of 8 hidden units × G gates, each step's
-product in a register-blocked micro-kernel with the gate math fused after it, the hidden
+runs every step: W packed once into panels of 8 hidden units × G gates (the GRU's: one
+vector of units, 16 with AVX-512; :func:`gru_units`), each step's product in a
+register-blocked micro-kernel with the gate math fused after it, the hidden
 units split over ``threads`` threads (each pinned to its own CPU for the call) with one spin
 barrier per step. ``jrnn.rnn(..., kernel="native")`` runs :func:`forward_inputs` (the input
 projection x_t Uᵀ in the same micro-kernel, so that no (T, B, G·H) projection is written)
@@ -45,7 +46,7 @@ from jrnn import _matmul, recurrence
 
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
            "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
-           "threads", "isa"]
+           "threads", "isa", "gru_units"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc")
@@ -170,6 +171,7 @@ def load(build_if_missing: Optional[bool] = None) -> bool:
         for target, symbol in _TARGETS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
                                         platform="cpu")
+        _state["gru_units"] = int(lib.JrnnGruUnits())
         _state["loaded"] = True
     except Exception as e:  # noqa: BLE001 - any failure means: not available, and why
         _state["error"] = f"{type(e).__name__}: {e}"
@@ -236,16 +238,25 @@ def _summed_bias(b, b_r):
     return sum(present[1:], present[0]) if present else None
 
 
-def pack_weights(W, H: Optional[int] = None, gates: int = 4):
-    """A gate-stacked weight (G·H, K) -> (⌈H/8⌉, K, G, 8): for each block of 8 hidden units,
-    row k holds the G gates' 8 weights on input k side by side (units past H zero).
-    W (G·H, H) and U (G·H, D) are packed alike."""
+def pack_weights(W, H: Optional[int] = None, gates: int = 4, units: int = 8):
+    """A gate-stacked weight (G·H, K) -> (⌈H/units⌉, K, G, units): for each block of
+    ``units`` hidden units, row k holds the G gates' weights on input k side by side (units
+    past H zero). W (G·H, H) and U (G·H, D) are packed alike."""
     K = W.shape[1]
     H = W.shape[0] // gates if H is None else H
-    nb = -(-H // 8)
+    nb = -(-H // units)
     Wg = W.reshape(gates, H, K)
-    Wg = jnp.pad(Wg, ((0, 0), (0, nb * 8 - H), (0, 0)))
-    return Wg.reshape(gates, nb, 8, K).transpose(1, 3, 0, 2)
+    Wg = jnp.pad(Wg, ((0, 0), (0, nb * units - H), (0, 0)))
+    return Wg.reshape(gates, nb, units, K).transpose(1, 3, 0, 2)
+
+
+def gru_units() -> int:
+    """The GRU kernels' unit block in the loaded library: one vector of its build (8 hidden
+    units, 16 with AVX-512), so that each gate of a block is one register; U and W are packed
+    (``pack_weights(..., gates=3, units=gru_units())``) to match."""
+    if not load():
+        raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    return _state["gru_units"]
 
 
 def _out_types(T, B, H, keep_residuals):
@@ -410,8 +421,8 @@ def _gru_forward(xs, U, b, W, b_r, carry0, *, reverse, keep_residuals=True, num_
                             vmap_method="sequential")
     none = jnp.zeros((1,), dt)
     hs, r, z, n, R_n, hT = call(
-        xs.astype(dt), pack_weights(U.astype(dt), H, gates=3),
-        pack_weights(W.astype(dt), gates=3),
+        xs.astype(dt), pack_weights(U.astype(dt), H, gates=3, units=gru_units()),
+        pack_weights(W.astype(dt), gates=3, units=gru_units()),
         none if b is None else b.astype(dt), none if b_r is None else b_r.astype(dt),
         carry0[0].astype(dt), reverse=bool(reverse), has_b=b is not None,
         has_br=b_r is not None, keep=bool(keep_residuals),

@@ -73,7 +73,9 @@ def steps(stack, head, embed: Callable, temperature: float,
     none = jnp.zeros((1,), dt)
     if name == "gru":
         target = "jrnn_gru_sample"
-        weights = (native.pack_weights(U, H, gates=3), native.pack_weights(W, gates=3),
+        units = native.gru_units()
+        weights = (native.pack_weights(U, H, gates=3, units=units),
+                   native.pack_weights(W, gates=3, units=units),
                    none if part.b is None else part.b.astype(dt),
                    none if part.b_r is None else part.b_r.astype(dt))
         flags = {"has_b": part.b is not None, "has_br": part.b_r is not None}

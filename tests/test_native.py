@@ -284,6 +284,19 @@ def test_isa_follows_the_cpu_and_the_variable(monkeypatch):
     assert native.isa() == "avx2"
 
 
+def test_gru_packing_follows_the_loaded_build():
+    """The GRU's unit block is the loaded library's vector (16 units with AVX-512, else 8),
+    and the packed weights have that block: (ceil(H/units), K, 3, units)."""
+    units = native.gru_units()
+    assert units == {"avx512": 16, "avx2": 8}[native.isa()]
+    W = jnp.arange(3 * 13 * 5, dtype=jnp.float32).reshape(3 * 13, 5)
+    packed = native.pack_weights(W, 13, gates=3, units=units)
+    assert packed.shape == (-(-13 // units), 5, 3, units)
+    assert packed[0, 2, 1, 3] == W[13 + 3, 2]  # block 0, input 2, gate z, unit 3
+    assert packed[-1, 0, 2, (13 - 1) % units] == W[2 * 13 + 12, 0]
+    assert (packed[-1, :, :, 13 % units or units:] == 0).all()  # units past H
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(native.isa() != "avx512", reason="this CPU runs the AVX2 build already")
 def test_avx2_build_on_an_avx512_cpu():

@@ -382,13 +382,14 @@ inline void static_for(F&& f) {
 }
 
 #ifdef __AVX512F__
+using Vec = __m512;  // the widest vector of the build
 constexpr int kTileRows = 8;  // 4 and 10 measured level at S, X, M; 6 slower at B 8 (6 + 2)
 template <int RB, int NV>
-struct Tile {  // columns 0-15 in a[r][0]; 16-31 (or 16-23, NV 3) in a[r][1]
-  static_assert(NV == 3 || NV == 4);
-  __m512 a[RB][2];
+struct Tile {  // the NV groups of 8 columns two to a register, the last one half full if NV is odd
+  static constexpr int NZ = (NV + 1) / 2;
+  __m512 a[RB][NZ];
   void zero() {
-    static_for<RB>([&](auto r) { a[r][0] = _mm512_setzero_ps(); a[r][1] = _mm512_setzero_ps(); });
+    static_for<RB>([&](auto r) { static_for<NZ>([&](auto z) { a[r][z] = _mm512_setzero_ps(); }); });
   }
   template <int R, int G>
   __m256 part() const {
@@ -399,31 +400,37 @@ struct Tile {  // columns 0-15 in a[r][0]; 16-31 (or 16-23, NV 3) in a[r][1]
   void parts(__m256 (&out)[RB][NV]) const {  // every group of 8 columns of every row
     static_for<RB>([&](auto r) { static_for<NV>([&](auto g) { out[r][g] = part<r, g>(); }); });
   }
-  template <int G>
-  void clear_part() {  // columns of group G back to zero (only G = NV - 1 = 2 is used)
-    static_assert(NV == 3 && G == 2);
-    static_for<RB>([&](auto r) { a[r][1] = _mm512_setzero_ps(); });
+  void registers(__m512 (&out)[RB][NZ]) const {
+    static_for<RB>([&](auto r) { static_for<NZ>([&](auto z) { out[r][z] = a[r][z]; }); });
+  }
+  template <int Z>
+  void clear_register() {
+    static_for<RB>([&](auto r) { a[r][Z] = _mm512_setzero_ps(); });
   }
   // a[r] += sum_k rows[r][k] panel[k]
   void accumulate(const float* rows, int64_t ld, const float* panel, int64_t K) {
     Tile t = *this;
     for (int64_t k = 0; k < K; ++k) {
       const float* pw = panel + k * NV * 8;
-      const __m512 w0 = _mm512_loadu_ps(pw);
-      const __m512 w1 = NV == 4 ? _mm512_loadu_ps(pw + 16) : _mm512_maskz_loadu_ps(0xFF, pw + 16);
+      __m512 w[NZ];
+      static_for<NZ>([&](auto z) {
+        w[z] = 2 * z + 1 < NV ? _mm512_loadu_ps(pw + 16 * z)
+                              : _mm512_maskz_loadu_ps(0xFF, pw + 16 * z);
+      });
       static_for<RB>([&](auto r) {
         const __m512 x = _mm512_set1_ps(rows[r * ld + k]);
-        t.a[r][0] = _mm512_fmadd_ps(x, w0, t.a[r][0]);
-        t.a[r][1] = _mm512_fmadd_ps(x, w1, t.a[r][1]);
+        static_for<NZ>([&](auto z) { t.a[r][z] = _mm512_fmadd_ps(x, w[z], t.a[r][z]); });
       });
     }
     *this = t;
   }
 };
 #else
+using Vec = __m256;
 constexpr int kTileRows = 3;
 template <int RB, int NV>
 struct Tile {
+  static constexpr int NZ = NV;
   __m256 a[RB][NV];
   void zero() {
     static_for<RB>([&](auto r) { static_for<NV>([&](auto g) { a[r][g] = _mm256_setzero_ps(); }); });
@@ -433,9 +440,10 @@ struct Tile {
   void parts(__m256 (&out)[RB][NV]) const {
     static_for<RB>([&](auto r) { static_for<NV>([&](auto g) { out[r][g] = a[r][g]; }); });
   }
-  template <int G>
-  void clear_part() {
-    static_for<RB>([&](auto r) { a[r][G] = _mm256_setzero_ps(); });
+  void registers(__m256 (&out)[RB][NZ]) const { parts(out); }
+  template <int Z>
+  void clear_register() {
+    static_for<RB>([&](auto r) { a[r][Z] = _mm256_setzero_ps(); });
   }
   void accumulate(const float* rows, int64_t ld, const float* panel, int64_t K) {
     Tile t = *this;
@@ -452,6 +460,7 @@ struct Tile {
   }
 };
 #endif
+constexpr int kVecLanes = sizeof(Vec) / sizeof(float);
 
 // f(std::integral_constant<int, RB>, r0) over B rows in tiles of kTileRows, the last smaller.
 template <class F>

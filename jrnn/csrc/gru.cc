@@ -5,10 +5,11 @@
 //   A = x_t U^T + b, R = h_{t-1} W^T + b_r, each split into H-blocks (r, z, n);
 //   r = sigmoid(A_r + R_r), z = sigmoid(A_z + R_z), n = tanh(A_n + r R_n),
 //   h_t = (1 - z) n + z h_{t-1}.
-// Both products run in one register-blocked micro-kernel (common.h's Tile) per block of 8
-// hidden units over U and W packed as (nb, K, 3, 8) (the three gates' 8 columns side by
-// side): r and z take both products, n's columns hold A_n after the first and R_n after
-// the second. The units are split over the threads as in lstm.cc, one barrier per step.
+// Both products run in one register-blocked micro-kernel (common.h's Tile) per block of
+// kGruUnits hidden units (one vector: 8, or 16 in the AVX-512 build) over U and W packed as
+// (nb, K, 3, kGruUnits) (the three gates' columns side by side, one register each): r and
+// z take both products, n's register holds A_n after the first and R_n after the second.
+// The units are split over the threads as in lstm.cc, one barrier per step.
 //
 // Reverse, per step in reverse processing order, each thread first its own units (the
 // cell's step_vjp):
@@ -25,8 +26,8 @@ using namespace jrnn_native;  // NOLINT
 struct GruProblem {
   int64_t T, B, D, H, nb;
   const float* X;      // (T, B, D)
-  const float* Up;     // (nb, D, 3, 8)
-  const float* Wp;     // (nb, H, 3, 8)
+  const float* Up;     // (nb, D, 3, kGruUnits)
+  const float* Wp;     // (nb, H, 3, kGruUnits)
   const float* b;      // (3H,) or null
   const float* br;     // (3H,) or null
   const float* h0;     // (B, H)
@@ -36,49 +37,59 @@ struct GruProblem {
   bool reverse;
 };
 
-inline __m256 bias_at(const float* v, int64_t i, int n) {
-  return v ? load_n(v + i, n) : _mm256_setzero_ps();
+// The GRU's unit block: one vector of the build (8 units, AVX-512 16), so that each gate
+// of a block is one register of the tile and the gate math runs on the sums as they are;
+// U and W are packed (ceil(H / kGruUnits), K, 3, kGruUnits) to match (jrnn/native.py asks
+// the library for it: JrnnGruUnits).
+constexpr int kGruUnits = kVecLanes;
+constexpr const char* kGruBlocks = kGruUnits == 8 ? "ceil(H/8)" : "ceil(H/16)";
+constexpr const char* kGruRow = kGruUnits == 8 ? "3, 8" : "3, 16";
+
+inline Vec bias_at(const float* v, int64_t i, int n) {
+  return v ? load_lanes<Vec>(v + i, n) : vec::set1<Vec>(0.0f);
 }
 
-// Rows r0 .. r0 + RB - 1 of the 8-unit block jb at step t: both products, then the gates.
+// Rows r0 .. r0 + RB - 1 of the unit block jb at step t: both products, then the gates.
 // x: the step's inputs (B, D).
 template <int RB>
 inline void gru_block(const GruProblem& P, int64_t t, const float* x, const float* hprev,
                       float* hout, int64_t r0, int64_t jb) {
+  using namespace vec;
   const int64_t H = P.H, D = P.D;
-  // r and z take both products; n's group holds A_n after the first, R_n after the second
-  Tile<RB, 3> acc;
+  constexpr int64_t width = 3 * kGruUnits;  // floats in a panel row
+  // r and z take both products; n's register holds A_n after the first, R_n after the second
+  Tile<RB, width / 8> acc;
+  static_assert(Tile<RB, width / 8>::NZ == 3, "one register per gate");
   acc.zero();
-  acc.accumulate(x + r0 * D, D, P.Up + jb * D * 24, D);
-  __m256 A[RB][3];
-  acc.parts(A);
-  acc.template clear_part<2>();
-  acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * 24, H);
-  __m256 R[RB][3];  // r and z: both products; n: R_n alone
-  acc.parts(R);
-  const int64_t u0 = jb * 8;
-  const int n = (int)std::min<int64_t>(8, H - u0);
-  const __m256 b_r = _mm256_add_ps(bias_at(P.b, u0, n), bias_at(P.br, u0, n));
-  const __m256 b_z = _mm256_add_ps(bias_at(P.b, H + u0, n), bias_at(P.br, H + u0, n));
-  const __m256 b_an = bias_at(P.b, 2 * H + u0, n), b_rn = bias_at(P.br, 2 * H + u0, n);
-  over_row_pairs<RB>([&]<class V>(int q) {  // a loop, as in lstm.cc
-    using namespace vec;
+  acc.accumulate(x + r0 * D, D, P.Up + jb * D * width, D);
+  Vec A[RB][3];
+  acc.registers(A);
+  acc.template clear_register<2>();
+  acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * width, H);
+  Vec R[RB][3];  // r and z: both products; n: R_n alone
+  acc.registers(R);
+  const int64_t u0 = jb * kGruUnits;
+  const int n = (int)std::min<int64_t>(kGruUnits, H - u0);
+  const Vec b_r = add(bias_at(P.b, u0, n), bias_at(P.br, u0, n));
+  const Vec b_z = add(bias_at(P.b, H + u0, n), bias_at(P.br, H + u0, n));
+  const Vec b_an = bias_at(P.b, 2 * H + u0, n), b_rn = bias_at(P.br, 2 * H + u0, n);
+#pragma GCC unroll 1
+  for (int q = 0; q < RB; ++q) {  // a loop, as in lstm.cc
     const int64_t off = (t * P.B + r0 + q) * H + u0;  // into (T, B, H)
     const int64_t row = (r0 + q) * H + u0;           // into (B, H)
-    const int q2 = q + kRowsIn<V> - 1;
-    const V r = vsigmoid(add(pair<V>(R[q][0], R[q2][0]), pair<V>(b_r, b_r)));
-    const V z = vsigmoid(add(pair<V>(R[q][1], R[q2][1]), pair<V>(b_z, b_z)));
-    const V R_n = add(pair<V>(R[q][2], R[q2][2]), pair<V>(b_rn, b_rn));
-    const V nn = vtanh(fmadd(r, R_n, add(pair<V>(A[q][2], A[q2][2]), pair<V>(b_an, b_an))));
-    const V h = fmadd(z, load_rows<V>(hprev + row, H, n), mul(sub(set1<V>(1.0f), z), nn));
-    store_rows(hout + row, H, h, n);
+    const Vec r = vsigmoid(add(R[q][0], b_r));
+    const Vec z = vsigmoid(add(R[q][1], b_z));
+    const Vec R_n = add(R[q][2], b_rn);
+    const Vec nn = vtanh(fmadd(r, R_n, add(A[q][2], b_an)));
+    const Vec h = fmadd(z, load_lanes<Vec>(hprev + row, n), mul(sub(set1<Vec>(1.0f), z), nn));
+    store_lanes(hout + row, h, n);
     if (P.saved[0]) {
-      store_rows(P.saved[0] + off, H, r, n);
-      store_rows(P.saved[1] + off, H, z, n);
-      store_rows(P.saved[2] + off, H, nn, n);
-      store_rows(P.saved[3] + off, H, R_n, n);
+      store_lanes(P.saved[0] + off, r, n);
+      store_lanes(P.saved[1] + off, z, n);
+      store_lanes(P.saved[2] + off, nn, n);
+      store_lanes(P.saved[3] + off, R_n, n);
     }
-  });
+  }
 }
 
 // One step for the unit blocks [jb0, jb1), all B rows.
@@ -100,7 +111,7 @@ void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t 
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
-  const int64_t u0 = jb0 * 8, u1 = std::min<int64_t>(jb1 * 8, P.H);
+  const int64_t u0 = jb0 * kGruUnits, u1 = std::min<int64_t>(jb1 * kGruUnits, P.H);
   for (int64_t b = 0; b < B && u1 > u0; ++b)
     std::memcpy(P.hT + b * P.H + u0, P.hs + tl * BH + b * P.H + u0, sizeof(float) * (u1 - u0));
 }
@@ -164,8 +175,9 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
   auto hd = h0.dimensions();
   if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
   GruProblem P{};
-  P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nb = (P.H + 7) / 8;
-  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 24, "ceil(H/8)", "3, 8"); e.failure())
+  P.T = d[0]; P.B = d[1]; P.D = d[2]; P.H = hd[1]; P.nb = (P.H + kGruUnits - 1) / kGruUnits;
+  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 3 * kGruUnits, kGruBlocks, kGruRow);
+      e.failure())
     return e;
   P.X = xs.typed_data(); P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.b = has_b ? b.typed_data() : nullptr;
@@ -231,8 +243,9 @@ ffi::Error GruSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
       e.failure())
     return e;
   GruProblem P{};
-  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + 7) / 8;
-  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 24, "ceil(H/8)", "3, 8"); e.failure())
+  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + kGruUnits - 1) / kGruUnits;
+  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 3 * kGruUnits, kGruBlocks, kGruRow);
+      e.failure())
     return e;
   P.Up = up.typed_data(); P.Wp = wp.typed_data();
   P.b = has_b ? b.typed_data() : nullptr;
@@ -300,3 +313,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnGruBackward, GruBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d h0
                                   .Attr<bool>("reverse")
                                   .Attr<int64_t>("threads"));
+
+// The unit block of the GRU's packed U and W in this build (jrnn/native.py packs to match).
+extern "C" __attribute__((visibility("default"))) int JrnnGruUnits() { return kGruUnits; }
