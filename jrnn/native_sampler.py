@@ -6,18 +6,20 @@ r"""The native step-by-step sampler: a chunk of generated tokens as one C++ call
 :func:`jrnn.models.tagger.sample`, :func:`jrnn.models.generator.sample` and
 :func:`jrnn.models.seq2seq.decode`). Per step s, for B sequences,
 
-    h_s = the cell's step from x_s and the previous state,
+    h_s = the cell's step from a_s = x_s Uᵀ and the previous state,
     o_s = h_s Vᵀ + c,
     token_s = argmax_v (o_s,v / τ + g_s,v)        (τ = 0: argmax_v o_s,v),
-    x_{s+1} = embed(token_s),
+    a_{s+1} = P[token_s],   P = E Uᵀ,
 
 g_s the Gumbel noise that the scan path draws too, before the loop (Gumbel 1954; Maddison,
 Tarlow & Minka 2014): the same keys give the same noise, so both paths draw the same tokens
 up to the order of float32 sums in the two products (a token can differ only where two
 logits tie to within that rounding). The scan path runs one XLA loop iteration per step, its
 products on one core at small B; here the hidden units and the head's outputs are split over
-the threads, two barriers per step, and embed is a (C, D) table read by row (so embed must
-act row by row: embed(tokens)[b] depends on tokens[b] only).
+the threads, two barriers per step. Every input after the first is a row of the embedding
+table E (C, D) (so embed must act row by row: embed(tokens)[b] depends on tokens[b] only),
+so its input projection is a row of P = E Uᵀ (C, G·H), one product per call: a step reads
+B rows of P where it would multiply B inputs by U (a third of the LSTM's step at D = H/2).
 
 Limits (:func:`unsupported`): one-layer stacks of the cells :mod:`jrnn.native` runs, without
 a projection, heads or evaluation-mode zoneout; float32.
@@ -60,8 +62,8 @@ def steps(stack, head, embed: Callable, temperature: float,
     """``run(carry, noise, n) -> (carry, tokens)``: n steps of generation from carry
     ``(states, x)`` (the stack's per-layer states, x (B, D) the next input), ``noise``
     (n, B, C) Gumbel noise or None (the most likely token); tokens (n, B) int32. The
-    weights are packed here, once, for every call of ``run``. Check :func:`unsupported`
-    first."""
+    weights are packed here, once, for every call of ``run``; each ``run`` projects the
+    embedding table and x once. Check :func:`unsupported` first."""
     if not native.load():
         raise RuntimeError(f"jrnn.native is unavailable: {native.why_unavailable()}")
     (part,) = stack[0]
@@ -73,19 +75,17 @@ def steps(stack, head, embed: Callable, temperature: float,
     none = jnp.zeros((1,), dt)
     if name == "gru":
         target = "jrnn_gru_sample"
-        units = native.gru_units()
-        weights = (native.pack_weights(U, H, gates=3, units=units),
-                   native.pack_weights(W, gates=3, units=units),
+        weights = (native.pack_weights(W, gates=3, units=native.gru_units()),
                    none if part.b is None else part.b.astype(dt),
                    none if part.b_r is None else part.b_r.astype(dt))
         flags = {"has_b": part.b is not None, "has_br": part.b_r is not None}
     else:
         bias = native._summed_bias(part.b, part.b_r)
-        packed = ((native.pack_weights(U, H), native.pack_weights(W)) if name == "lstm" else
-                  (native.pack_weights_backward(U.T), native.pack_weights_backward(W.T)))
         target = f"jrnn_{name}_sample"
-        weights = packed + (none if bias is None else bias,)
+        weights = ((native.pack_weights(W) if name == "lstm" else
+                    native.pack_weights_backward(W.T)), none if bias is None else bias)
         flags = {"has_bias": bias is not None}
+    project = lambda rows: rows @ U.T  # (·, G·H), the gates' H-blocks side by side
     V_packed = native.pack_weights_backward(head.V.astype(dt).T)
     c = head.c.astype(dt)
     threads = np.int64(num_threads or native.threads())
@@ -100,7 +100,7 @@ def steps(stack, head, embed: Callable, temperature: float,
         call = jax.ffi.ffi_call(target, [jax.ShapeDtypeStruct((n, B), jnp.int32)]
                                 + [row] * len(carry0), vmap_method="sequential")
         tokens, *final = call(
-            table, x.astype(dt), *weights, *carry0, V_packed, c,
+            project(table), project(x.astype(dt)), *weights, *carry0, V_packed, c,
             none if noise is None else noise.astype(dt), greedy=noise is None,
             temperature=np.float32(1.0 if noise is None else temperature), threads=threads,
             **flags)

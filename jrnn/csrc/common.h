@@ -48,6 +48,13 @@ inline __m256 pow2(__m256 n) {
 inline __m256 where_less(__m256 a, __m256 b, __m256 x, __m256 y) {
   return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
 }
+// whether any lane is NaN; the largest lane (of lanes without NaN)
+inline bool any_nan(__m256 a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+inline float max_lane(__m256 a) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
 #ifdef __AVX512F__
 template <> inline __m512 set1<__m512>(float a) { return _mm512_set1_ps(a); }
 inline __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
@@ -68,6 +75,10 @@ inline __m512 pow2(__m512 n) {
 }
 inline __m512 where_less(__m512 a, __m512 b, __m512 x, __m512 y) {
   return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+}
+inline bool any_nan(__m512 a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+inline float max_lane(__m512 a) {
+  return max_lane(_mm256_max_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)));
 }
 #endif
 }  // namespace vec
@@ -253,19 +264,24 @@ void on_block_shares(int64_t threads, int64_t nblocks, Body body,
   });
 }
 
-// The packed U (nblocks, D, width) and W (nblocks, H, width) of a forward or sampler call,
-// width floats per panel row (G gates x 8 units, or 32 units); the error names the one
-// whose size is off, with its expected layout ("(<blocks>, D|H, <row>)").
+// A packed panel operand (nblocks, K, width), width floats per panel row (G gates x 8
+// units, or 32 units); the error names it, with its expected layout
+// ("packed W: expected (<blocks>, H, <row>)").
+inline ffi::Error check_panel(const ffi::Buffer<ffi::F32>& p, const char* name, int64_t nblocks,
+                              int64_t K, const char* k_name, int64_t width, const char* blocks,
+                              const char* row) {
+  if ((int64_t)p.element_count() != nblocks * K * width)
+    return ffi::Error::InvalidArgument(std::string("packed ") + name + ": expected (" + blocks +
+                                       ", " + k_name + ", " + row + ")");
+  return ffi::Error::Success();
+}
+
+// The packed U (nblocks, D, width) and W (nblocks, H, width) of a forward call.
 inline ffi::Error check_packed(const ffi::Buffer<ffi::F32>& up, const ffi::Buffer<ffi::F32>& wp,
                                int64_t nblocks, int64_t D, int64_t H, int64_t width,
                                const char* blocks, const char* row) {
-  if ((int64_t)wp.element_count() != nblocks * H * width)
-    return ffi::Error::InvalidArgument(std::string("packed W: expected (") + blocks + ", H, " +
-                                       row + ")");
-  if ((int64_t)up.element_count() != nblocks * D * width)
-    return ffi::Error::InvalidArgument(std::string("packed U: expected (") + blocks + ", D, " +
-                                       row + ")");
-  return ffi::Error::Success();
+  if (auto e = check_panel(wp, "W", nblocks, H, "H", width, blocks, row); e.failure()) return e;
+  return check_panel(up, "U", nblocks, D, "D", width, blocks, row);
 }
 
 // Loads n <= 8 floats (the rest zero) / stores the first n lanes.
@@ -371,7 +387,9 @@ inline void over_row_pairs(F&& f) {
 // with AVX2 four 8-lane registers and up to 3 rows. Indices into a tile are compile-time
 // constants throughout (static_for), and accumulate() sums into a local copy: a tile whose
 // address is taken is kept in memory by GCC and stored at every k, since a float load
-// from `rows` may alias it (measured: the S forward step 1.8x slower). Callers take the
+// from `rows` may alias it (measured: the S forward step 1.8x slower). accumulate() is
+// flattened: in a large caller (the samplers) GCC's inliner otherwise stops at a static_for
+// lambda, and the sums go through memory at every k all the same. Callers take the
 // sums out with parts() and run their gate math in a plain loop over the rows (RB inlined
 // copies of it: the S step 1.4x slower).
 template <int N, class F>
@@ -408,7 +426,7 @@ struct Tile {  // the NV groups of 8 columns two to a register, the last one hal
     static_for<RB>([&](auto r) { a[r][Z] = _mm512_setzero_ps(); });
   }
   // a[r] += sum_k rows[r][k] panel[k]
-  void accumulate(const float* rows, int64_t ld, const float* panel, int64_t K) {
+  [[gnu::flatten]] void accumulate(const float* rows, int64_t ld, const float* panel, int64_t K) {
     Tile t = *this;
     for (int64_t k = 0; k < K; ++k) {
       const float* pw = panel + k * NV * 8;
@@ -445,7 +463,7 @@ struct Tile {
   void clear_register() {
     static_for<RB>([&](auto r) { a[r][Z] = _mm256_setzero_ps(); });
   }
-  void accumulate(const float* rows, int64_t ld, const float* panel, int64_t K) {
+  [[gnu::flatten]] void accumulate(const float* rows, int64_t ld, const float* panel, int64_t K) {
     Tile t = *this;
     for (int64_t k = 0; k < K; ++k) {
       const float* pw = panel + k * NV * 8;

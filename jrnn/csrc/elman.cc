@@ -27,13 +27,19 @@ struct ElmanProblem {
   bool reverse;
 };
 
-// One step for the unit blocks [kb0, kb1): hout's units from x (B, D) and hprev (B, H).
-void elman_step(const ElmanProblem& P, const float* x, const float* hprev, float* hout,
-                int64_t kb0, int64_t kb1) {
+// One step for the unit blocks [kb0, kb1): hout's units from x (B, D), or, where a is
+// given, each row's own H input projections a[b] (the sampler's), and hprev (B, H).
+void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
+                const float* hprev, float* hout, int64_t kb0, int64_t kb1) {
   const int64_t B = P.B, D = P.D, H = P.H;
   for (int64_t kb = kb0; kb < kb1; ++kb) {
     const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
-    all_rows_times_panel(x, D, B, P.Up + kb * D * 32, D, hout + u0, H, width, false);
+    if (a) {
+      for (int64_t b = 0; b < B; ++b)
+        std::memcpy(hout + b * H + u0, a[b] + u0, sizeof(float) * width);
+    } else {
+      all_rows_times_panel(x, D, B, P.Up + kb * D * 32, D, hout + u0, H, width, false);
+    }
     all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
     for (int64_t b = 0; b < B; ++b)
       over_lanes(u0, u0 + width, [&]<class V>(int64_t u, int n) {
@@ -53,7 +59,7 @@ void elman_forward_thread(const ElmanProblem& P, Barrier& bar, int64_t kb0, int6
     const int64_t tp = P.reverse ? t + 1 : t - 1;
     const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
     float* hout = P.hs + t * BH;
-    elman_step(P, P.X + t * B * D, hprev, hout, kb0, kb1);
+    elman_step(P, P.X + t * B * D, nullptr, hprev, hout, kb0, kb1);
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
@@ -148,25 +154,26 @@ ffi::Error ElmanBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> dhs,
 }
 
 // The sampler (sampler.h) over this cell's step.
-ffi::Error ElmanSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
-                       ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
-                       ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
-                       ffi::Buffer<ffi::F32> vp, ffi::Buffer<ffi::F32> c,
-                       ffi::Buffer<ffi::F32> noise, ffi::ResultBuffer<ffi::S32> tokens,
-                       ffi::ResultBuffer<ffi::F32> hT, bool has_bias, bool greedy,
-                       float temperature, int64_t threads) {
+ffi::Error ElmanSample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
+                       ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> bias,
+                       ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> vp,
+                       ffi::Buffer<ffi::F32> c, ffi::Buffer<ffi::F32> noise,
+                       ffi::ResultBuffer<ffi::S32> tokens, ffi::ResultBuffer<ffi::F32> hT,
+                       bool has_bias, bool greedy, float temperature, int64_t threads) {
   Sampling S{};
-  if (auto e = sampling_of(S, table, x0, h0, vp, c, noise, tokens, hT, greedy, temperature);
+  if (auto e = sampling_of(S, 1, proj, a0, h0, vp, c, noise, tokens, hT, greedy, temperature);
       e.failure())
     return e;
   ElmanProblem P{};
-  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nkb = (P.H + 31) / 32;
-  if (auto e = check_packed(up, wp, P.nkb, P.D, P.H, 32, "ceil(H/32)", "32"); e.failure())
+  P.T = 1; P.B = S.B; P.H = S.H; P.nkb = (P.H + 31) / 32;
+  if (auto e = check_panel(wp, "W", P.nkb, P.H, "H", 32, "ceil(H/32)", "32"); e.failure())
     return e;
-  P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.Wp = wp.typed_data();
   P.bias = has_bias ? bias.typed_data() : nullptr;
-  sample(S, P.nkb, [&](const float* x, const float* hprev, float* hout, int64_t, int64_t kb0,
-                       int64_t kb1) { elman_step(P, x, hprev, hout, kb0, kb1); }, threads);
+  sample(S, P.nkb, [&](const float* const* a, const float* hprev, float* hout, int64_t,
+                       int64_t kb0, int64_t kb1) {
+    elman_step(P, nullptr, a, hprev, hout, kb0, kb1);
+  }, threads);
   return ffi::Error::Success();
 }
 
@@ -174,9 +181,8 @@ ffi::Error ElmanSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnElmanSample, ElmanSample,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // table (C, D)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 (B, D)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // U^T packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // table U^T (C, H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 U^T (B, H)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W^T packed
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0 (B, H)

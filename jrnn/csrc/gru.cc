@@ -50,10 +50,11 @@ inline Vec bias_at(const float* v, int64_t i, int n) {
 }
 
 // Rows r0 .. r0 + RB - 1 of the unit block jb at step t: both products, then the gates.
-// x: the step's inputs (B, D).
+// The input projection: x U^T from x, the step's inputs (B, D); or, where a is given, each
+// row's own 3H projections a[b] (the sampler's), and then the tile takes h's product alone.
 template <int RB>
-inline void gru_block(const GruProblem& P, int64_t t, const float* x, const float* hprev,
-                      float* hout, int64_t r0, int64_t jb) {
+inline void gru_block(const GruProblem& P, int64_t t, const float* x, const float* const* a,
+                      const float* hprev, float* hout, int64_t r0, int64_t jb) {
   using namespace vec;
   const int64_t H = P.H, D = P.D;
   constexpr int64_t width = 3 * kGruUnits;  // floats in a panel row
@@ -61,12 +62,14 @@ inline void gru_block(const GruProblem& P, int64_t t, const float* x, const floa
   Tile<RB, width / 8> acc;
   static_assert(Tile<RB, width / 8>::NZ == 3, "one register per gate");
   acc.zero();
-  acc.accumulate(x + r0 * D, D, P.Up + jb * D * width, D);
   Vec A[RB][3];
-  acc.registers(A);
-  acc.template clear_register<2>();
+  if (!a) {
+    acc.accumulate(x + r0 * D, D, P.Up + jb * D * width, D);
+    acc.registers(A);
+    acc.template clear_register<2>();
+  }
   acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * width, H);
-  Vec R[RB][3];  // r and z: both products; n: R_n alone
+  Vec R[RB][3];  // r and z: both products (h's alone where a is given); n: R_n alone
   acc.registers(R);
   const int64_t u0 = jb * kGruUnits;
   const int n = (int)std::min<int64_t>(kGruUnits, H - u0);
@@ -77,10 +80,19 @@ inline void gru_block(const GruProblem& P, int64_t t, const float* x, const floa
   for (int q = 0; q < RB; ++q) {  // a loop, as in lstm.cc
     const int64_t off = (t * P.B + r0 + q) * H + u0;  // into (T, B, H)
     const int64_t row = (r0 + q) * H + u0;           // into (B, H)
-    const Vec r = vsigmoid(add(R[q][0], b_r));
-    const Vec z = vsigmoid(add(R[q][1], b_z));
+    Vec s_r = R[q][0], s_z = R[q][1], A_n;
+    if (a) {
+      const float* proj = a[r0 + q] + u0;  // this row's [A_r | A_z | A_n], at unit u0
+      s_r = add(s_r, load_lanes<Vec>(proj, n));
+      s_z = add(s_z, load_lanes<Vec>(proj + H, n));
+      A_n = load_lanes<Vec>(proj + 2 * H, n);
+    } else {
+      A_n = A[q][2];
+    }
+    const Vec r = vsigmoid(add(s_r, b_r));
+    const Vec z = vsigmoid(add(s_z, b_z));
     const Vec R_n = add(R[q][2], b_rn);
-    const Vec nn = vtanh(fmadd(r, R_n, add(A[q][2], b_an)));
+    const Vec nn = vtanh(fmadd(r, R_n, add(A_n, b_an)));
     const Vec h = fmadd(z, load_lanes<Vec>(hprev + row, n), mul(sub(set1<Vec>(1.0f), z), nn));
     store_lanes(hout + row, h, n);
     if (P.saved[0]) {
@@ -92,11 +104,13 @@ inline void gru_block(const GruProblem& P, int64_t t, const float* x, const floa
   }
 }
 
-// One step for the unit blocks [jb0, jb1), all B rows.
-void gru_step(const GruProblem& P, int64_t t, const float* x, const float* hprev, float* hout,
-              int64_t jb0, int64_t jb1) {
+// One step for the unit blocks [jb0, jb1), all B rows (x and a as in gru_block).
+void gru_step(const GruProblem& P, int64_t t, const float* x, const float* const* a,
+              const float* hprev, float* hout, int64_t jb0, int64_t jb1) {
   for (int64_t jb = jb0; jb < jb1; ++jb)
-    over_row_tiles(P.B, [&](auto RB, int64_t r0) { gru_block<RB>(P, t, x, hprev, hout, r0, jb); });
+    over_row_tiles(P.B, [&](auto RB, int64_t r0) {
+      gru_block<RB>(P, t, x, a, hprev, hout, r0, jb);
+    });
 }
 
 void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
@@ -107,7 +121,7 @@ void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t 
     const int64_t tp = P.reverse ? t + 1 : t - 1;
     const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
     float* hout = P.hs + t * BH;
-    gru_step(P, t, P.X + t * B * P.D, hprev, hout, jb0, jb1);
+    gru_step(P, t, P.X + t * B * P.D, nullptr, hprev, hout, jb0, jb1);
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
@@ -231,27 +245,29 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> r,
 }
 
 // The sampler (sampler.h) over this cell's step.
-ffi::Error GruSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
-                     ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
-                     ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> br,
-                     ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> vp,
-                     ffi::Buffer<ffi::F32> c, ffi::Buffer<ffi::F32> noise,
-                     ffi::ResultBuffer<ffi::S32> tokens, ffi::ResultBuffer<ffi::F32> hT,
-                     bool has_b, bool has_br, bool greedy, float temperature, int64_t threads) {
+ffi::Error GruSample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
+                     ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> b,
+                     ffi::Buffer<ffi::F32> br, ffi::Buffer<ffi::F32> h0,
+                     ffi::Buffer<ffi::F32> vp, ffi::Buffer<ffi::F32> c,
+                     ffi::Buffer<ffi::F32> noise, ffi::ResultBuffer<ffi::S32> tokens,
+                     ffi::ResultBuffer<ffi::F32> hT, bool has_b, bool has_br, bool greedy,
+                     float temperature, int64_t threads) {
   Sampling S{};
-  if (auto e = sampling_of(S, table, x0, h0, vp, c, noise, tokens, hT, greedy, temperature);
+  if (auto e = sampling_of(S, 3, proj, a0, h0, vp, c, noise, tokens, hT, greedy, temperature);
       e.failure())
     return e;
   GruProblem P{};
-  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + kGruUnits - 1) / kGruUnits;
-  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 3 * kGruUnits, kGruBlocks, kGruRow);
+  P.T = 1; P.B = S.B; P.H = S.H; P.nb = (P.H + kGruUnits - 1) / kGruUnits;
+  if (auto e = check_panel(wp, "W", P.nb, P.H, "H", 3 * kGruUnits, kGruBlocks, kGruRow);
       e.failure())
     return e;
-  P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.Wp = wp.typed_data();
   P.b = has_b ? b.typed_data() : nullptr;
   P.br = has_br ? br.typed_data() : nullptr;
-  sample(S, P.nb, [&](const float* x, const float* hprev, float* hout, int64_t, int64_t jb0,
-                      int64_t jb1) { gru_step(P, 0, x, hprev, hout, jb0, jb1); }, threads);
+  sample(S, P.nb, [&](const float* const* a, const float* hprev, float* hout, int64_t,
+                      int64_t jb0, int64_t jb1) {
+    gru_step(P, 0, nullptr, a, hprev, hout, jb0, jb1);
+  }, threads);
   return ffi::Error::Success();
 }
 
@@ -259,9 +275,8 @@ ffi::Error GruSample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnGruSample, GruSample,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // table (C, D)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 (B, D)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // U packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // table U^T (C, 3H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 U^T (B, 3H)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W packed
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b_r

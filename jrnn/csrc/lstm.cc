@@ -42,10 +42,12 @@ struct Problem {
 };
 
 // Rows r0 .. r0 + RB - 1 of one 8-unit block jb at step t: the product and the gate math.
-// x: the step's inputs (B, D) when the projection runs in the step, else null.
+// The input projection: from x, the step's inputs (B, D), when it runs in the step; else
+// from a, each row's own 4H projections (the sampler's); else from P.A.
 template <int RB>
-inline void block(const Problem& P, int64_t t, const float* x, const float* hprev,
-                  const float* cprev, float* hout, float* cout, int64_t r0, int64_t jb) {
+inline void block(const Problem& P, int64_t t, const float* x, const float* const* a,
+                  const float* hprev, const float* cprev, float* hout, float* cout, int64_t r0,
+                  int64_t jb) {
   const int64_t H = P.H;
   Tile<RB, 4> acc;
   acc.zero();
@@ -65,7 +67,9 @@ inline void block(const Problem& P, int64_t t, const float* x, const float* hpre
     V z[4];
     for (int g = 0; g < 4; ++g) {
       z[g] = add(pair<V>(sums[r][g], sums[r + kRowsIn<V> - 1][g]), pair<V>(bias[g], bias[g]));
-      if (!x) z[g] = add(z[g], load_rows<V>(P.A[g] + off, H, n));
+      if (a) z[g] = add(z[g], pair<V>(load_n(a[r0 + r] + g * H + u0, n),
+                                      load_n(a[r0 + r + kRowsIn<V> - 1] + g * H + u0, n)));
+      else if (!x) z[g] = add(z[g], load_rows<V>(P.A[g] + off, H, n));
     }
 #ifdef JRNN_NO_GATES
     const V i = z[0], f = z[1], gg = z[2], o = z[3];
@@ -87,12 +91,13 @@ inline void block(const Problem& P, int64_t t, const float* x, const float* hpre
   });
 }
 
-// One step for the unit blocks [jb0, jb1), all B rows (x as in block).
-void step(const Problem& P, int64_t t, const float* x, const float* hprev, const float* cprev,
-          float* hout, float* cout, int64_t jb0, int64_t jb1) {
+// One step for the unit blocks [jb0, jb1), all B rows (x and a as in block).
+void step(const Problem& P, int64_t t, const float* x, const float* const* a,
+          const float* hprev, const float* cprev, float* hout, float* cout, int64_t jb0,
+          int64_t jb1) {
   for (int64_t jb = jb0; jb < jb1; ++jb)
     over_row_tiles(P.B, [&](auto RB, int64_t r0) {
-      block<RB>(P, t, x, hprev, cprev, hout, cout, r0, jb);
+      block<RB>(P, t, x, a, hprev, cprev, hout, cout, r0, jb);
     });
 }
 
@@ -113,7 +118,7 @@ void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
       cprev = s == 0 ? P.c0 : P.cwork;
       cout = P.cwork;  // each thread reads and writes only its own units: in place is safe
     }
-    step(P, t, P.X ? P.X + t * B * P.D : nullptr, hprev, cprev, hout, cout, jb0, jb1);
+    step(P, t, P.X ? P.X + t * B * P.D : nullptr, nullptr, hprev, cprev, hout, cout, jb0, jb1);
     if (bar.n > 1) bar.wait(sense);
   }
   // Final carry: this thread's units of the last step processed.
@@ -312,29 +317,29 @@ ffi::Error ForwardX(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up, ffi::Buf
 
 // The sampler (sampler.h) over this cell's step; c lives in a (B, H) array updated in place
 // (each thread its own units).
-ffi::Error Sample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
-                  ffi::Buffer<ffi::F32> up, ffi::Buffer<ffi::F32> wp,
-                  ffi::Buffer<ffi::F32> bias, ffi::Buffer<ffi::F32> h0,
-                  ffi::Buffer<ffi::F32> c0, ffi::Buffer<ffi::F32> vp, ffi::Buffer<ffi::F32> c,
+ffi::Error Sample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
+                  ffi::Buffer<ffi::F32> wp, ffi::Buffer<ffi::F32> bias,
+                  ffi::Buffer<ffi::F32> h0, ffi::Buffer<ffi::F32> c0,
+                  ffi::Buffer<ffi::F32> vp, ffi::Buffer<ffi::F32> c,
                   ffi::Buffer<ffi::F32> noise, ffi::ResultBuffer<ffi::S32> tokens,
                   ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
                   bool has_bias, bool greedy, float temperature, int64_t threads) {
   Sampling S{};
-  if (auto e = sampling_of(S, table, x0, h0, vp, c, noise, tokens, hT, greedy, temperature);
+  if (auto e = sampling_of(S, 4, proj, a0, h0, vp, c, noise, tokens, hT, greedy, temperature);
       e.failure())
     return e;
   Problem P{};
-  P.T = 1; P.B = S.B; P.D = S.D; P.H = S.H; P.nb = (P.H + 7) / 8;
-  if (auto e = check_packed(up, wp, P.nb, P.D, P.H, 32, "ceil(H/8)", "4, 8"); e.failure())
+  P.T = 1; P.B = S.B; P.H = S.H; P.nb = (P.H + 7) / 8;
+  if (auto e = check_panel(wp, "W", P.nb, P.H, "H", 32, "ceil(H/8)", "4, 8"); e.failure())
     return e;
   if ((int64_t)c0.element_count() != S.B * S.H)
     return ffi::Error::InvalidArgument("c0: expected (B, H)");
-  P.Up = up.typed_data(); P.Wp = wp.typed_data();
+  P.Wp = wp.typed_data();
   P.br = has_bias ? bias.typed_data() : nullptr;
   float* cs = cT->typed_data();  // c_s, in place; c_T at the end
-  sample(S, P.nb, [&](const float* x, const float* hprev, float* hout, int64_t s, int64_t jb0,
-                      int64_t jb1) {
-    step(P, 0, x, hprev, s == 0 ? c0.typed_data() : cs, hout, cs, jb0, jb1);
+  sample(S, P.nb, [&](const float* const* a, const float* hprev, float* hout, int64_t s,
+                      int64_t jb0, int64_t jb1) {
+    step(P, 0, nullptr, a, hprev, s == 0 ? c0.typed_data() : cs, hout, cs, jb0, jb1);
   }, threads);
   if (S.T == 0) std::memcpy(cs, c0.typed_data(), sizeof(float) * S.B * S.H);
   return ffi::Error::Success();
@@ -344,9 +349,8 @@ ffi::Error Sample(ffi::Buffer<ffi::F32> table, ffi::Buffer<ffi::F32> x0,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnLstmSample, Sample,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // table (C, D)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 (B, D)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // U packed
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // table U^T (C, 4H)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x0 U^T (B, 4H)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W packed
                                   .Arg<ffi::Buffer<ffi::F32>>()  // b + b_r
                                   .Arg<ffi::Buffer<ffi::F32>>()  // h0 (B, H)

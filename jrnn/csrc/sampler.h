@@ -1,16 +1,19 @@
 // The step-by-step sampler of jrnn's native cells (lstm.cc, gru.cc, elman.cc): one call
 // generates T tokens for B sequences from one recurrent layer and a linear head, each token
 // fed back as the next step's input. Per step s:
-//   h_s = the cell's own forward step from x_s and the previous state (its hidden units
-//         split over the threads, as in the cell's forward loop),
+//   h_s = the cell's own forward step from the input projection a_s[b] = x_s[b] U^T and
+//         the previous state (its hidden units split over the threads, as in the cell's
+//         forward loop),
 //   o_s = h_s V^T + c (the head; its 32-output blocks split over the threads),
 //   token_s[b] = argmax_v (o_s[b, v] / temperature + g_s[b, v]),
-//   x_{s+1}[b] = table[token_s[b]],
+//   a_{s+1}[b] = P[token_s[b]],
 // with a barrier after h_s and one after o_s; every thread then takes the same argmax of
 // every row (the first index among equal values, NaN above all numbers, as jnp.argmax). g
 // is Gumbel noise drawn before the call, which makes the argmax a draw from
 // softmax(o_s / temperature) (Gumbel 1954; Maddison, Tarlow & Minka 2014); without noise
-// the token is argmax_v o_s[b, v]. x_0 is given.
+// the token is argmax_v o_s[b, v]. Every fed-back input is a row of the embedding table,
+// so its projection is a row of P = table U^T (C, G H), computed once by the caller: a step
+// reads B rows of P instead of multiplying B inputs by U. a_0 = x_0 U^T is given.
 #pragma once
 
 #include "common.h"
@@ -18,9 +21,9 @@
 namespace jrnn_native {
 
 struct Sampling {
-  int64_t T, B, D, H, C, ncb;
-  const float* table;  // (C, D): the input that each token feeds back
-  const float* x0;     // (B, D)
+  int64_t T, B, H, C, GH, ncb;
+  const float* proj;   // (C, G H): P, the input projection that each token feeds back
+  const float* a0;     // (B, G H): the first step's
   const float* h0;     // (B, H)
   const float* Vp;     // (ceil(C/32), H, 32): V^T, 32 outputs side by side
   const float* c;      // (C,)
@@ -30,37 +33,59 @@ struct Sampling {
   float* hT;           // (B, H)
 };
 
-inline int32_t argmax_row(const float* o, const float* g, float temperature, int64_t C) {
-  int32_t best = 0;
-  float top = g ? o[0] / temperature + g[0] : o[0];
-  for (int64_t v = 1; v < C; ++v) {
-    const float x = g ? o[v] / temperature + g[v] : o[v];
-    if (x > top || (x != x && top == top)) { top = x; best = (int32_t)v; }
+// The token of one row: the first index v of the largest x_v = o_v / temperature + g_v (o_v
+// without noise), NaN above every number. x_v is computed a vector at a time into x (C
+// floats), as the scan path computes it; the largest by a vector max, then the first index
+// that holds it (or the first NaN) by a scan.
+inline int32_t argmax_row(const float* o, const float* g, float temperature, int64_t C,
+                          float* x) {
+  using namespace vec;
+  constexpr int L = kVecLanes;
+  over_lanes(0, C, [&]<class V>(int64_t u, int n) {
+    const V tau = set1<V>(temperature);
+    if (g) store_lanes(x + u, add(div(load_lanes<V>(o + u, n), tau), load_lanes<V>(g + u, n)), n);
+    else store_lanes(x + u, load_lanes<V>(o + u, n), n);
+  });
+  Vec top = set1<Vec>(-INFINITY);
+  bool nan = false;
+  int64_t v = 0;
+  for (; v + L <= C; v += L) {
+    const Vec xv = load_lanes<Vec>(x + v, L);
+    nan |= any_nan(xv);
+    top = max(top, xv);
   }
-  return best;
+  float largest = max_lane(top);
+  for (; v < C; ++v) {
+    nan |= x[v] != x[v];
+    if (x[v] > largest) largest = x[v];
+  }
+  for (v = 0; v < C; ++v)
+    if (nan ? x[v] != x[v] : x[v] == largest) break;
+  return (int32_t)v;
 }
 
-// Reads the arguments every cell's sampler shares, checking their shapes.
-inline ffi::Error sampling_of(Sampling& S, ffi::Buffer<ffi::F32>& table,
-                              ffi::Buffer<ffi::F32>& x0, ffi::Buffer<ffi::F32>& h0,
+// Reads the arguments every cell's sampler shares, checking their shapes (G gates).
+inline ffi::Error sampling_of(Sampling& S, int64_t G, ffi::Buffer<ffi::F32>& proj,
+                              ffi::Buffer<ffi::F32>& a0, ffi::Buffer<ffi::F32>& h0,
                               ffi::Buffer<ffi::F32>& vp, ffi::Buffer<ffi::F32>& c,
                               ffi::Buffer<ffi::F32>& noise, ffi::ResultBuffer<ffi::S32>& tokens,
                               ffi::ResultBuffer<ffi::F32>& hT, bool greedy, float temperature) {
-  auto td = table.dimensions(), xd = x0.dimensions(), hd = h0.dimensions();
+  auto pd = proj.dimensions(), ad = a0.dimensions(), hd = h0.dimensions();
   auto kd = tokens->dimensions();
-  if (td.size() != 2) return ffi::Error::InvalidArgument("table: expected (C, D)");
-  if (xd.size() != 2) return ffi::Error::InvalidArgument("x0: expected (B, D)");
   if (hd.size() != 2) return ffi::Error::InvalidArgument("h0: expected (B, H)");
   if (kd.size() != 2) return ffi::Error::InvalidArgument("tokens: expected (T, B)");
-  S.T = kd[0]; S.B = kd[1]; S.C = td[0]; S.D = td[1]; S.H = hd[1]; S.ncb = (S.C + 31) / 32;
-  if (xd[0] != S.B || xd[1] != S.D || hd[0] != S.B)
-    return ffi::Error::InvalidArgument("x0, h0: expected (B, D), (B, H)");
+  S.T = kd[0]; S.B = kd[1]; S.H = hd[1]; S.GH = G * S.H;
+  if (pd.size() != 2 || pd[1] != S.GH)
+    return ffi::Error::InvalidArgument("input projections of the tokens: expected (C, G H)");
+  S.C = pd[0]; S.ncb = (S.C + 31) / 32;
+  if (ad.size() != 2 || ad[0] != S.B || ad[1] != S.GH || hd[0] != S.B)
+    return ffi::Error::InvalidArgument("a0, h0: expected (B, G H), (B, H)");
   if ((int64_t)vp.element_count() != S.ncb * S.H * 32)
     return ffi::Error::InvalidArgument("packed V: expected (ceil(C/32), H, 32)");
   if ((int64_t)c.element_count() != S.C) return ffi::Error::InvalidArgument("c: expected (C,)");
   if (!greedy && (int64_t)noise.element_count() != S.T * S.B * S.C)
     return ffi::Error::InvalidArgument("noise: expected (T, B, C)");
-  S.table = table.typed_data(); S.x0 = x0.typed_data(); S.h0 = h0.typed_data();
+  S.proj = proj.typed_data(); S.a0 = a0.typed_data(); S.h0 = h0.typed_data();
   S.Vp = vp.typed_data(); S.c = c.typed_data();
   S.noise = greedy ? nullptr : noise.typed_data();
   S.temperature = temperature;
@@ -68,12 +93,12 @@ inline ffi::Error sampling_of(Sampling& S, ffi::Buffer<ffi::F32>& table,
   return ffi::Error::Success();
 }
 
-// Runs the sampler: step(x, hprev, hout, s, j0, j1) is the cell's step s for its unit blocks
-// [j0, j1) of nblocks (x (B, D), hprev and hout (B, H)); a cell with more state than h
-// keeps it itself.
+// Runs the sampler: step(a, hprev, hout, s, j0, j1) is the cell's step s for its unit blocks
+// [j0, j1) of nblocks (a[b] row b's input projection (G H floats), hprev and hout (B, H));
+// a cell with more state than h keeps it itself.
 template <class Step>
 void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t threads) {
-  const int64_t B = S.B, C = S.C, D = S.D, H = S.H;
+  const int64_t B = S.B, C = S.C, H = S.H;
   if (S.T == 0) {
     std::memcpy(S.hT, S.h0, sizeof(float) * B * H);
     return;
@@ -84,13 +109,14 @@ void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t thread
     int sense = 0;
     const int64_t j0 = nblocks * k / n, j1 = nblocks * (k + 1) / n;
     const int64_t cb0 = S.ncb * k / n, cb1 = S.ncb * (k + 1) / n;
-    std::vector<float> x(B * D);
+    std::vector<const float*> a(B);
+    for (int64_t b = 0; b < B; ++b) a[b] = S.a0 + b * S.GH;
     std::vector<int32_t> token(B);
-    const float* xin = S.x0;
+    std::vector<float> scratch(C);
     const float* hprev = S.h0;
     for (int64_t s = 0; s < S.T; ++s) {
       float* hout = ring.data() + (s & 1) * B * H;
-      step(xin, hprev, hout, s, j0, j1);
+      step(a.data(), hprev, hout, s, j0, j1);
       if (n > 1) bar.wait(sense);
       for (int64_t cb = cb0; cb < cb1; ++cb) {
         const int64_t v0 = cb * 32, width = std::min<int64_t>(32, C - v0);
@@ -102,11 +128,10 @@ void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t thread
       if (n > 1) bar.wait(sense);
       for (int64_t b = 0; b < B; ++b) {
         token[b] = argmax_row(logits.data() + b * C, S.noise ? S.noise + (s * B + b) * C : nullptr,
-                              S.temperature, C);
-        std::memcpy(x.data() + b * D, S.table + token[b] * D, sizeof(float) * D);
+                              S.temperature, C, scratch.data());
+        a[b] = S.proj + token[b] * S.GH;
       }
       if (k == 0) std::memcpy(S.tokens + s * B, token.data(), sizeof(int32_t) * B);
-      xin = x.data();
       hprev = hout;
     }
   });
