@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jrnn import _checks, _matmul
+from jrnn import _checks, _matmul, native_head
 
 __all__ = ["Head", "init_head", "softmax_nll", "squared_error", "logits"]
 
@@ -74,12 +74,17 @@ def _terms(V, c, hs, ys, mask, md=None):
     return nll, o, lse, valid
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _softmax_nll_manual(md, V, c, hs, ys, mask):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _softmax_nll_manual(md, kernel, V, c, hs, ys, mask):
+    if kernel == "native":
+        return native_head.softmax_nll(V, c, hs, ys, mask, keep_gradient=False)[0]
     return _terms(V, c, hs, ys, mask, md)[0].sum()
 
 
-def _softmax_nll_manual_fwd(md, V, c, hs, ys, mask):
+def _softmax_nll_manual_fwd(md, kernel, V, c, hs, ys, mask):
+    if kernel == "native":
+        J, d_o = native_head.softmax_nll(V, c, hs, ys, mask, keep_gradient=True)
+        return J, (d_o, hs, V)
     nll, o, lse, valid = _terms(V, c, hs, ys, mask, md)
     probs = jnp.exp(o - lse[..., None])
     d_o = probs - jax.nn.one_hot(ys, V.shape[0], dtype=probs.dtype)  # ŷ − onehot(y)
@@ -89,7 +94,7 @@ def _softmax_nll_manual_fwd(md, V, c, hs, ys, mask):
     return nll.sum(), (d_o.astype(V.dtype), hs, V)
 
 
-def _softmax_nll_manual_bwd(md, residuals, g):
+def _softmax_nll_manual_bwd(md, kernel, residuals, g):
     d_o, hs, V = residuals
     d_o = d_o * jnp.asarray(g, d_o.dtype)  # g may be a Python float (vjp_fn(1.0))
     rows = lambda a: a.reshape(-1, a.shape[-1])  # one 2-D matmul over every row
@@ -102,7 +107,11 @@ def _softmax_nll_manual_bwd(md, residuals, g):
 _softmax_nll_manual.defvjp(_softmax_nll_manual_fwd, _softmax_nll_manual_bwd)
 
 
-def softmax_nll(V, c, hs, ys, mask=None, *, matmul_dtype=None, backward: str = "manual"):
+KERNELS = ("auto", "xla", "native")
+
+
+def softmax_nll(V, c, hs, ys, mask=None, *, matmul_dtype=None, backward: str = "manual",
+                kernel: str = "auto"):
     """Summed negative log-likelihood of integer labels under softmax(c + V h).
 
     Args:
@@ -113,12 +122,18 @@ def softmax_nll(V, c, hs, ys, mask=None, *, matmul_dtype=None, backward: str = "
       matmul_dtype: None, or e.g. ``jnp.bfloat16`` for the products (see
         :func:`jrnn.rnn`).
       backward: ``"manual"`` (hand-written VJP) or ``"autodiff"``.
+      kernel: ``"auto"`` or ``"xla"`` (XLA's products and reductions), or ``"native"``:
+        the logits, the loss and ŷ − onehot(y) in one C++ call on the CPU
+        (:mod:`jrnn.native_head`; float32, the manual backward); the models pass
+        ``"native"`` when their own ``kernel`` is.
 
     Returns:
       J, a scalar, in float32 when the parameters are half precision. A label
       outside [0, C) gives NaN (checked eagerly when ``ys`` is concrete).
     """
     _checks.backward(backward)
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
     V, c, hs, ys, mask = (_checks.array(name, a) for name, a in
                           zip(("V", "c", "hs", "ys", "mask"), (V, c, hs, ys, mask)))
     _check_linear(V, c, hs)
@@ -130,10 +145,19 @@ def softmax_nll(V, c, hs, ys, mask=None, *, matmul_dtype=None, backward: str = "
         _checks.shape("mask", mask, hs.shape[:-1])
     _checks.labels_in_range("ys", ys, C, mask)
     md = _matmul.check(matmul_dtype)
+    if kernel == "native":
+        if backward != "manual":
+            raise ValueError("kernel='native' has a hand-written backward only: "
+                             "use backward='manual'")
+        reason = native_head.unsupported(V, hs, md)
+        if reason is not None:
+            raise ValueError(f"kernel='native' cannot run this head: {reason}; "
+                             f"use kernel='auto'")
     if backward == "autodiff":
         return _terms(V, c, hs, ys, mask, md)[0].sum()
     _checks.reject_forward_mode("jrnn.heads.softmax_nll", V, c, hs)
-    return _softmax_nll_manual(md, V, c, hs, ys, mask)
+    return _softmax_nll_manual(md, "native" if kernel == "native" else "xla",
+                               V, c, hs, ys, mask)
 
 
 def _check_linear(V, c, hs):

@@ -1,17 +1,19 @@
 r"""Native CPU kernels for the two loops of the LSTM, the GRU and the tanh cell: the forward
 recurrence and the reverse loop of BPTT, each as one XLA FFI custom call (C++, AVX2 and FMA,
 or AVX-512 where the CPU has it; ``jrnn/csrc/lstm.cc``, ``gru.cc``, ``elman.cc``, their shared
-parts in ``common.h``).
+parts in ``common.h``). The same library holds the sampler's loop (:mod:`jrnn.native_sampler`)
+and the softmax head (:mod:`jrnn.native_head`).
 
 The scan path runs one XLA loop iteration per step, whose recurrent product
 R_t = h_{t−1} Wᵀ XLA:CPU computes on one core (docs/cpu_performance.md). Here one call
 runs every step: W packed once into panels of 8 hidden units × G gates (the GRU's: one
 vector of units, 16 with AVX-512; :func:`gru_units`), each step's product in a
 register-blocked micro-kernel with the gate math fused after it, the hidden
-units split over ``threads`` threads (each pinned to its own CPU for the call) with one spin
-barrier per step. ``jrnn.rnn(..., kernel="native")`` runs :func:`forward_inputs` (the input
-projection x_t Uᵀ in the same micro-kernel, so that no (T, B, G·H) projection is written)
-and :func:`gradients`: the reverse loop (the cell's step_vjp per unit, then
+units split over ``threads`` threads (each pinned to its own CPU; the helper threads are
+started once and sleep between calls) with one spin barrier per step.
+``jrnn.rnn(..., kernel="native")`` runs :func:`forward_inputs` (the input projection
+x_t Uᵀ in the same micro-kernel, so that no (T, B, G·H) projection is written) and
+:func:`gradients`: the reverse loop (the cell's step_vjp per unit, then
 dh_{t−1} = dR W) writing the gates' dz side by side, after which dW, dU (with the biases)
 and dX are one product each. For the LSTM and the tanh cell dA = dR; the GRU's differ in
 the n-block (dR_n = dA_n ⊙ r), so its reverse loop writes both. :func:`forward` and :func:`backward`
@@ -49,7 +51,7 @@ __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forw
            "threads", "isa", "gru_units"]
 
 _CSRC = Path(__file__).with_name("csrc")
-_SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc")
+_SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc", _CSRC / "head.cc")
 _HEADERS = (_CSRC / "common.h", _CSRC / "sampler.h")
 # FFI target name -> the library's handler symbol
 _TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
@@ -61,7 +63,8 @@ _TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
             "jrnn_elman_backward": "JrnnElmanBackward",
             "jrnn_lstm_sample": "JrnnLstmSample",
             "jrnn_gru_sample": "JrnnGruSample",
-            "jrnn_elman_sample": "JrnnElmanSample"}
+            "jrnn_elman_sample": "JrnnElmanSample",
+            "jrnn_softmax_nll": "JrnnSoftmaxNll"}
 _CELLS = ("lstm", "gru", "elman")
 _state = {"loaded": False, "error": None}
 

@@ -222,6 +222,63 @@ def test_faulting_outputs_in_first_changes_no_result(cell, monkeypatch):
                 np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))
 
 
+def test_kept_threads_and_new_ones_give_the_same_numbers(monkeypatch):
+    """The helper threads are kept between calls (JRNN_NATIVE_POOL=0: started per call, read
+    at every call); thread counts that change from call to call replace the pool. Every
+    number is the same either way: the LSTM's and the GRU's forward and gradients, bit for
+    bit, over 1, 2, 3 and 2 threads again."""
+    import jrnn
+    results = {}
+    for cell in ("lstm", "gru"):
+        (U, W, b, b_r, xs, h0), weights = _driver_problem(T=7, B=9, D=5, H=40, cell=cell)
+
+        def loss(U, W, b, b_r, xs, h0):
+            hs, _ = jrnn.rnn(cell, U, W, b, xs, h0, b_r=b_r, kernel="native")
+            return jnp.sum(weights * jnp.sin(hs))
+        for pool in ("0", "1"):
+            monkeypatch.setenv("JRNN_NATIVE_POOL", pool)
+            for threads in (1, 2, 3, 2):
+                monkeypatch.setenv("JRNN_NATIVE_THREADS", str(threads))
+                # the thread count is read when jit traces
+                step = jax.jit(jax.value_and_grad(loss, argnums=range(6)))
+                results.setdefault((cell, threads), []).append(step(U, W, b, b_r, xs, h0))
+    for runs in results.values():
+        for got in runs[1:]:
+            for g, ref in zip(jax.tree.leaves(got), jax.tree.leaves(runs[0]), strict=True):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))
+
+
+def test_calls_from_two_threads_at_once():
+    """Two Python threads calling native kernels at once: one holds the kept helper threads,
+    the other starts its own (or waits its turn); both get the numbers of a lone call."""
+    import threading
+
+    import jrnn
+    (U, W, b, b_r, xs, h0), weights = _driver_problem(T=40, B=8, D=5, H=64, cell="gru")
+    f = jax.jit(lambda xs: jnp.sum(weights * jrnn.rnn("gru", U, W, b, xs, h0, b_r=b_r,
+                                                        kernel="native")[0]))
+    inputs = [xs * (1 + 0.1 * i) for i in range(4)]
+    want = [np.asarray(f(x)) for x in inputs]
+    got, errors = {}, []
+
+    def run(i):
+        try:
+            for _ in range(25):
+                got.setdefault(i, []).append(np.asarray(f(inputs[i])))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+    assert not errors and not any(w.is_alive() for w in workers)
+    for i, values in got.items():
+        assert len(values) == 25
+        for v in values:
+            np.testing.assert_array_equal(v, want[i])
+
+
 _HUGE_PAGES_PROBE = """
 import json, jax, jax.numpy as jnp
 from jrnn import native

@@ -1,6 +1,6 @@
-// Shared by jrnn's native CPU kernels (lstm.cc, gru.cc, elman.cc): accurate float32
-// transcendental functions on 8 lanes, a reusable barrier, the threads of one call and their
-// shares of the hidden units, partial-vector loads, the panel product of the reverse loops
+// Shared by jrnn's native CPU kernels (lstm.cc, gru.cc, elman.cc, head.cc): accurate float32
+// transcendental functions on 8 or 16 lanes, a reusable barrier, the threads of a call (kept
+// between calls) and their shares of the hidden units, partial-vector loads, the panel product of the reverse loops
 // (and of the tanh cell's forward), and the outputs' huge-page hint and prefault.
 #pragma once
 
@@ -8,12 +8,14 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -48,12 +50,17 @@ inline __m256 pow2(__m256 n) {
 inline __m256 where_less(__m256 a, __m256 b, __m256 x, __m256 y) {
   return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ));
 }
-// whether any lane is NaN; the largest lane (of lanes without NaN)
+// whether any lane is NaN; the largest lane (of lanes without NaN); the sum of the lanes
 inline bool any_nan(__m256 a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
 inline float max_lane(__m256 a) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+inline float sum_lanes(__m256 a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 #ifdef __AVX512F__
 template <> inline __m512 set1<__m512>(float a) { return _mm512_set1_ps(a); }
@@ -79,6 +86,9 @@ inline __m512 where_less(__m512 a, __m512 b, __m512 x, __m512 y) {
 inline bool any_nan(__m512 a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
 inline float max_lane(__m512 a) {
   return max_lane(_mm256_max_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)));
+}
+inline float sum_lanes(__m512 a) {
+  return sum_lanes(_mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)));
 }
 #endif
 }  // namespace vec
@@ -169,33 +179,153 @@ struct Barrier {
   alignas(64) std::atomic<int> sleepers{0};
 };
 
+// The CPUs this thread may run on, in order.
+inline std::vector<int> allowed_cpus() {
+  cpu_set_t mask;
+  std::vector<int> cpus;
+  if (pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0)
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
+  return cpus;
+}
+
+inline void pin_to_cpu(int cpu) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+}
+
+// Threads kept between calls. Starting a thread and pinning it costs more than many calls'
+// work (measured on the 2-core VM: 140 us a call with one helper thread, 59 without the
+// pinning; benchmarks/NOTES.md), so helper k (1, 2, ...) is started once, pinned once to
+// the k-th CPU of the caller's set (none past the last CPU), and sleeps between calls on a
+// futex after a short spin. A pool serves the process, the CPU set and the thread count it
+// was made for; one call at a time holds it, and a call that finds it busy (XLA running two
+// kernels at once) starts its own threads as before, as does every call under
+// JRNN_NATIVE_POOL=0.
+class Pool {
+ public:
+  using Run = void (*)(void*, Barrier&, int64_t);
+  Pool(std::vector<int> cpus, int64_t n) : cpus(std::move(cpus)), n(n), pid(getpid()) {
+    for (int64_t k = 1; k < n; ++k) std::thread([this, k] { serve(k); }).detach();
+  }
+  // Runs run(ctx, bar, k) for k = 0 .. n-1, k = 0 here.
+  void run(Run f, void* ctx, Barrier& bar) {
+    job = {f, ctx, &bar};
+    remaining.store(n - 1, std::memory_order_relaxed);
+    generation.fetch_add(1, std::memory_order_seq_cst);
+    if (sleepers.load(std::memory_order_seq_cst) > 0) generation.notify_all();
+    f(ctx, bar, 0);
+    for (int spins = 0; remaining.load(std::memory_order_acquire) > 0; ++spins) {
+      if (spins < 4000) {
+        _mm_pause();
+      } else {
+        const int left = remaining.load(std::memory_order_acquire);
+        if (left > 0) remaining.wait(left);
+      }
+    }
+  }
+  // Whether this call may run on the pool: it is free and not retired.
+  bool acquire() {
+    if (!busy.try_lock()) return false;
+    if (!stop.load(std::memory_order_relaxed)) return true;
+    busy.unlock();
+    return false;
+  }
+  void release() { busy.unlock(); }
+  // Tells the helpers to end; the caller holds busy.
+  void retire() {
+    stop.store(true, std::memory_order_relaxed);
+    generation.fetch_add(1, std::memory_order_seq_cst);
+    generation.notify_all();
+  }
+  const std::vector<int> cpus;
+  const int64_t n;
+  const pid_t pid;
+  std::mutex busy;  // held by the call that runs on the pool
+
+ private:
+  struct Job { Run f; void* ctx; Barrier* bar; };
+  void serve(int64_t k) {
+    if (k < (int64_t)cpus.size()) pin_to_cpu(cpus[k]);
+    uint32_t seen = 0;
+    for (;;) {
+      uint32_t now;
+      for (int spins = 0; (now = generation.load(std::memory_order_acquire)) == seen; ++spins) {
+        if (spins < 1000) {
+          _mm_pause();
+        } else {
+          sleepers.fetch_add(1, std::memory_order_seq_cst);
+          while ((now = generation.load(std::memory_order_seq_cst)) == seen) generation.wait(seen);
+          sleepers.fetch_sub(1, std::memory_order_acq_rel);
+          break;
+        }
+      }
+      seen = now;
+      if (stop.load(std::memory_order_relaxed)) return;
+      job.f(job.ctx, *job.bar, k);
+      if (remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) remaining.notify_one();
+    }
+  }
+  Job job{};
+  alignas(64) std::atomic<uint32_t> generation{0};
+  alignas(64) std::atomic<int> remaining{0};
+  alignas(64) std::atomic<int> sleepers{0};
+  std::atomic<bool> stop{false};
+};
+
+// The pool for n threads on these CPUs in this process: made on first use, replaced (its
+// helpers told to end) when a call asks for another one. Pools are never destroyed, so that
+// no helper outlives its pool at exit; a child process after fork() makes its own.
+inline Pool* pool_for(const std::vector<int>& cpus, int64_t n) {
+  static std::mutex guard;
+  static Pool* current = nullptr;
+  std::lock_guard<std::mutex> lock(guard);
+  if (current && current->n == n && current->cpus == cpus && current->pid == getpid())
+    return current;
+  if (current && current->pid == getpid()) {
+    if (!current->acquire()) return nullptr;  // in use: this call starts its own threads
+    current->retire();
+    current->release();
+  }
+  current = new Pool(cpus, n);
+  return current;
+}
+
 // Runs body(barrier, k) for k = 0 .. n-1, k = 0 on the calling thread, each thread pinned to
-// its own CPU of the caller's set for the call (the caller's mask restored after): a thread
-// started on the caller's CPU otherwise waits for the scheduler to move it, and with a
+// its own CPU of the caller's set (the caller for the call only, its mask restored after): a
+// thread started on the caller's CPU otherwise waits for the scheduler to move it, and with a
 // barrier per step the whole call waits with it (measured: calls of a few ms ran 1-3x
-// slower, at random).
+// slower, at random). The helpers are the Pool's where it is free, else started here.
 template <class Body>
 void on_threads(int64_t n, Body body) {
   Barrier bar((int)n);
+  if (n == 1) {
+    body(bar, 0);
+    return;
+  }
+  const std::vector<int> cpus = allowed_cpus();
   cpu_set_t mask;
-  std::vector<int> cpus;
-  const bool pin = n > 1 && pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
-  if (pin)
-    for (int c = 0; c < CPU_SETSIZE; ++c)
-      if (CPU_ISSET(c, &mask)) cpus.push_back(c);
-  auto pin_to = [&](int64_t k) {
-    if (!pin || (int64_t)cpus.size() < n) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpus[k], &one);
-    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t k = 1; k < n; ++k)
-    pool.emplace_back([&, k] { pin_to(k); body(bar, k); });
-  pin_to(0);
-  body(bar, 0);
-  for (auto& th : pool) th.join();
+  const bool pin = (int64_t)cpus.size() >= n &&
+                   pthread_getaffinity_np(pthread_self(), sizeof(mask), &mask) == 0;
+  if (pin) pin_to_cpu(cpus[0]);
+  const char* keep = std::getenv("JRNN_NATIVE_POOL");
+  Pool* pool = keep && std::strcmp(keep, "0") == 0 ? nullptr : pool_for(cpus, n);
+  if (pool && pool->acquire()) {
+    pool->run([](void* b, Barrier& bar, int64_t k) { (*static_cast<Body*>(b))(bar, k); },
+              &body, bar);
+    pool->release();
+  } else {
+    std::vector<std::thread> helpers;
+    for (int64_t k = 1; k < n; ++k)
+      helpers.emplace_back([&, k] {
+        if (pin) pin_to_cpu(cpus[k]);
+        body(bar, k);
+      });
+    body(bar, 0);
+    for (auto& th : helpers) th.join();
+  }
   if (pin) pthread_setaffinity_np(pthread_self(), sizeof(mask), &mask);
 }
 

@@ -89,7 +89,8 @@ def loss_and_state(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, 
                              matmul_dtype=matmul_dtype, backward=backward, kernel=kernel,
                              dropout=dropout, key=key, training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
-                          matmul_dtype=matmul_dtype, backward=backward)
+                          matmul_dtype=matmul_dtype, backward=backward,
+                          kernel="native" if kernel == "native" else "auto")
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction), finals
 
 
@@ -97,7 +98,9 @@ def loss(params: Params, xs, ys, h0=None, **options):
     """Summed (or mean) NLL of ys (T, B) over the valid steps of xs (T, B, D).
 
     Keyword options: ``mask``, ``lengths``, ``reset``, ``reduction``
-    (``"sum"`` or ``"mean"`` per valid step), ``unroll``, ``backward``.
+    (``"sum"`` or ``"mean"`` per valid step), ``unroll``, ``backward``, ``kernel``
+    (``"native"``: the layers' loops and the softmax head each as a C++ call on the CPU,
+    :mod:`jrnn.native` and :mod:`jrnn.native_head`).
     """
     return loss_and_state(params, xs, ys, h0, **options)[0]
 
