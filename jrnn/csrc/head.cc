@@ -71,7 +71,8 @@ float row_term(const HeadProblem& P, float* o, int32_t y, float* d_o) {
       std::fill(d_o, d_o + C, NAN);
     } else {
       const Vec l = set1<Vec>(lse);
-      for (int64_t v = 0; v < full; v += L) store_lanes(d_o + v, vexp(sub(load_lanes<Vec>(o + v, L), l)), L);
+      for (int64_t v = 0; v < full; v += L)
+        store_lanes(d_o + v, vexp(sub(load_lanes<Vec>(o + v, L), l)), L);
       for (int64_t v = full; v < C; ++v) d_o[v] = std::exp(o[v] - lse);
       d_o[y] -= 1.0f;
     }
