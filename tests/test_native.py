@@ -222,6 +222,28 @@ def test_faulting_outputs_in_first_changes_no_result(cell, monkeypatch):
                 np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_classifier_native_equals_scan(cell):
+    """classifier.loss and regression_loss(kernel="native"): a two-layer bidirectional
+    stack's final states through the native loops (the reverse direction's final state is
+    its state at t = 0), the loss and every gradient as kernel="scan"'s."""
+    from jrnn.models import classifier
+    from tests.helpers import TOL, rel_error
+    T, B, D, H, C = 7, 5, 4, 9, 3
+    params = classifier.init(jax.random.key(0), cell, D, H, C, num_layers=2,
+                             bidirectional=True)
+    xs = jax.random.normal(jax.random.key(1), (T, B, D), jnp.float32)
+    ys = jax.random.randint(jax.random.key(2), (B,), 0, C)
+    targets = jax.random.normal(jax.random.key(3), (B, C), jnp.float32)
+    for loss, labels in ((classifier.loss, ys), (classifier.regression_loss, targets)):
+        f = lambda kernel: jax.jit(jax.value_and_grad(
+            lambda p: loss(p, xs, labels, kernel=kernel)))
+        assert f"jrnn_{cell}_forward_inputs" in str(jax.make_jaxpr(
+            lambda p: loss(p, xs, labels, kernel="native"))(params))
+        got, want = f("native")(params), f("scan")(params)
+        assert rel_error(got, want) <= TOL[jnp.float32]
+
+
 def test_kept_threads_and_new_ones_give_the_same_numbers(monkeypatch):
     """The helper threads are kept between calls (JRNN_NATIVE_POOL=0: started per call, read
     at every call); thread counts that change from call to call replace the pool. Every

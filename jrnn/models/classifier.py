@@ -52,17 +52,19 @@ def init(key, cell: str, input_size: int, hidden_size: int, num_classes: int, *,
 
 def features(params: Params, xs, h0=None, *, mask=None, lengths=None,
              unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
-             dropout=None, key=None, training: bool = False):
+             kernel: str = "auto", dropout=None, key=None, training: bool = False):
     """(B, directions·H): the top layer's final hidden state of each direction.
 
     ``dropout``, ``key``, ``training``: regularisation, see :mod:`jrnn.dropout`.
+    ``kernel``: the layers' loop, see :func:`jrnn.rnn` (``"native"``: each layer's loops
+    as C++ calls on the CPU, :mod:`jrnn.native`).
     """
     xs, mask = _checks.arrays(xs=xs, mask=mask)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     h0 = _common.initial_states(params.rnn, params.h0, h0, xs.shape[1:-1])
     _, finals = layers.run_stack(params.rnn, xs, h0, mask=mask, lengths=lengths,
                                  unroll=unroll, matmul_dtype=matmul_dtype, backward=backward,
-                                 dropout=dropout, key=key, training=training)
+                                 kernel=kernel, dropout=dropout, key=key, training=training)
     top = [layers.hidden_of(part.cell, state) for part, state in zip(params.rnn[-1], finals[-1])]
     return top[0] if len(top) == 1 else jnp.concatenate(top, axis=-1)
 
@@ -73,10 +75,11 @@ def logits(params: Params, xs, h0=None, **options):
 
 def loss(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reduction: str = "sum",
          unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
-         dropout=None, key=None, training: bool = False):
+         kernel: str = "auto", dropout=None, key=None, training: bool = False):
     """NLL of one label per sequence, ys (B,), for xs (T, B, D).
 
     ``dropout``, ``key``, ``training``: regularisation, see :mod:`jrnn.dropout`.
+    ``kernel``: the layers' loop (see :func:`features`); the head over B rows stays XLA's.
     """
     _common.check_reduction(reduction)
     xs, ys = _checks.arrays(xs=xs, ys=ys)
@@ -84,8 +87,8 @@ def loss(params: Params, xs, ys, h0=None, *, mask=None, lengths=None, reduction:
     _checks.integer("ys", ys)
     _checks.shape("ys", ys, xs.shape[1:-1], f"{tuple(xs.shape[1:-1])}: one label per sequence")
     feats = features(params, xs, h0, mask=mask, lengths=lengths, unroll=unroll,
-                     matmul_dtype=matmul_dtype, backward=backward, dropout=dropout, key=key,
-                     training=training)
+                     matmul_dtype=matmul_dtype, backward=backward, kernel=kernel,
+                     dropout=dropout, key=key, training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, feats, ys,
                           matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, ys.size, reduction)
@@ -98,7 +101,8 @@ def predict(params: Params, xs, h0=None, **options):
 
 def regression_loss(params: Params, xs, targets, h0=None, *, mask=None, lengths=None,
                     reduction: str = "sum", unroll: Optional[int] = None, matmul_dtype=None,
-                    backward: str = "manual", dropout=None, key=None, training: bool = False):
+                    backward: str = "manual", kernel: str = "auto", dropout=None, key=None,
+                    training: bool = False):
     """Many-to-one regression: Σ ‖c + V h_last − y‖² for targets (B, C).
 
     The same model as the classifier with a squared-error head
@@ -108,8 +112,8 @@ def regression_loss(params: Params, xs, targets, h0=None, *, mask=None, lengths=
     xs, targets = _checks.arrays(xs=xs, targets=targets)
     _checks.rank("xs", xs, (2, 3), "(T, B, D) or unbatched (T, D)")
     feats = features(params, xs, h0, mask=mask, lengths=lengths, unroll=unroll,
-                     matmul_dtype=matmul_dtype, backward=backward, dropout=dropout, key=key,
-                     training=training)
+                     matmul_dtype=matmul_dtype, backward=backward, kernel=kernel,
+                     dropout=dropout, key=key, training=training)
     J = heads.squared_error(params.head.V, params.head.c, feats, targets,
                           matmul_dtype=matmul_dtype, backward=backward)
     return _common.reduce(J, targets.size, reduction)
