@@ -16,7 +16,9 @@ x_t Uᵀ in the same micro-kernel, so that no (T, B, G·H) projection is written
 :func:`gradients`: the reverse loop (the cell's step_vjp per unit, then
 dh_{t−1} = dR W) writing the gates' dz side by side, after which dW, dU (with the biases)
 and dX are one product each. For the LSTM and the tanh cell dA = dR; the GRU's differ in
-the n-block (dR_n = dA_n ⊙ r), so its reverse loop writes both. :func:`forward` and :func:`backward`
+the n-block (dR_n = dA_n ⊙ r), so its reverse loop writes both. dW, dU and the biases'
+gradients, whose contraction runs over all T·B rows, are :func:`transposed_products`
+(``products.cc``). :func:`forward` and :func:`backward`
 (the LSTM's loops alone, the projection hoisted: the interface of
 :func:`jrnn.persistent.forward`) are kept for the benchmark and the tests.
 
@@ -44,14 +46,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn import _matmul, recurrence
+from jrnn import recurrence
 
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
            "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
-           "threads", "isa", "gru_units"]
+           "transposed_products", "threads", "isa", "gru_units"]
 
 _CSRC = Path(__file__).with_name("csrc")
-_SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc", _CSRC / "head.cc")
+_SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc", _CSRC / "head.cc",
+            _CSRC / "products.cc")
 _HEADERS = (_CSRC / "common.h", _CSRC / "sampler.h")
 # FFI target name -> the library's handler symbol
 _TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
@@ -64,7 +67,8 @@ _TARGETS = {"jrnn_lstm_forward": "JrnnLstmForward",
             "jrnn_lstm_sample": "JrnnLstmSample",
             "jrnn_gru_sample": "JrnnGruSample",
             "jrnn_elman_sample": "JrnnElmanSample",
-            "jrnn_softmax_nll": "JrnnSoftmaxNll"}
+            "jrnn_softmax_nll": "JrnnSoftmaxNll",
+            "jrnn_transposed_products": "JrnnTransposedProducts"}
 _CELLS = ("lstm", "gru", "elman")
 _state = {"loaded": False, "error": None}
 
@@ -367,9 +371,9 @@ def gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *,
 
     H_in the state each step read (h_{t−1}; h_{t+1} right to left). dR is dA for the LSTM
     and the tanh cell (then db = db_r); the GRU's differ in the n-block. Each is one product:
-    the gates side by side make dW, dU and dX one product each instead of G, a bias's
-    gradient comes from the same product (a column of ones), and dW and dU multiply
-    transposed copies of the narrow operands (:func:`jrnn._matmul.transposed_products`).
+    the gates side by side make dW, dU and dX one product each instead of G, and dW, dU and
+    the biases' gradients (column sums) come from :func:`transposed_products`, one pass
+    over dA where dR is dA.
     Returns ``(dU, dW, db, db_r, dxs, d_carry0)`` (None for an absent bias)."""
     name = _cell_name(cell)
     h0 = carry0[0]
@@ -386,27 +390,54 @@ def gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *,
         dR = dA
     T, B, D = xs.shape
     N = T * B
-    rows_A, rows_R = dA.reshape(N, -1), dR.reshape(N, -1)
-    shared = dR is dA  # then one column of ones gives db = db_r
-    ones_x = b is not None or (shared and b_r is not None)
-    ones_h = not shared and b_r is not None
+    rows_A = dA.reshape(N, -1)
+    rows_R = rows_A if dR is dA else dR.reshape(N, -1)
     h_in = recurrence.states_read(hs, h0, reverse).reshape(N, -1)
-    (dW,) = _matmul.transposed_products([rows_R], _with_ones(h_in, ones_h))
-    (dU,) = _matmul.transposed_products([rows_A], _with_ones(xs.reshape(N, D), ones_x))
-    db_x = dU[:, -1] if ones_x else None
-    db_r = None if b_r is None else (db_x if shared else dW[:, -1])
+    x_in = xs.reshape(N, D)
+    # dR is dA for the LSTM and the tanh cell: then read once, and db = db_r its sums
+    (dW, dU), (db_h, db_x) = transposed_products(((rows_R, h_in), (rows_A, x_in)),
+                                                 sums=(b_r is not None, b is not None))
     db = None if b is None else db_x
-    dU = dU[:, :-1] if ones_x else dU
-    dW = dW[:, :-1] if ones_h else dW
+    db_r = None if b_r is None else db_h
     dxs = (rows_A @ U).reshape(T, B, U.shape[1])
     return dU, dW, db, db_r, dxs, d_carry0
 
 
-def _with_ones(rows, with_bias: bool):
-    """rows (N, K) with a column of ones appended where there is a bias to differentiate."""
-    if not with_bias:
-        return rows
-    return jnp.concatenate([rows, jnp.ones((rows.shape[0], 1), rows.dtype)], axis=1)
+def transposed_products(pairs, *, sums=None, num_threads: Optional[int] = None):
+    """``(products, column_sums)`` in float32 for one or two pairs (d, x), d (N, G) and x
+    (N, P): the products dᵀ x (G, P), and where ``sums[i]`` (one flag per pair; default
+    none) the column sums Σ_n d_n (G,) of pair i's d (a bias's gradient), else None. N is long and G, P narrow: the weight
+    gradients' shape (dW = dRᵀ H_in, dU = dAᵀ X over all T·B rows), which XLA:CPU
+    multiplies below its square matmul's speed. One native call (``products.cc``): chunks
+    of 256 rows of N, each chunk's x copied into panels of 32 columns that stay in the cache
+    while d's columns, 32 at a time, run through them in the kernels' micro-kernel. Where
+    both pairs have the same d (the same array object), it is read once. The threads split
+    d's columns, so every sum runs in the same order for any thread count."""
+    if not load():
+        raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    if len(pairs) not in (1, 2):
+        raise ValueError(f"pairs: expected one or two (d, x) pairs, got {len(pairs)}")
+    sums = (False,) * len(pairs) if sums is None else sums
+    if len(sums) != len(pairs):
+        raise ValueError(f"sums: expected one flag per pair ({len(pairs)}), got {len(sums)}")
+    sums = tuple(bool(w) for w in sums) + (False,) * (2 - len(pairs))
+    dt = jnp.float32
+    N, G = pairs[0][0].shape
+    shared = len(pairs) == 2 and pairs[1][0] is pairs[0][0]
+    wanted = [sums[0] or (shared and sums[1]), sums[1] and not shared]
+    empty = jnp.zeros((0,), dt)
+    d2 = empty if len(pairs) == 1 or shared else pairs[1][0].astype(dt)
+    x2 = pairs[1][1].astype(dt) if len(pairs) == 2 else empty
+    outs = [jax.ShapeDtypeStruct((G, x.shape[1]), dt) for _, x in pairs]
+    outs += [jax.ShapeDtypeStruct((0,), dt)] * (2 - len(pairs))
+    outs += [jax.ShapeDtypeStruct((G,) if w else (0,), dt) for w in wanted]
+    call = jax.ffi.ffi_call("jrnn_transposed_products", outs, vmap_method="sequential")
+    out1, out2, s1, s2 = call(pairs[0][0].astype(dt), pairs[0][1].astype(dt), d2, x2,
+                              pairs=np.int64(len(pairs)), d_shared=shared,
+                              with_sums1=wanted[0], with_sums2=wanted[1],
+                              threads=np.int64(num_threads or threads()))
+    column_sums = (s1 if sums[0] else None, (s1 if shared else s2) if sums[1] else None)
+    return (out1, out2)[:len(pairs)], column_sums[:len(pairs)]
 
 
 # ---- the GRU (jrnn/csrc/gru.cc) ----

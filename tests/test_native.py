@@ -244,6 +244,58 @@ def test_classifier_native_equals_scan(cell):
         assert rel_error(got, want) <= TOL[jnp.float32]
 
 
+# N: under one chunk of 256 rows, several and a partial one; G: a partial block of 32
+# columns, one, several; P: under one panel of 32 columns, full and partial panels
+@pytest.mark.parametrize("N,G,Ps", [(0, 5, (3, 2)), (1, 1, (1,)), (7, 33, (9, 40)),
+                                    (300, 64, (17,)), (600, 70, (32, 1)), (257, 8, (65,))])
+@pytest.mark.parametrize("d_shared", [False, True])
+@pytest.mark.parametrize("sums", [(False, False), (True, False), (False, True), (True, True)])
+def test_transposed_products_match_float64(N, G, Ps, d_shared, sums):
+    """dᵀ x for each pair (d, x), and each d's column sums where asked, from the native call
+    (products.cc) against float64 sums of the same float32 numbers; a d shared by both pairs
+    read once; and the same bits on 1, 2 and 3 threads (the threads split d's columns, so
+    every sum runs in one order)."""
+    from tests.helpers import TOL, rel_error
+    keys = jax.random.split(jax.random.PRNGKey(N + G), 2 + len(Ps))
+    d1 = jax.random.normal(keys[0], (N, G), jnp.float32)
+    d2 = d1 if d_shared else jax.random.normal(keys[1], (N, G), jnp.float32)
+    xs = [jax.random.normal(k, (N, P), jnp.float32) for k, P in zip(keys[2:], Ps)]
+    ds = (d1, d2)[:len(Ps)]
+    sums = sums[:len(Ps)]
+
+    def call(n):
+        def f(d1, d2, xs):
+            d = (d1, d1 if d_shared else d2)
+            return native.transposed_products(tuple(zip(d, xs)), sums=sums, num_threads=n)
+        products, column_sums = jax.jit(f)(d1, d2, xs)
+        assert [s is None for s in column_sums] == [not w for w in sums]
+        return [np.asarray(a) for a in products + tuple(s for s in column_sums if s is not None)]
+
+    d64 = [np.asarray(d, np.float64) for d in ds]
+    wants = ([d.T @ np.asarray(x, np.float64) for d, x in zip(d64, xs)]
+             + [d.sum(0) for d, w in zip(d64, sums) if w])
+    runs = [call(n) for n in (1, 2, 3)]
+    for got, want in zip(runs[0], wants, strict=True):
+        assert got.shape == want.shape and got.dtype == np.float32
+        if N == 0:
+            np.testing.assert_array_equal(got, np.zeros(want.shape))
+            continue
+        assert rel_error(got.astype(np.float64), want) <= TOL[jnp.float32]
+        # each entry, not only the norm: a dropped chunk, block or panel would show here
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(N))
+    for run in runs[1:]:
+        for got, ref in zip(run, runs[0], strict=True):
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_transposed_products_take_one_or_two_pairs():
+    d = jnp.ones((4, 3), jnp.float32)
+    with pytest.raises(ValueError, match=r"pairs: expected one or two \(d, x\) pairs, got 3"):
+        native.transposed_products(((d, d),) * 3)
+    with pytest.raises(ValueError, match=r"sums: expected one flag per pair \(1\), got 2"):
+        native.transposed_products(((d, d),), sums=(True, False))
+
+
 def test_kept_threads_and_new_ones_give_the_same_numbers(monkeypatch):
     """The helper threads are kept between calls (JRNN_NATIVE_POOL=0: started per call, read
     at every call); thread counts that change from call to call replace the pool. Every
