@@ -404,15 +404,17 @@ def gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *,
 
 
 def transposed_products(pairs, *, sums=None, num_threads: Optional[int] = None):
-    """``(products, column_sums)`` in float32 for one or two pairs (d, x), d (N, G) and x
-    (N, P): the products dᵀ x (G, P), and where ``sums[i]`` (one flag per pair; default
-    none) the column sums Σ_n d_n (G,) of pair i's d (a bias's gradient), else None. N is long and G, P narrow: the weight
-    gradients' shape (dW = dRᵀ H_in, dU = dAᵀ X over all T·B rows), which XLA:CPU
-    multiplies below its square matmul's speed. One native call (``products.cc``): chunks
-    of 256 rows of N, each chunk's x copied into panels of 32 columns that stay in the cache
-    while d's columns, 32 at a time, run through them in the kernels' micro-kernel. Where
-    both pairs have the same d (the same array object), it is read once. The threads split
-    d's columns, so every sum runs in the same order for any thread count."""
+    """``(products, column_sums)`` in float32 for one or two pairs (d, x), d (N, G) and
+    x (N, P): the products dᵀ x (G, P), and where ``sums[i]`` (one flag per pair; default
+    none) the column sums Σ_n d_n (G,) of pair i's d (a bias's gradient), else None.
+
+    N is long and G, P narrow: the weight gradients' shape (dW = dRᵀ H_in, dU = dAᵀ X over
+    all T·B rows), which XLA:CPU multiplies below its square matmul's speed. One native
+    call (``products.cc``): chunks of 256 rows of N, each chunk's x copied into panels of
+    32 columns that stay in the cache while d's columns, 32 at a time, run through them in
+    the kernels' micro-kernel. Where both pairs have the same d (the same array object), it
+    is read once. The threads split d's columns, so every sum runs in the same order for
+    any thread count."""
     if not load():
         raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
     if len(pairs) not in (1, 2):

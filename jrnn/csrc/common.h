@@ -1,7 +1,8 @@
-// Shared by jrnn's native CPU kernels (lstm.cc, gru.cc, elman.cc, head.cc): accurate float32
-// transcendental functions on 8 or 16 lanes, a reusable barrier, the threads of a call (kept
-// between calls) and their shares of the hidden units, partial-vector loads, the panel
-// product of every kernel, and the outputs' huge-page hint and prefault.
+// Shared by jrnn's native CPU kernels (lstm.cc, gru.cc, elman.cc, head.cc, products.cc):
+// accurate float32 transcendental functions on 8 or 16 lanes, a reusable barrier, the
+// threads of a call (kept between calls) and their shares of the hidden units,
+// partial-vector loads, the panel product of every kernel, and the outputs' huge-page hint
+// and prefault.
 #pragma once
 
 #include <immintrin.h>

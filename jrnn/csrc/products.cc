@@ -58,7 +58,9 @@ template <int RB>
   Tile<RB, 4> t = tile;
   for (int64_t k = 0; k < K; ++k) {
     Vec w[NZ];
-    static_for<NZ>([&](auto z) { w[z] = load_lanes<Vec>(panel + k * 32 + z * kVecLanes, kVecLanes); });
+    static_for<NZ>([&](auto z) {
+      w[z] = load_lanes<Vec>(panel + k * 32 + z * kVecLanes, kVecLanes);
+    });
     static_for<RB>([&](auto r) {
       const Vec a = vec::set1<Vec>(d[k * ldk + r]);
       static_for<NZ>([&](auto z) { t.a[r][z] = vec::fmadd(a, w[z], t.a[r][z]); });
