@@ -69,24 +69,36 @@ template <int RB>
   tile = t;
 }
 
-void products_thread(const Products& Q, int64_t gb0, int64_t gb1) {
-  const int64_t N = Q.N, G = Q.G;
-  struct Panel { int i; int64_t p0, width; };  // 32 columns of pair i's x from p0
+struct Panel {  // 32 columns of pair i's x from p0 (fewer at its end)
+  int i;
+  int64_t p0, width;
+};
+
+std::vector<Panel> panels_of(const Products& Q) {
   std::vector<Panel> panels;
   for (int i = 0; i < Q.npairs; ++i)
     for (int64_t p0 = 0; p0 < Q.pair[i].P; p0 += 32)
       panels.push_back({i, p0, std::min<int64_t>(32, Q.pair[i].P - p0)});
-  const int64_t np = (int64_t)panels.size();
-  std::unique_ptr<float[], FreeDeleter> buffer(
-      (float*)std::aligned_alloc(64, sizeof(float) * (np + 2) * kChunk * 32));
-  float* const blocks[2] = {buffer.get() + np * kChunk * 32, buffer.get() + (np + 1) * kChunk * 32};
+  return panels;
+}
+
+// A thread's scratch: its copies of a chunk's panels, then d's block of each pair.
+int64_t scratch_floats(const std::vector<Panel>& panels) {
+  return ((int64_t)panels.size() + 2) * kChunk * 32;
+}
+
+// The 32-column blocks [gb0, gb1) of d (and so of every output), over all N rows.
+void products_thread(const Products& Q, const std::vector<Panel>& panels, float* scratch,
+                     int64_t gb0, int64_t gb1) {
+  const int64_t N = Q.N, G = Q.G, np = (int64_t)panels.size();
+  float* const blocks[2] = {scratch + np * kChunk * 32, scratch + (np + 1) * kChunk * 32};
   for (int64_t k0 = 0; k0 < N; k0 += kChunk) {
     const int64_t K = std::min(kChunk, N - k0);
     for (int64_t k = 0; k < K; ++k)
       for (int64_t j = 0; j < np; ++j) {
         const Panel& pn = panels[j];
         const ProductPair& q = Q.pair[pn.i];
-        float* dst = buffer.get() + (j * K + k) * 32;
+        float* dst = scratch + (j * K + k) * 32;
         std::memcpy(dst, q.x + (k0 + k) * q.P + pn.p0, sizeof(float) * pn.width);
         if (pn.width < 32) std::fill(dst + pn.width, dst + 32, 0.0f);
       }
@@ -109,7 +121,7 @@ void products_thread(const Products& Q, int64_t gb0, int64_t gb1) {
         const Panel& pn = panels[j];
         const ProductPair& q = Q.pair[pn.i];
         const float* block = blocks[Q.d_shared ? 0 : pn.i];
-        const float* panel = buffer.get() + j * K * 32;
+        const float* panel = scratch + j * K * 32;
         over_row_tiles(rows, [&](auto RB, int64_t r0) {
           Tile<RB, 4> acc;
           acc.zero();
@@ -131,18 +143,28 @@ void products_thread(const Products& Q, int64_t gb0, int64_t gb1) {
 
 }  // namespace
 
-void transposed_products(const Products& Q, int64_t threads) {
+// False where the threads' scratch could not be allocated (nothing written then).
+bool transposed_products(const Products& Q, int64_t threads) {
   if (Q.N == 0) {
     for (int i = 0; i < Q.npairs; ++i) {
       const ProductPair& q = Q.pair[i];
       std::fill(q.out, q.out + Q.G * q.P, 0.0f);
       if (q.sums) std::fill(q.sums, q.sums + Q.G, 0.0f);
     }
-    return;
+    return true;
   }
-  on_block_shares(threads, (Q.G + 31) / 32, [&](Barrier&, int64_t gb0, int64_t gb1) {
-    products_thread(Q, gb0, gb1);
+  const int64_t nblocks = (Q.G + 31) / 32;
+  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
+  const std::vector<Panel> panels = panels_of(Q);
+  const int64_t per_thread = scratch_floats(panels);  // a multiple of 16 floats (64 bytes)
+  std::unique_ptr<float[], FreeDeleter> scratch(
+      (float*)std::aligned_alloc(64, sizeof(float) * n * per_thread));
+  if (!scratch) return false;
+  on_threads(n, [&](Barrier&, int64_t k) {
+    products_thread(Q, panels, scratch.get() + k * per_thread, nblocks * k / n,
+                    nblocks * (k + 1) / n);
   });
+  return true;
 }
 
 namespace {
@@ -178,7 +200,8 @@ ffi::Error TransposedProducts(ffi::Buffer<ffi::F32> d1, ffi::Buffer<ffi::F32> x1
       return ffi::Error::InvalidArgument("sums: expected (G,)");
     q.sums = with_sums[i] ? (*sums[i])->typed_data() : nullptr;
   }
-  transposed_products(Q, threads);
+  if (!transposed_products(Q, threads))
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted, "no memory for the products' scratch");
   return ffi::Error::Success();
 }
 
