@@ -244,6 +244,33 @@ def test_classifier_native_equals_scan(cell):
         assert rel_error(got, want) <= TOL[jnp.float32]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_generator_and_seq2seq_native_equal_scan(cell):
+    """generator.loss and seq2seq.loss(kernel="native"): the stacks' loops (seq2seq's
+    bidirectional encoder's final states into its decoder) and the head as native calls,
+    the loss and every gradient as kernel="scan"'s; with lengths, a clear refusal."""
+    from jrnn.models import generator, seq2seq
+    from tests.helpers import TOL, rel_error
+    T, B, D, H, C = 6, 5, 4, 9, 7
+    ys = jax.random.randint(jax.random.key(2), (T, B), 0, C)
+    context = jax.random.normal(jax.random.key(1), (B, D), jnp.float32)
+    xs = jax.random.normal(jax.random.key(3), (T + 2, B, D), jnp.float32)
+    cases = [(generator.loss, generator.init(jax.random.key(0), cell, D, H, C, num_layers=2),
+              context),
+             (seq2seq.loss, seq2seq.init(jax.random.key(0), cell, D, H, C, num_layers=2,
+                                         bidirectional_encoder=True), xs)]
+    for loss, params, inputs in cases:
+        f = lambda kernel: jax.jit(jax.value_and_grad(
+            lambda p: loss(p, inputs, ys, kernel=kernel)))
+        program = str(jax.make_jaxpr(lambda p: loss(p, inputs, ys, kernel="native"))(params))
+        assert f"jrnn_{cell}_forward_inputs" in program and "jrnn_softmax_nll" in program
+        got, want = f("native")(params), f("scan")(params)
+        assert rel_error(got, want) <= TOL[jnp.float32]
+    lengths = jnp.full((B,), T - 1)
+    with pytest.raises(ValueError, match="native"):
+        generator.loss(cases[0][1], context, ys, lengths=lengths, kernel="native")
+
+
 # N: under one chunk of 256 rows, several and a partial one; G: a partial block of 32
 # columns, one, several; P: under one panel of 32 columns, full and partial panels
 @pytest.mark.parametrize("N,G,Ps", [(0, 5, (3, 2)), (1, 1, (1,)), (7, 33, (9, 40)),

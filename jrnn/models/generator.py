@@ -76,9 +76,12 @@ def teacher_inputs(context, ys, vocab_size: int):
 
 def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
          unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
-         dropout=None, key=None, training: bool = False):
+         kernel: str = "auto", dropout=None, key=None, training: bool = False):
     """Teacher-forced NLL of the sequences ys (T, B) given one context each (B, D).
 
+    ``kernel``: the stack's loops (:func:`jrnn.layers.run_stack`); ``"native"`` runs them
+    and the softmax head each as a C++ call on the CPU (:mod:`jrnn.native`,
+    :mod:`jrnn.native_head`), and refuses lengths, as the native loops take no mask.
     ``dropout``, ``key``, ``training``: regularisation, see :mod:`jrnn.dropout`.
     """
     _common.check_reduction(reduction)
@@ -92,10 +95,11 @@ def loss(params: Params, context, ys, *, lengths=None, reduction: str = "sum",
     _common.check_tokens("ys", ys, (ys.shape[0], context.shape[0]), vocab, valid)
     xs = teacher_inputs(context, ys, vocab)
     outputs, _ = layers.run_stack(params.rnn, xs, mask=valid, unroll=unroll,
-                                  matmul_dtype=matmul_dtype, backward=backward,
+                                  matmul_dtype=matmul_dtype, backward=backward, kernel=kernel,
                                   dropout=dropout, key=key, training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
-                          matmul_dtype=matmul_dtype, backward=backward)
+                          matmul_dtype=matmul_dtype, backward=backward,
+                          kernel="native" if kernel == "native" else "auto")
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
 
 

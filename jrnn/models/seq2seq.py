@@ -55,10 +55,10 @@ def init(key, cell: str, input_size: int, hidden_size: int, vocab_size: int, *,
 
 
 def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
-           matmul_dtype=None, backward: str = "manual", dropout=None, key=None,
-           training: bool = False):
+           matmul_dtype=None, backward: str = "manual", kernel: str = "auto", dropout=None,
+           key=None, training: bool = False):
     """The decoder's initial states: per layer, the encoder's final states summed
-    over directions. ``dropout``, ``key``, ``training``: see :func:`loss`."""
+    over directions. ``kernel``, ``dropout``, ``key``, ``training``: see :func:`loss`."""
     if len(params.encoder) != len(params.decoder):
         raise ValueError(f"params: encoder and decoder need the same number of layers, got "
                          f"{len(params.encoder)} and {len(params.decoder)}")
@@ -67,7 +67,7 @@ def encode(params: Params, xs, *, lengths=None, unroll: Optional[int] = None,
     if lengths is not None:  # named as the caller knows it
         lengths = recurrence.check_lengths(lengths, xs.shape[0], xs.shape[1:2], "x_lengths")
     _, finals = layers.run_stack(params.encoder, xs, lengths=lengths, unroll=unroll,
-                                 matmul_dtype=matmul_dtype, backward=backward,
+                                 matmul_dtype=matmul_dtype, backward=backward, kernel=kernel,
                                  dropout=dropout, key=key, training=training)
     summed = [jax.tree.map(lambda *parts: sum(parts), *directions) for directions in finals]
     return tuple((state,) for state in summed)
@@ -82,8 +82,12 @@ def decoder_inputs(ys, vocab_size: int, dtype):
 
 def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: str = "sum",
          unroll: Optional[int] = None, matmul_dtype=None, backward: str = "manual",
-         dropout=None, key=None, training: bool = False):
+         kernel: str = "auto", dropout=None, key=None, training: bool = False):
     """Teacher-forced NLL of targets ys (T_y, B) given inputs xs (T_x, B, D).
+
+    ``kernel``: the stacks' loops (:func:`jrnn.layers.run_stack`); ``"native"`` runs both
+    stacks' loops and the softmax head each as a C++ call on the CPU (:mod:`jrnn.native`,
+    :mod:`jrnn.native_head`), and refuses lengths, as the native loops take no mask.
 
     ``dropout``, ``key``, ``training``: regularisation of both stacks (see
     :mod:`jrnn.dropout`); the encoder draws its masks from ``fold_in(key, 0)``,
@@ -101,13 +105,15 @@ def loss(params: Params, xs, ys, *, x_lengths=None, y_lengths=None, reduction: s
     keys = (None, None) if key is None else (jax.random.fold_in(key, 0),
                                              jax.random.fold_in(key, 1))
     states = encode(params, xs, lengths=x_lengths, unroll=unroll, matmul_dtype=matmul_dtype,
-                    backward=backward, dropout=dropout, key=keys[0], training=training)
+                    backward=backward, kernel=kernel, dropout=dropout, key=keys[0],
+                    training=training)
     outputs, _ = layers.run_stack(params.decoder, decoder_inputs(ys, vocab, xs.dtype), states,
                                   mask=valid, unroll=unroll, matmul_dtype=matmul_dtype,
-                                  backward=backward, dropout=dropout, key=keys[1],
-                                  training=training)
+                                  backward=backward, kernel=kernel, dropout=dropout,
+                                  key=keys[1], training=training)
     J = heads.softmax_nll(params.head.V, params.head.c, outputs, ys, valid,
-                          matmul_dtype=matmul_dtype, backward=backward)
+                          matmul_dtype=matmul_dtype, backward=backward,
+                          kernel="native" if kernel == "native" else "auto")
     return _common.reduce(J, ys.size if valid is None else valid.sum(), reduction)
 
 
