@@ -96,6 +96,8 @@ def _softmax_nll_manual_fwd(md, kernel, V, c, hs, ys, mask):
 
 def _softmax_nll_manual_bwd(md, kernel, residuals, g):
     d_o, hs, V = residuals
+    if kernel == "native":
+        return (*native_head.backward(d_o, hs, V, g), None, None)
     d_o = d_o * jnp.asarray(g, d_o.dtype)  # g may be a Python float (vjp_fn(1.0))
     rows = lambda a: a.reshape(-1, a.shape[-1])  # one 2-D matmul over every row
     dV = _matmul.einsum("nc,nh->ch", rows(d_o), rows(hs), md)

@@ -12,7 +12,13 @@ are in the cache, where XLA writes the (N, C) logits and reads them back for eac
 The terms are summed in double (per tile of rows, then the tiles in order, so that J does not
 depend on the thread count); XLA sums them in float32. A label outside [0, C) gives NaN, a
 masked row 0, as on the XLA path; a row with a NaN or an infinite largest logit follows
-``jax.nn.logsumexp``. The backward's products (dV, dc, dJ/dhs) stay in XLA.
+``jax.nn.logsumexp``.
+
+The backward (:func:`backward`) scales by the cotangent g of J the small operands, not the
+(N, C) residual: dV = g d_oᵀ H and dJ/dhs = d_o (g V), two native calls
+(:func:`jrnn.native.transposed_products`, :func:`jrnn.native.rows_times_weights`) where
+XLA:CPU runs both products, their contraction over N rows or C classes, below its square
+matmul's speed; dc = g Σ_n d_o,n.
 
 Limits (:func:`unsupported`): float32 V, c and hs, no ``matmul_dtype`` other than float32,
 the CPU backend.
@@ -25,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["unsupported", "softmax_nll"]
+__all__ = ["unsupported", "softmax_nll", "backward"]
 
 
 def unsupported(V, hs, matmul_dtype=None) -> Optional[str]:
@@ -70,3 +76,15 @@ def softmax_nll(V, c, hs, ys, mask=None, *, keep_gradient: bool,
                   has_mask=has_mask, keep=bool(keep_gradient),
                   threads=np.int64(num_threads or native.threads()))
     return J, (d_o.reshape(*rows, C) if keep_gradient else None)
+
+
+def backward(d_o, hs, V, g):
+    """``(dV, dc, dJ/dhs)`` for the cotangent g of J, from the forward's ``d_o`` (..., C),
+    hs (..., H) and V (C, H), all float32."""
+    from jrnn import native
+    C, H = V.shape
+    rows_d, rows_h = d_o.reshape(-1, C), hs.reshape(-1, H)
+    scale = jnp.asarray(g, jnp.float32)  # g may be a Python float (vjp_fn(1.0))
+    (dVt,), _ = native.transposed_products([(rows_h, rows_d)])  # H wide, C narrow: faster
+    d_hs = native.rows_times_weights(rows_d, V * scale)
+    return dVt.T * scale, rows_d.sum(0) * scale, d_hs.reshape(hs.shape)

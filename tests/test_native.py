@@ -323,6 +323,31 @@ def test_transposed_products_take_one_or_two_pairs():
         native.transposed_products(((d, d),), sums=(True, False))
 
 
+# N: under one tile of 8 rows, a partial block of 64 rows, several blocks on up to three
+# threads (256 rows a thread); K: 1, under and over a vector; M: under one panel of 32
+# columns, a full one, full and partial panels
+@pytest.mark.parametrize("N,K,M", [(0, 3, 5), (1, 1, 1), (7, 5, 33), (70, 17, 32),
+                                   (600, 64, 70), (800, 9, 100)])
+def test_rows_times_weights_match_float64(N, K, M):
+    """a W from the native call (products.cc) against float64 products of the same float32
+    numbers, entry by entry; the same bits on 1, 2 and 3 threads (each output row is one
+    thread's)."""
+    from tests.helpers import TOL, rel_error
+    ka, kw = jax.random.split(jax.random.PRNGKey(N + K + M))
+    a = jax.random.normal(ka, (N, K), jnp.float32)
+    W = jax.random.normal(kw, (K, M), jnp.float32)
+    runs = [np.asarray(jax.jit(lambda a, W, n=n: native.rows_times_weights(
+        a, W, num_threads=n))(a, W)) for n in (1, 2, 3)]
+    want = np.asarray(a, np.float64) @ np.asarray(W, np.float64)
+    got = runs[0]
+    assert got.shape == (N, M) and got.dtype == np.float32
+    if N:
+        assert rel_error(got.astype(np.float64), want) <= TOL[jnp.float32]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run, got)
+
+
 def test_kept_threads_and_new_ones_give_the_same_numbers(monkeypatch):
     """The helper threads are kept between calls (JRNN_NATIVE_POOL=0: started per call, read
     at every call); thread counts that change from call to call replace the pool. Every

@@ -55,6 +55,24 @@ def test_loss_and_gradients_match_xla(T, B, H, C, masked):
     assert rel_error(wide(forward(V, c, hs)), ref_value) <= TOL[f32]
 
 
+@pytest.mark.parametrize("scale", [0.37, -2.0])
+def test_the_gradients_scale_with_the_cotangent(scale):
+    """A mean loss or a weighted sum hands the backward a cotangent g ≠ 1, which it applies
+    to V and to dV, dc (jrnn.native_head.backward): every gradient against float64 XLA."""
+    V, c, hs, ys, mask = _problem(40, 13, 16, 33)
+    wide = lambda a: a.astype(jnp.float64)
+
+    def grads(kernel, *args):
+        return jax.grad(lambda V, c, hs: scale * heads.softmax_nll(V, c, hs, ys, mask,
+                                                                   kernel=kernel),
+                        argnums=(0, 1, 2))(*args)
+    got = jax.jit(lambda *a: grads("native", *a))(V, c, hs)
+    want = grads("xla", wide(V), wide(c), wide(hs))
+    for g, ref in zip(got, want, strict=True):
+        assert g.dtype == f32 and g.shape == ref.shape
+        assert rel_error(wide(g), ref) <= TOL[f32]
+
+
 def test_threads_give_the_same_answer_bit_for_bit():
     """The loss's terms are summed per tile of rows and then in order, whatever the split."""
     V, c, hs, ys, mask = _problem(70, 11, 12, 9)  # 770 rows: up to three threads

@@ -15,6 +15,11 @@
 // every panel, the output tile loaded, summed in registers over the chunk, and stored. Each
 // thread owns a share of d's 32-column blocks, so no two threads write the same output and
 // every sum runs in the same order for any thread count.
+//
+// The second call, out = a W (N, M) for a (N, K) and a packed W: the rows of a long a, N
+// again the T·B rows, times a small weight matrix with a short contraction K (the softmax
+// head's dJ/dhs = dJ/do V, K the C classes), the other shape XLA:CPU multiplies below its
+// square matmul's speed.
 #include <memory>
 
 #include "common.h"
@@ -205,8 +210,50 @@ ffi::Error TransposedProducts(ffi::Buffer<ffi::F32> d1, ffi::Buffer<ffi::F32> x1
   return ffi::Error::Success();
 }
 
+// out = a W for the N rows of a (N, K) and W packed (ceil(M/32), K, 32) (M columns): blocks
+// of kRowBlock rows split over the threads, each block (in L1/L2) through every panel of W
+// (in L2) by the kernels' micro-kernel. Every output row is one thread's, summed in one
+// order for any thread count.
+void rows_times_weights(const float* a, int64_t N, int64_t K, const float* wp, int64_t M,
+                        float* out, int64_t threads, const FreshOutputs* fresh) {
+  constexpr int64_t kRowBlock = 64, kMinRowsPerThread = 256;
+  const int64_t nblocks = (N + kRowBlock - 1) / kRowBlock, npanels = (M + 31) / 32;
+  threads = std::max<int64_t>(1, std::min<int64_t>(threads, N / kMinRowsPerThread));
+  on_block_shares(threads, nblocks, [&](Barrier&, int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t r0 = b * kRowBlock, rows = std::min(kRowBlock, N - r0);
+      for (int64_t j = 0; j < npanels; ++j)
+        all_rows_times_panel(a + r0 * K, K, rows, wp + j * K * 32, K, out + r0 * M + j * 32, M,
+                             std::min<int64_t>(32, M - j * 32), false);
+    }
+  }, fresh);
+}
+
+ffi::Error RowsTimesWeights(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> wp,
+                            ffi::ResultBuffer<ffi::F32> out, int64_t threads) {
+  auto ad = a.dimensions(), od = out->dimensions();
+  if (ad.size() != 2) return ffi::Error::InvalidArgument("a: expected (N, K)");
+  if (od.size() != 2 || od[0] != ad[0])
+    return ffi::Error::InvalidArgument("out: expected (N, M), N the rows of a");
+  const int64_t N = ad[0], K = ad[1], M = od[1];
+  if (auto e = check_panel(wp, "W", (M + 31) / 32, K, "K", 32, "ceil(M/32)", "32"); e.failure())
+    return e;
+  FreshOutputs fresh;
+  fresh.add(out);
+  rows_times_weights(a.typed_data(), N, K, wp.typed_data(), M, out->typed_data(), threads,
+                     &fresh);
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace jrnn_native
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnRowsTimesWeights, jrnn_native::RowsTimesWeights,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // a (N, K)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W packed (ceil(M/32), K, 32)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // a W (N, M)
+                                  .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnTransposedProducts, jrnn_native::TransposedProducts,
                               ffi::Ffi::Bind()
