@@ -94,7 +94,29 @@ def test_suite_reports_the_fraction_of_roofline():
     assert row["flops"] == 2 * 8 * (2 * 15 * 3 + 3 * 15 * 5 + 3 * 5 * 3)
     assert row["roofline_ms"] == 1e3 * row["flops"] / 1e9
     assert row["roofline_fraction"] == row["roofline_ms"] / row["median_ms"]
-    assert "| tiny | gru | train | " in suite.roofline_table(rows)
+    assert "| tiny | gru | train | 0.00 | 1.0 | " in suite.roofline_table(rows)
+
+
+def test_suite_measures_the_peak_in_each_kinds_rounds(tmp_path):
+    """With peak_size the peak is an (n, n) matmul timed in the same rounds as each kind's
+    implementations: every row divides by its own kind's measurement, the product is no row
+    of its own, and the report gives the range of the peaks."""
+    cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
+    rows = suite.measure("tiny", "elman", cfg, [1], reps=2, warmup=0, peak_size=64)
+    timed = [r for r in rows if "missing" not in r]
+    assert timed and all(r["impl"] != suite.PEAK for r in rows)
+    by_kind = {}
+    for r in timed:
+        assert r["peak_gflops"] > 0
+        assert r["roofline_ms"] == pytest.approx(r["flops"] / (r["peak_gflops"] * 1e6))
+        by_kind.setdefault(r["kind"], set()).add(r["peak_gflops"])
+    assert all(len(peaks) == 1 for peaks in by_kind.values())  # one measurement a kind
+    env = {"backend": "test", "device": "d", "cpu_count": 1, "jax": "j", "flax": None,
+           "torch": None, "date": "today", "unrolls": [1], "reps": 2, "heads": 1}
+    text = suite.write_suite(str(tmp_path), env, rows, {}, "python x", 64)
+    low, high = min(r["peak_gflops"] for r in timed), max(r["peak_gflops"] for r in timed)
+    assert "a 64² matmul timed in each config's rounds" in text
+    assert f"{low:.1f}–{high:.1f} GFLOP/s" in text
 
 
 def test_remat_curve_runs(tmp_path):
@@ -183,7 +205,7 @@ def test_results_record_the_variables_that_change_speed(monkeypatch, tmp_path):
     assert env["tuning"]["MALLOC_MMAP_MAX_"] == "0"
     assert env["tuning"]["JRNN_NATIVE_THREADS"] == "1"
     assert not {"XLA_FLAGS", "PATH", "TF_CPP_MIN_LOG_LEVEL"} & set(env["tuning"])
-    env.update(flax=None, torch=None, unrolls=[1], heads=1, peak_gflops=1.0)
+    env.update(flax=None, torch=None, unrolls=[1], heads=1)
     text = suite.write_suite(str(tmp_path), env, [], {}, "python x", 2048)
     assert "`MALLOC_MMAP_MAX_=0`" in text and "`JRNN_NATIVE_THREADS=1`" in text
     monkeypatch.delenv("MALLOC_MMAP_MAX_")
@@ -200,7 +222,7 @@ def test_results_record_the_cpu_and_the_native_instruction_set(monkeypatch, tmp_
     monkeypatch.setattr(native, "_cpu_supported", lambda: None)
     env = bench.environment(reps=1)
     assert env["cpu_model"] == "Test CPU 9000" and env["native_isa"] == "avx512"
-    env.update(flax=None, torch=None, unrolls=[1], heads=1, peak_gflops=1.0)
+    env.update(flax=None, torch=None, unrolls=[1], heads=1)
     text = suite.write_suite(str(tmp_path), env, [], {}, "python x", 2048)
     assert "CPU: Test CPU 9000; jrnn's native kernels built for avx512." in text
     monkeypatch.setattr(native, "_cpu_supported", lambda: "not x86-64")
@@ -213,8 +235,7 @@ def test_suite_results_are_written_from_the_rows_measured_so_far(tmp_path):
     cfg = suite.Config(B=2, T=4, D=3, H=5, C=3)
     rows = suite.measure("tiny", "elman", cfg, [1], reps=1, warmup=0, peak=1e9)
     env = {"backend": "test", "device": "d", "cpu_count": 1, "jax": "j", "flax": None,
-           "torch": None, "date": "today", "unrolls": [1], "reps": 1, "heads": 1,
-           "peak_gflops": 1.0}
+           "torch": None, "date": "today", "unrolls": [1], "reps": 1, "heads": 1}
     text = suite.write_suite(str(tmp_path), env, rows, {"T": []}, "python x", 2048)
     assert "| tiny (2, 4, 3, 5, 3) |" in text
     assert (tmp_path / "test_suite.md").read_text().rstrip("\n") == text.rstrip("\n")

@@ -23,8 +23,9 @@ roofline is a floor the step cannot beat, reached only when the pointwise work a
 loop cost nothing beside the products.
 
 The peak is measured, not taken from a data sheet: the median throughput of a large
-square float32 matmul in JAX (:func:`peak_flops`), in the same run as the timings it
-divides. ``time_roofline = FLOPs / peak``; a run's *fraction of roofline* is
+square float32 matmul in JAX (:func:`peak_flops`, or :func:`peak_call` timed in the same
+interleaved rounds as the implementations, which the benchmark suite does, so that a
+machine whose speed drifts during a run is measured at the speed it had for each config). ``time_roofline = FLOPs / peak``; a run's *fraction of roofline* is
 ``time_roofline / time`` (1: at the machine's limit).
 
 >>> from jrnn.bench.roofline import flops
@@ -52,19 +53,29 @@ def flops(*, gates: int, B: int, T: int, D: int, H: int, C: int, kind: str,
     return forward + 2 * N * (2 * H * C + 2 * recurrent + GH * D)
 
 
-def peak_flops(n: int = 2048, reps: int = 10) -> float:
-    """This machine's float32 matmul throughput, FLOP/s: the median over ``reps`` calls of
-    one jitted (n, n) × (n, n) product (2n³ FLOPs) on the default device."""
+def peak_call(n: int = 2048):
+    """``(call, flops)``: a call that runs one jitted (n, n) × (n, n) float32 product on the
+    default device and waits for it, compiled and run once, and its 2n³ FLOPs."""
     import jax
     import jax.numpy as jnp
     k1, k2 = jax.random.split(jax.random.key(0))
     a = jax.random.normal(k1, (n, n), jnp.float32)
     b = jax.random.normal(k2, (n, n), jnp.float32)
     product = jax.jit(jnp.matmul)
-    jax.block_until_ready(product(a, b))
+
+    def call():
+        jax.block_until_ready(product(a, b))
+    call()
+    return call, 2 * n ** 3
+
+
+def peak_flops(n: int = 2048, reps: int = 10) -> float:
+    """This machine's float32 matmul throughput, FLOP/s: the median over ``reps`` calls of
+    :func:`peak_call`'s product."""
+    call, n_flops = peak_call(n)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
-        jax.block_until_ready(product(a, b))
+        call()
         times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times)
+    return n_flops / statistics.median(times)

@@ -275,15 +275,22 @@ def time_rounds(calls: dict[str, Callable], reps: int) -> dict[str, list[float]]
     return times
 
 
+PEAK = "peak matmul"  # the roofline's (n, n) product, timed in the rounds beside the runners
+
+
 def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int = 2,
-            heads: int = 1, peak: Optional[float] = None):
+            heads: int = 1, peak: Optional[float] = None, peak_size: Optional[int] = None):
     """All implementations at one config and cell: one row per (implementation, kind).
 
-    Each row carries the FLOPs of its products (:func:`jrnn.bench.roofline.flops`); with
-    ``peak`` (FLOP/s, measured in the same run) also the roofline time and the fraction of
-    it the implementation reached (roofline time / its median time).
+    Each row carries the FLOPs of its products (:func:`jrnn.bench.roofline.flops`); with a
+    peak also the roofline time, the fraction of it the implementation reached (roofline
+    time / its median time) and the peak (``peak_gflops``). The peak is ``peak`` (FLOP/s),
+    or with ``peak_size`` n the median throughput of an (n, n) float32 matmul timed in the
+    same interleaved rounds as each kind's implementations, so that it is the machine's
+    speed at the time of the times it divides.
     """
     runners, rows = {}, []
+    peak_product = roofline.peak_call(peak_size) if peak_size else None
     gates = jrnn.cells.get(cell).gates
     for name, build in implementations(unrolls, heads).items():
         try:
@@ -305,7 +312,12 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
             for _ in range(warmup):
                 call()
             calls[name] = call
+        if peak_product:
+            calls[PEAK] = peak_product[0]
         times = time_rounds(calls, reps)
+        if peak_product:
+            calls.pop(PEAK)
+            peak = peak_product[1] / statistics.median(times[PEAK])
         for name in calls:
             r = runners[name]
             peak_mem[name] = r.peak_bytes()
@@ -318,6 +330,7 @@ def measure(label: str, cell: str, cfg: Config, unrolls, reps: int, warmup: int 
                          "temp_bytes": r.temp_bytes(kind), "peak_bytes": peak_mem[name],
                          "reps": reps, "flops": n})
             if peak:
+                rows[-1]["peak_gflops"] = peak / 1e9
                 rows[-1]["roofline_ms"] = 1e3 * n / peak
                 rows[-1]["roofline_fraction"] = rows[-1]["roofline_ms"] / median_ms
             print(f"  {label} {cell:5s} {kind:7s} {name:20s} "
@@ -391,14 +404,16 @@ def roofline_table(rows) -> str:
     impls = list(dict.fromkeys(r["impl"] for r in rows if "missing" not in r))
     out = ["\n### Fraction of the matmul roofline (roofline time / time; 1 = the machine's "
            "limit)\n",
-           "| config | cell | kind | GFLOP | roofline ms | " + " | ".join(impls) + " |",
-           "|---|---|---|---|---|" + "---|" * len(impls)]
+           "| config | cell | kind | GFLOP | peak GFLOP/s | roofline ms | " + " | ".join(impls)
+           + " |",
+           "|---|---|---|---|---|---|" + "---|" * len(impls)]
     for key in dict.fromkeys((r["config"], r["cell"], r["kind"]) for r in sel):
         by = {r["impl"]: r for r in sel if (r["config"], r["cell"], r["kind"]) == key}
         r0 = next(iter(by.values()))
         cells = [f"{by[i]['roofline_fraction']:.2f}" if i in by else "missing" for i in impls]
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {r0['flops'] / 1e9:.2f} | "
-                   f"{r0['roofline_ms']:.2f} | " + " | ".join(cells) + " |")
+                   f"{r0['peak_gflops']:.1f} | {r0['roofline_ms']:.2f} | " + " | ".join(cells)
+                   + " |")
     return "\n".join(out)
 
 
@@ -455,8 +470,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
             env[name] = __import__(name).__version__
         except ImportError:
             env[name] = None
-    peak = roofline.peak_flops(args.peak_size)
-    env["peak_gflops"] = peak / 1e9
+    env["peak_size"] = args.peak_size
     print(env, flush=True)
     command = f"python benchmarks/suite.py {' '.join(argv if argv is not None else sys.argv[1:])}"
     rows, sweep_rows = [], {}
@@ -464,7 +478,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
     for label in args.configs:
         for cell in args.cells:
             rows += measure(label, cell, CONFIGS[label], args.unroll, args.reps,
-                            heads=args.heads, peak=peak)
+                            heads=args.heads, peak_size=args.peak_size)
             save()
     for sweep in args.sweeps:
         sweep_rows[sweep] = []
@@ -472,7 +486,7 @@ def main(argv=None, *, prog=None, out=OUT, epilog=None) -> int:
             for cell in args.sweep_cells:
                 sweep_rows[sweep] += measure(f"{sweep}={getattr(cfg, sweep)}", cell, cfg,
                                              args.unroll, args.reps, heads=args.heads,
-                                             peak=peak)
+                                             peak_size=args.peak_size)
                 save()
     print(save())
     return 0
@@ -488,6 +502,18 @@ def _cpu_sentence(env: dict) -> str:
     return "; ".join(parts) + ". " if parts else ""
 
 
+def _peak_sentence(rows: list, sweep_rows: dict, peak_size: int) -> str:
+    """The range of the peaks the rows' roofline times divide by, as one sentence."""
+    peaks = [r["peak_gflops"] for r in rows + [r for s in sweep_rows.values() for r in s]
+             if "peak_gflops" in r]
+    if not peaks:
+        return "No peak measured. "
+    return (f"Peak float32 matmul throughput, a {peak_size}² matmul timed in each config's "
+            f"rounds beside the implementations: {min(peaks):.1f}–{max(peaks):.1f} GFLOP/s "
+            f"(per row in the roofline table); the roofline time is the products' FLOPs at "
+            f"its config's peak (jrnn/bench/roofline.py). ")
+
+
 def _tuning_sentence(tuning: dict) -> str:
     """The environment variables that change speed, as one sentence of the report."""
     if not tuning:
@@ -500,7 +526,7 @@ def write_suite(out: str, env: dict, rows: list, sweep_rows: dict, command: str,
     """Writes ``<out>/<backend>_suite[_headsN].{json,md}`` (and the T sweep's plot) from
     the rows measured so far, and returns the markdown. The suite calls it after every
     config, so that a run stopped at a time limit keeps what it measured."""
-    unrolls, peak = env["unrolls"], env["peak_gflops"] * 1e9
+    unrolls = env["unrolls"]
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"{env['backend']}_suite" +
                         (f"_heads{env['heads']}" if env["heads"] > 1 else ""))
@@ -510,9 +536,7 @@ def write_suite(out: str, env: dict, rows: list, sweep_rows: dict, command: str,
             f"flax {env['flax']}, torch {env['torch']}, {env['date']}\n",
             f"`{command}`"
             f"\n\nMedian of {env['reps']} interleaved rounds; float32. Ratios are time divided "
-            f"by jrnn's, so > 1 means jrnn is faster. Measured peak float32 matmul throughput "
-            f"({peak_size}² matmul, same run): {peak / 1e9:.1f} GFLOP/s; the roofline "
-            f"time is the products' FLOPs at that peak (jrnn/bench/roofline.py). "
+            f"by jrnn's, so > 1 means jrnn is faster. {_peak_sentence(rows, sweep_rows, peak_size)}"
             f"{_cpu_sentence(env)}{_tuning_sentence(env.get('tuning') or {})}",
             tables(rows, unrolls) if rows else ""]
     for sweep, srows in sweep_rows.items():
