@@ -452,6 +452,9 @@ def rows_times_weights(a, W, *, num_threads: Optional[int] = None):
     count."""
     if not load():
         raise RuntimeError(f"jrnn.native is unavailable: {why_unavailable()}")
+    if a.ndim != 2 or W.ndim != 2 or a.shape[1] != W.shape[0]:
+        raise ValueError(f"a, W: expected (N, K) and (K, M), got {tuple(a.shape)} and "
+                         f"{tuple(W.shape)}")
     dt = jnp.float32
     call = jax.ffi.ffi_call("jrnn_rows_times_weights",
                             jax.ShapeDtypeStruct((a.shape[0], W.shape[1]), dt),

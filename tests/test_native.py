@@ -348,6 +348,15 @@ def test_rows_times_weights_match_float64(N, K, M):
         np.testing.assert_array_equal(run, got)
 
 
+def test_rows_times_weights_names_mismatched_shapes():
+    a = jnp.ones((4, 3), jnp.float32)
+    with pytest.raises(ValueError,
+                       match=r"expected \(N, K\) and \(K, M\), got \(4, 3\) and \(2, 5\)"):
+        native.rows_times_weights(a, jnp.ones((2, 5), jnp.float32))
+    with pytest.raises(ValueError, match=r"got \(4, 3, 1\) and \(3, 5\)"):
+        native.rows_times_weights(a[..., None], jnp.ones((3, 5), jnp.float32))
+
+
 def test_kept_threads_and_new_ones_give_the_same_numbers(monkeypatch):
     """The helper threads are kept between calls (JRNN_NATIVE_POOL=0: started per call, read
     at every call); thread counts that change from call to call replace the pool. Every

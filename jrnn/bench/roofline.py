@@ -25,8 +25,9 @@ loop cost nothing beside the products.
 The peak is measured, not taken from a data sheet: the median throughput of a large
 square float32 matmul in JAX (:func:`peak_flops`, or :func:`peak_call` timed in the same
 interleaved rounds as the implementations, which the benchmark suite does, so that a
-machine whose speed drifts during a run is measured at the speed it had for each config). ``time_roofline = FLOPs / peak``; a run's *fraction of roofline* is
-``time_roofline / time`` (1: at the machine's limit).
+machine whose speed drifts during a run is measured at the speed it had for each config).
+``time_roofline = FLOPs / peak``; a run's *fraction of roofline* is ``time_roofline /
+time`` (1: at the machine's limit).
 
 >>> from jrnn.bench.roofline import flops
 >>> flops(gates=1, B=1, T=1, D=1, H=1, C=1, kind="train")  # 2·(2 + 3 + 3)
