@@ -84,6 +84,7 @@ class Config:
     clip: float = 5.0                # global-norm gradient clip
     seed: int = 0
     backward: str = "manual"         # or "autodiff"
+    kernel: str = "auto"             # or "native": the losses on jrnn.native's C++ loops (CPU)
     devices: int = 1                 # data-parallel over this many devices
     checkpoint_dir: Optional[str] = None
     checkpoint_every: int = 500
@@ -142,11 +143,18 @@ class Config:
         if self.zoneout_cell is not None and cells.get(self.cell).carry_size < 2:
             raise ValueError(f"zoneout_cell: zones out the LSTM's cell state c, and cell "
                              f"{self.cell!r} has none; use zoneout")
+        if self.kernel not in ("auto", "native"):
+            raise ValueError(f"kernel: expected 'auto' or 'native', got {self.kernel!r}")
+        if self.kernel == "native":
+            reason = (f"runs on one device, this run has devices={self.devices}"
+                      if self.devices > 1 else _native_refusal(self))
+            if reason:
+                raise ValueError(f"kernel: 'native' {reason}; use 'auto'")
 
     # What must match for a checkpoint to be resumed by this configuration. The time limit
     # is not among them: it decides where a run stops, never what a step computes.
     MODEL_FIELDS = ("text", "max_chars", "cell", "hidden", "layers", "seq", "batch", "steps",
-                    "lr", "clip", "seed", "backward", "dropout", "input_dropout",
+                    "lr", "clip", "seed", "backward", "kernel", "dropout", "input_dropout",
                     "recurrent_dropout", "weight_drop", "zoneout", "zoneout_cell")
 
 
@@ -252,14 +260,36 @@ def _initial(config: Config, vocab_size: int):
             "h": layers.zero_states(params.rnn, (config.batch,)), "key": key_sample}
 
 
-def _loss_and_state(backward: str, vocab_size: int, dropout: Optional[Dropout] = None):
+def _loss_and_state(backward: str, vocab_size: int, dropout: Optional[Dropout] = None,
+                    kernel: str = "auto"):
     """The chunk loss; with ``dropout``, a training loss that takes each chunk's ``key``."""
     def loss_and_state(p, xs, ys, h0, key=None):
         one_hot = jax.nn.one_hot(xs, vocab_size, dtype=p.head.V.dtype)
         regularise = {} if dropout is None else dict(dropout=dropout, key=key, training=True)
         return tagger.loss_and_state(p, one_hot, ys, h0, reduction="mean", backward=backward,
-                                     **regularise)
+                                     kernel=kernel, **regularise)
     return loss_and_state
+
+
+def _native_refusal(config: Config) -> Optional[str]:
+    """Why the training loss cannot run with ``kernel="native"`` ("cannot run this layer:
+    ..."), or None: the loss traced (not run) at this model's sizes on two characters, so
+    that the reason is the one the layers or the head give."""
+    dropout = config.regularisation()
+    params = jax.eval_shape(lambda: tagger.init(
+        jax.random.key(0), config.cell, 2, config.hidden, 2, num_layers=config.layers,
+        heads=config.heads, proj_size=config.proj_size))
+    h0 = jax.eval_shape(lambda p: layers.zero_states(p.rnn, (1,)), params)
+    ids = jax.ShapeDtypeStruct((2, 1), jnp.int32)
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype) if dropout else None
+    loss = _loss_and_state(config.backward, 2, dropout, "native")
+    try:
+        jax.eval_shape(loss, params, ids, ids, h0, key)
+    except ValueError as e:  # "kernel='native' <reason>; use kernel='scan' or 'auto'"
+        reason = str(e).split("; use kernel=")[0]
+        return reason.removeprefix("kernel='native' ") if reason.startswith(
+            "kernel='native' ") else f"cannot train this model: {reason}"
+    return None
 
 
 def noise_key(seed: int, step: int):
@@ -438,7 +468,8 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
                  "h": parallel.shard_batch(state["h"], mesh, axis=0)}
 
     regularisation = config.regularisation()
-    train_step = training.make_tbptt_step(_loss_and_state(config.backward, V, regularisation),
+    train_step = training.make_tbptt_step(_loss_and_state(config.backward, V, regularisation,
+                                                          config.kernel),
                                           _optimizer(config))
     step_key = ((lambda step: None) if regularisation is None else
                 functools.partial(noise_key, config.seed))
@@ -525,22 +556,23 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
             f"{', '.join(map(str, kept))} kept); training log: "
             f"{os.path.join(config.checkpoint_dir, LOG_NAME)}")
 
-    val_loss = evaluate(state["params"], valid_ids, V, dropout=config.regularisation())
+    val_loss = evaluate(state["params"], valid_ids, V, dropout=config.regularisation(),
+                        kernel=config.kernel)
     return Result(jax.device_get(state["params"]), vocab, losses, val_loss, baseline, seconds,
                   state["key"], spent + seconds, time_limited)
 
 
 def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512,
-             dropout: Optional[Dropout] = None) -> float:
+             dropout: Optional[Dropout] = None, kernel: str = "auto") -> float:
     """Mean NLL (nats/char) over time-major streams ``valid_ids`` (N, B), state carried.
 
     Deterministic: a regularised model (``dropout``) runs in evaluation mode, where
-    only zoneout acts, as its expectation."""
+    only zoneout acts, as its expectation. ``kernel``: as :func:`jrnn.models.tagger.loss`'s."""
     score = _evaluator()
     total, h = 0.0, layers.zero_states(params.rnn, (valid_ids.shape[1],))
     for xs, ys in training.chunks(valid_ids[:-1], valid_ids[1:], chunk):
         J, h = score(params, jax.nn.one_hot(xs, vocab_size, dtype=params.head.V.dtype), ys, h,
-                     dropout=dropout)
+                     dropout=dropout, kernel=kernel)
         total += float(J)
     return total / ((len(valid_ids) - 1) * valid_ids.shape[1])
 
@@ -548,7 +580,7 @@ def evaluate(params, valid_ids: np.ndarray, vocab_size: int, chunk: int = 512,
 @functools.lru_cache(maxsize=None)
 def _evaluator():
     return jax.jit(functools.partial(tagger.loss_and_state, reduction="sum"),
-                   static_argnames=("dropout",))
+                   static_argnames=("dropout", "kernel"))
 
 
 def _write_loss_plot(directory: str, losses, baseline: float, log) -> None:

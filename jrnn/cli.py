@@ -131,6 +131,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--seed", type=_natural, default=d.seed)
     opt.add_argument("--backward", choices=("manual", "autodiff"), default=d.backward,
                      help="hand-written BPTT, or JAX autodiff of the same forward")
+    opt.add_argument("--kernel", choices=("auto", "native"), default=d.kernel,
+                     help="native: the training and validation losses on jrnn's C++ loops "
+                          "and softmax head (CPU, float32; the LSTM, GRU and tanh cells "
+                          "without projections, heads or recurrent noise, one device); "
+                          "auto: the lax.scan path")
     opt.add_argument("--devices", type=_positive, default=d.devices,
                      help="data-parallel over this many devices (the batch is split)")
     ck = p.add_argument_group("checkpoints")

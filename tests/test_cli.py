@@ -1,5 +1,8 @@
 """The `jrnn` command: help, train → sample, gradcheck, bench, and its errors."""
+import dataclasses
+
 import jax
+import numpy as np
 import pytest
 
 from jrnn import checkpoint, cli
@@ -11,7 +14,7 @@ TINY = ["--max-chars", "20000", "--hidden", "12", "--seq", "8", "--batch", "4", 
     ("train", ["--cell", "--hidden", "--lr", "--clip", "--steps", "--checkpoint-dir",
                "--resume", "--devices", "--dropout", "--input-dropout",
                "--recurrent-dropout", "--weight-drop", "--zoneout", "--zoneout-cell",
-               "--time-limit"]),
+               "--time-limit", "--kernel"]),
     ("sample", ["--checkpoint-dir", "--temperature", "--prompt", "--length"]),
     ("gradcheck", ["--cell", "--arch", "--T", "--H", "--dtype"]),
     ("bench", ["--remat"]),
@@ -221,6 +224,12 @@ BAD = [  # (argv, exit status, what stderr must name); {r} is the files fixture'
      "cell 'minlstm' takes input and between-layer dropout only"),
     (["train", "--cell", "mingru", "--zoneout", "0.1"], 2, "--zoneout: the linear cell "
      "'mingru' takes input and between-layer dropout only: zoneout is not implemented"),
+    (["train", *TINY, "--kernel", "native", "--cell", "layernorm_lstm"], 2,
+     "--kernel: 'native' cannot run this layer: cell 'layernorm_lstm': the native kernels "
+     "cover lstm, gru, elman only; use 'auto'"),
+    (["train", *TINY, "--kernel", "native", "--devices", "2"], 2,
+     "--kernel: 'native' runs on one device, this run has devices=2; use 'auto'"),
+    (["train", "--kernel", "fast"], 2, "--kernel: invalid choice: 'fast'"),
     (["train", "--time-limit", "0"], 2, "--time-limit: expected a finite number > 0, got 0"),
     (["train", "--time-limit", "inf"], 2, "--time-limit: expected a finite number > 0"),
     (["train", "--time-limit", "2min"], 2, "--time-limit: expected a number, got '2min'"),
@@ -386,6 +395,43 @@ def test_a_resumed_run_logs_every_step_once_and_plots_its_first_and_last_step(tm
     text = "\n".join(lines)
     assert f"resumed from {checkpoint.path_for(str(d), 2)}" in text
     assert f"writing to {d}" in text and "checkpoints: " in text and charlm.LOG_NAME in text
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm"])
+def test_the_native_kernel_trains_like_the_scan_and_a_resume_must_repeat_it(cell, tmp_path,
+                                                                            monkeypatch):
+    """``--kernel native`` runs the training and validation losses on jrnn.native's loops:
+    every step's loss and the validation loss equal the scan path's to float32 rounding
+    (two layers: the stack's dX between them); the kernel is saved with the run, and a
+    resume with the other one is refused."""
+    from jrnn import charlm, native, native_head
+    if not native.available():
+        pytest.skip(f"jrnn.native unavailable: {native.why_unavailable()}")
+    traced = []  # the native head and loops as jit traces them
+    for module, name in ((native_head, "softmax_nll"), (native, "gradients")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name, **k: (
+            traced.append(name), real(*a, **k))[1])
+    results = {}
+    for kernel in ("auto", "native"):
+        traced.clear()
+        config = charlm.Config(max_chars=20000, cell=cell, hidden=12, layers=2, seq=8,
+                               batch=4, steps=3, kernel=kernel,
+                               checkpoint_dir=str(tmp_path / kernel))
+        results[kernel] = charlm.run(config, progress=False, log=lambda s: None)
+        # the training step (head, both layers' gradients) and the validation loss's head
+        assert sorted(set(traced)) == ([] if kernel == "auto" else ["gradients", "softmax_nll"])
+        assert traced.count("gradients") == (2 if kernel == "native" else 0)
+    scan, fast = results["auto"], results["native"]
+    assert len(fast.losses) == len(scan.losses) == 3
+    np.testing.assert_allclose(fast.losses, scan.losses, rtol=1e-5)
+    assert fast.losses[-1] != fast.losses[0]  # the parameters moved
+    assert fast.val_loss == pytest.approx(scan.val_loss, rel=1e-5)
+    _, _, meta = charlm.load(str(tmp_path / "native"))
+    assert charlm.saved_config(meta).kernel == "native"
+    with pytest.raises(checkpoint.CheckpointError, match="saved with kernel='native'"):
+        charlm.run(dataclasses.replace(config, kernel="auto"), resume=True,
+                   progress=False, log=lambda s: None)
 
 
 def test_sample_refuses_bad_temperature_and_out_of_vocabulary_prompt_tokens():
