@@ -432,7 +432,7 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
     log(f"corpus: {source}, {len(ids):,} characters, vocabulary {V}; "
         f"{len(ids) - split:,} held out")
     log(f"model: {config.cell}, {config.layers} layer(s), H={config.hidden}, {config.batch} "
-        f"streams x {T} steps per chunk, backward={config.backward}, "
+        f"streams x {T} steps per chunk, backward={config.backward}, kernel={config.kernel}, "
         f"devices={config.devices} x {jax.devices()[0].platform}")
     if config.regularisation() is not None:
         log("regularisation: " + ", ".join(f"{name}={getattr(config, name)}" for name in
