@@ -145,6 +145,12 @@ class Config:
                              f"{self.cell!r} has none; use zoneout")
         if self.kernel not in ("auto", "native"):
             raise ValueError(f"kernel: expected 'auto' or 'native', got {self.kernel!r}")
+
+    def check_trainable(self) -> None:
+        """Raises ValueError where this machine cannot train the run as configured: with
+        ``kernel="native"``, a model or a machine the native path cannot run. Not part of
+        the construction, so that a checkpoint's configuration loads (to sample, say) on
+        any machine."""
         if self.kernel == "native":
             reason = (f"runs on one device, this run has devices={self.devices}"
                       if self.devices > 1 else _native_refusal(self))
@@ -405,8 +411,10 @@ def run(config: Config, *, resume: bool = False, progress: bool = True,
       RunFolderError: a new run was given a folder that holds another run.
       CheckpointError: ``resume`` met a checkpoint of another configuration, or
         found checkpoints of which none can be read (they are left untouched).
-      ValueError: ``prompt`` uses characters the corpus lacks; too few devices.
+      ValueError: ``prompt`` uses characters the corpus lacks; too few devices; a
+        ``kernel`` this machine or model cannot run (:meth:`Config.check_trainable`).
     """
+    config.check_trainable()
     text, source = corpus(config)
     vocab = CharVocab.from_text(text)
     if prompt is not None:

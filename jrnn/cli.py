@@ -266,6 +266,7 @@ def _train(args) -> int:
     fields = {f.name for f in dataclasses.fields(charlm.Config)}
     try:
         config = charlm.Config(**{k: v for k, v in vars(args).items() if k in fields})
+        config.check_trainable()
     except ValueError as e:  # options that do not go together: a malformed command line
         name, _, rest = str(e).partition(": ")
         print(f"jrnn train: error: --{name.replace('_', '-')}: {rest}", file=sys.stderr)

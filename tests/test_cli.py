@@ -432,6 +432,14 @@ def test_the_native_kernel_trains_like_the_scan_and_a_resume_must_repeat_it(cell
     with pytest.raises(checkpoint.CheckpointError, match="saved with kernel='native'"):
         charlm.run(dataclasses.replace(config, kernel="auto"), resume=True,
                    progress=False, log=lambda s: None)
+    # where the native path cannot run, the run still loads and samples (on the scan path),
+    # and only training it refuses
+    monkeypatch.setattr(native, "available", lambda: False)
+    assert cli.main(["sample", "--checkpoint-dir", str(tmp_path / "native"), "--length",
+                     "5"]) == 0
+    with pytest.raises(ValueError, match="kernel: 'native' cannot run this layer: the native "
+                                         "library is unavailable"):
+        charlm.run(config, resume=True, progress=False, log=lambda s: None)
 
 
 def test_sample_refuses_bad_temperature_and_out_of_vocabulary_prompt_tokens():
