@@ -3,9 +3,9 @@
 //
 // Forward, per step t in processing order (jrnn/cells/elman.py, float32):
 //   h_t = tanh(x_t U^T + h_{t-1} W^T + b + b_r),
-// both products for one block of 32 hidden units at a time (rows_times_panel, over U^T and
-// W^T packed as (nkb, K, 32)), written into h_t's rows and then passed through tanh; the
-// blocks are split over the threads, one barrier per step.
+// both products for one block of 32 hidden units and up to kTileRows rows summed in one tile
+// of registers (over U^T and W^T packed as (nkb, K, 32)), then the bias and tanh applied to
+// the sums and h_t stored once; the blocks are split over the threads, one barrier per step.
 // Reverse, per step in reverse processing order: each thread its own units of
 //   dA[t] = (d_hs[t] + dh_next) (1 - h_t^2),
 // then, after a barrier, its own units of dh_next = dA[t] W (W packed as (nkb, H, 32)).
@@ -27,26 +27,53 @@ struct ElmanProblem {
   bool reverse;
 };
 
+// Rows r0 .. r0 + RB - 1 of the 32-unit block kb from x (B, D) and hprev (B, H): both
+// products summed in one tile of registers, then the bias and tanh on the sums, and h
+// stored once (as the LSTM's block: the gate math in a loop over pairs of rows).
+template <int RB>
+inline void elman_block(const ElmanProblem& P, const float* x, const float* hprev,
+                        float* hout, int64_t r0, int64_t kb) {
+  const int64_t D = P.D, H = P.H, u0 = kb * 32;
+  Tile<RB, 4> acc;
+  acc.zero();
+  acc.accumulate(x + r0 * D, D, P.Up + kb * D * 32, D);
+  acc.accumulate(hprev + r0 * H, H, P.Wp + kb * H * 32, H);
+  __m256 sums[RB][4];
+  acc.parts(sums);
+  for (int v = 0; v < 4 && u0 + v * 8 < H; ++v) {
+    const int64_t u = u0 + v * 8;
+    const int n = (int)std::min<int64_t>(8, H - u);
+    const __m256 bias = P.bias ? load_n(P.bias + u, n) : _mm256_setzero_ps();
+    over_row_pairs<RB>([&]<class V>(int r) {
+      const V z = vec::add(pair<V>(sums[r][v], sums[r + kRowsIn<V> - 1][v]),
+                           pair<V>(bias, bias));
+      store_rows(hout + (r0 + r) * H + u, H, vtanh(z), n);
+    });
+  }
+}
+
 // One step for the unit blocks [kb0, kb1): hout's units from x (B, D), or, where a is
 // given, each row's own H input projections a[b] (the sampler's), and hprev (B, H).
 void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
                 const float* hprev, float* hout, int64_t kb0, int64_t kb1) {
-  const int64_t B = P.B, D = P.D, H = P.H;
+  const int64_t B = P.B, H = P.H;
   for (int64_t kb = kb0; kb < kb1; ++kb) {
-    const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
-    if (a) {
-      for (int64_t b = 0; b < B; ++b)
-        std::memcpy(hout + b * H + u0, a[b] + u0, sizeof(float) * width);
-    } else {
-      all_rows_times_panel(x, D, B, P.Up + kb * D * 32, D, hout + u0, H, width, false);
+    if (!a) {
+      over_row_tiles(B, [&](auto RB, int64_t r0) {
+        elman_block<RB>(P, x, hprev, hout, r0, kb);
+      });
+      continue;
     }
+    const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(hout + b * H + u0, a[b] + u0, sizeof(float) * width);
     all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
     for (int64_t b = 0; b < B; ++b)
       over_lanes(u0, u0 + width, [&]<class V>(int64_t u, int n) {
         float* h = hout + b * H + u;
-        V a = load_lanes<V>(h, n);
-        if (P.bias) a = vec::add(a, load_lanes<V>(P.bias + u, n));
-        store_lanes(h, vtanh(a), n);
+        V z = load_lanes<V>(h, n);
+        if (P.bias) z = vec::add(z, load_lanes<V>(P.bias + u, n));
+        store_lanes(h, vtanh(z), n);
       });
   }
 }
