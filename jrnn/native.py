@@ -40,17 +40,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jrnn import recurrence
-
 __all__ = ["available", "why_unavailable", "load", "build", "unsupported", "forward",
            "forward_inputs", "backward", "gradients", "pack_weights", "pack_weights_backward",
-           "transposed_products", "rows_times_weights", "threads", "isa", "gru_units"]
+           "transposed_products", "StatesRead", "rows_times_weights", "threads", "isa",
+           "gru_units"]
 
 _CSRC = Path(__file__).with_name("csrc")
 _SOURCES = (_CSRC / "lstm.cc", _CSRC / "gru.cc", _CSRC / "elman.cc", _CSRC / "head.cc",
@@ -393,7 +392,7 @@ def gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *,
     N = T * B
     rows_A = dA.reshape(N, -1)
     rows_R = rows_A if dR is dA else dR.reshape(N, -1)
-    h_in = recurrence.states_read(hs, h0, reverse).reshape(N, -1)
+    h_in = StatesRead(hs, h0, reverse)
     x_in = xs.reshape(N, D)
     # dR is dA for the LSTM and the tanh cell: then read once, and db = db_r its sums
     (dW, dU), (db_h, db_x) = transposed_products(((rows_R, h_in), (rows_A, x_in)),
@@ -404,10 +403,20 @@ def gradients(cell, xs, U, W, b, b_r, carries, extras, carry0, d_hs, d_final, *,
     return dU, dW, db, db_r, dxs, d_carry0
 
 
+class StatesRead(NamedTuple):
+    """The (T·B, H) rows of :func:`jrnn.recurrence.states_read` (hs, h0, reverse), the state
+    each step read, as an operand of :func:`transposed_products` that is never built: the
+    call reads h0's rows and hs's rows, shifted by one step, where it copies its panels."""
+    hs: jax.Array  # (T, B, H)
+    h0: jax.Array  # (B, H)
+    reverse: bool
+
+
 def transposed_products(pairs, *, sums=None, num_threads: Optional[int] = None):
     """``(products, column_sums)`` in float32 for one or two pairs (d, x), d (N, G) and
-    x (N, P): the products dᵀ x (G, P), and where ``sums[i]`` (one flag per pair; default
-    none) the column sums Σ_n d_n (G,) of pair i's d (a bias's gradient), else None.
+    x (N, P) or a :class:`StatesRead` of N rows: the products dᵀ x (G, P), and where
+    ``sums[i]`` (one flag per pair; default none) the column sums Σ_n d_n (G,) of pair i's
+    d (a bias's gradient), else None.
 
     N is long and G, P narrow: the weight gradients' shape (dW = dRᵀ H_in, dU = dAᵀ X over
     all T·B rows), which XLA:CPU multiplies below its square matmul's speed. One native
@@ -429,18 +438,35 @@ def transposed_products(pairs, *, sums=None, num_threads: Optional[int] = None):
     shared = len(pairs) == 2 and pairs[1][0] is pairs[0][0]
     wanted = [sums[0] or (shared and sums[1]), sums[1] and not shared]
     empty = jnp.zeros((0,), dt)
+    rows = [_rows_and_edge(x, N) for _, x in pairs] + [(empty, empty, False)] * (2 - len(pairs))
     d2 = empty if len(pairs) == 1 or shared else pairs[1][0].astype(dt)
-    x2 = pairs[1][1].astype(dt) if len(pairs) == 2 else empty
-    outs = [jax.ShapeDtypeStruct((G, x.shape[1]), dt) for _, x in pairs]
+    outs = [jax.ShapeDtypeStruct((G, x.shape[1]), dt) for x, _, _ in rows[:len(pairs)]]
     outs += [jax.ShapeDtypeStruct((0,), dt)] * (2 - len(pairs))
     outs += [jax.ShapeDtypeStruct((G,) if w else (0,), dt) for w in wanted]
     call = jax.ffi.ffi_call("jrnn_transposed_products", outs, vmap_method="sequential")
-    out1, out2, s1, s2 = call(pairs[0][0].astype(dt), pairs[0][1].astype(dt), d2, x2,
+    (x1, edge1, first1), (x2, edge2, first2) = rows
+    out1, out2, s1, s2 = call(pairs[0][0].astype(dt), x1, edge1, d2, x2, edge2,
                               pairs=np.int64(len(pairs)), d_shared=shared,
                               with_sums1=wanted[0], with_sums2=wanted[1],
+                              edge1_first=first1, edge2_first=first2,
                               threads=np.int64(num_threads or threads()))
     column_sums = (s1 if sums[0] else None, (s1 if shared else s2) if sums[1] else None)
     return (out1, out2)[:len(pairs)], column_sums[:len(pairs)]
+
+
+def _rows_and_edge(x, N: int):
+    """A products' operand as the call takes it: ``(rows (N, P), edge, edge_first)``, the
+    edge (E, P) rows (empty for a plain x) that the call puts first, or last, around the
+    rows it reads from ``rows`` (shifted by E)."""
+    dt = jnp.float32
+    if not isinstance(x, StatesRead):
+        return x.astype(dt), jnp.zeros((0,), dt), False
+    T, B, H = x.hs.shape
+    if x.h0.shape != (B, H) or T * B != N:
+        raise ValueError(f"StatesRead: expected hs (T, B, H) with T·B = {N} rows and h0 "
+                         f"(B, H), got hs {tuple(x.hs.shape)} and h0 {tuple(x.h0.shape)}")
+    edge = x.h0.astype(dt) if N else jnp.zeros((0,), dt)
+    return x.hs.reshape(N, H).astype(dt), edge, not x.reverse
 
 
 def rows_times_weights(a, W, *, num_threads: Optional[int] = None):

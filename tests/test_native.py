@@ -149,7 +149,8 @@ def _driver_problem(T=9, B=5, D=6, H=13, seed=3, cell="lstm"):
 @pytest.mark.parametrize("T,B,H,biases,threads", [(9, 1, 13, "both", 2), (9, 5, 13, "both", 1),
                                                   (9, 8, 13, "none", 2), (9, 4, 40, "b", 3),
                                                   (9, 3, 72, "b_r", 3), (1, 2, 9, "both", 2),
-                                                  (5, 19, 24, "both", 2)])
+                                                  (5, 19, 24, "both", 2),
+                                                  (3, 64, 24, "both", 2)])
 def test_driver_native_equals_scan(cell, reverse, T, B, H, biases, threads, monkeypatch):
     """jrnn.rnn(kernel="native"): outputs, and gradients through the native backward and
     its products (jrnn.native.gradients; with both biases, one, or none; 1–3 threads; one
@@ -315,6 +316,34 @@ def test_transposed_products_match_float64(N, G, Ps, d_shared, sums):
             np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("T,B,H", [(1, 3, 5), (9, 4, 40), (70, 5, 33)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_states_read_in_place_equal_the_built_ones(T, B, H, reverse):
+    """StatesRead(hs, h0, reverse) as an operand: the call reads h0's rows and hs's rows
+    shifted by one step where it copies its panels; the products and sums are those of
+    the built recurrence.states_read, bit for bit, in either pair, on 1 and 2 threads."""
+    from jrnn import recurrence
+    keys = jax.random.split(jax.random.PRNGKey(T * B), 4)
+    d = jax.random.normal(keys[0], (T * B, 7), jnp.float32)
+    hs = jax.random.normal(keys[1], (T, B, H), jnp.float32)
+    h0 = jax.random.normal(keys[2], (B, H), jnp.float32)
+    x = jax.random.normal(keys[3], (T * B, 3), jnp.float32)
+    built = recurrence.states_read(hs, h0, reverse).reshape(T * B, H)
+    read = native.StatesRead(hs, h0, reverse)
+    for n in (1, 2):
+        for pairs, ref in ((((d, read), (d, x)), ((d, built), (d, x))),
+                           (((d, x), (d, read)), ((d, x), (d, built)))):
+            got = native.transposed_products(pairs, sums=(True, True), num_threads=n)
+            want = native.transposed_products(ref, sums=(True, True), num_threads=n)
+            for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    with pytest.raises(ValueError, match=r"StatesRead: expected hs \(T, B, H\) with T·B = "
+                                         r"7 rows and h0 \(B, H\), got hs \(2, 3, 5\) and "
+                                         r"h0 \(3, 5\)"):
+        read = native.StatesRead(jnp.ones((2, 3, 5)), jnp.ones((3, 5)), reverse)
+        native.transposed_products(((jnp.ones((7, 2)), read),))
+
+
 def test_transposed_products_take_one_or_two_pairs():
     d = jnp.ones((4, 3), jnp.float32)
     with pytest.raises(ValueError, match=r"pairs: expected one or two \(d, x\) pairs, got 3"):
@@ -380,6 +409,34 @@ def test_kept_threads_and_new_ones_give_the_same_numbers(monkeypatch):
     for runs in results.values():
         for got in runs[1:]:
             for g, ref in zip(jax.tree.leaves(got), jax.tree.leaves(runs[0]), strict=True):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "elman"])
+def test_splitting_rows_or_units_over_the_threads_changes_no_number(cell, monkeypatch):
+    """The threads split a batch's rows where each gets enough of them (the reverse loop
+    from 4 rows a thread, the forward from 32), else the hidden units: B 12 and 64 on 1,
+    2 and 3 threads (rows 4 and 6 a thread, 32, units) give the same loss, gradients and
+    final state, bit for bit, both directions."""
+    import jrnn
+    for B in (12, 64):
+        (U, W, b, b_r, xs, h0), weights = _driver_problem(T=4, B=B, D=5, H=40, cell=cell)
+        results = []
+        for threads in (1, 2, 3):
+            monkeypatch.setenv("JRNN_NATIVE_THREADS", str(threads))
+
+            def loss(U, W, b, b_r, xs, h0):
+                total = 0.0
+                for reverse in (False, True):
+                    hs, final = jrnn.rnn(cell, U, W, b, xs, h0, b_r=b_r, reverse=reverse,
+                                         kernel="native")
+                    total += jnp.sum(weights * jnp.sin(hs)) + sum(
+                        jnp.sum(jnp.cos(f)) for f in jax.tree.leaves(final))
+                return total
+            results.append(jax.jit(jax.value_and_grad(loss, argnums=range(6)))(
+                U, W, b, b_r, xs, h0))
+        for got in results[1:]:
+            for g, ref in zip(jax.tree.leaves(got), jax.tree.leaves(results[0]), strict=True):
                 np.testing.assert_array_equal(np.asarray(g), np.asarray(ref))
 
 

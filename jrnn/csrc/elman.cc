@@ -5,10 +5,12 @@
 //   h_t = tanh(x_t U^T + h_{t-1} W^T + b + b_r),
 // both products for one block of 32 hidden units and up to kTileRows rows summed in one tile
 // of registers (over U^T and W^T packed as (nkb, K, 32)), then the bias and tanh applied to
-// the sums and h_t stored once; the blocks are split over the threads, one barrier per step.
+// the sums and h_t stored once.
 // Reverse, per step in reverse processing order: each thread its own units of
 //   dA[t] = (d_hs[t] + dh_next) (1 - h_t^2),
 // then, after a barrier, its own units of dh_next = dA[t] W (W packed as (nkb, H, 32)).
+// The threads split the batch's rows where each gets enough of them, and never wait for one
+// another; else the unit blocks, one barrier per step (common.h's on_recurrence_shares).
 #include "sampler.h"
 
 namespace {  // NOLINT
@@ -52,23 +54,25 @@ inline void elman_block(const ElmanProblem& P, const float* x, const float* hpre
   }
 }
 
-// One step for the unit blocks [kb0, kb1): hout's units from x (B, D), or, where a is
-// given, each row's own H input projections a[b] (the sampler's), and hprev (B, H).
+// One step for the rows [b0, b1) and unit blocks [kb0, kb1): hout's units from x (B, D),
+// or, where a is given, each row's own H input projections a[b] (the sampler's), and hprev
+// (B, H).
 void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
-                const float* hprev, float* hout, int64_t kb0, int64_t kb1) {
-  const int64_t B = P.B, H = P.H;
-  for (int64_t kb = kb0; kb < kb1; ++kb) {
+                const float* hprev, float* hout, const Share& sh) {
+  const int64_t H = P.H, b0 = sh.b0, b1 = sh.b1;
+  for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb) {
     if (!a) {
-      over_row_tiles(B, [&](auto RB, int64_t r0) {
-        elman_block<RB>(P, x, hprev, hout, r0, kb);
+      over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
+        elman_block<RB>(P, x, hprev, hout, b0 + r0, kb);
       });
       continue;
     }
     const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       std::memcpy(hout + b * H + u0, a[b] + u0, sizeof(float) * width);
-    all_rows_times_panel(hprev, H, B, P.Wp + kb * H * 32, H, hout + u0, H, width, true);
-    for (int64_t b = 0; b < B; ++b)
+    all_rows_times_panel(hprev + b0 * H, H, b1 - b0, P.Wp + kb * H * 32, H, hout + b0 * H + u0,
+                         H, width, true);
+    for (int64_t b = b0; b < b1; ++b)
       over_lanes(u0, u0 + width, [&]<class V>(int64_t u, int n) {
         float* h = hout + b * H + u;
         V z = load_lanes<V>(h, n);
@@ -78,7 +82,7 @@ void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
   }
 }
 
-void elman_forward_thread(const ElmanProblem& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+void elman_forward_thread(const ElmanProblem& P, Barrier& bar, const Share& sh) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, D = P.D, H = P.H, BH = B * H;
   for (int64_t s = 0; s < T; ++s) {
@@ -86,12 +90,12 @@ void elman_forward_thread(const ElmanProblem& P, Barrier& bar, int64_t kb0, int6
     const int64_t tp = P.reverse ? t + 1 : t - 1;
     const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
     float* hout = P.hs + t * BH;
-    elman_step(P, P.X + t * B * D, nullptr, hprev, hout, kb0, kb1);
+    elman_step(P, P.X + t * B * D, nullptr, hprev, hout, sh);
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
-  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
-  for (int64_t b = 0; b < B && u1 > u0; ++b)
+  const int64_t u0 = sh.kb0 * 32, u1 = std::min<int64_t>(sh.kb1 * 32, H);
+  for (int64_t b = sh.b0; b < sh.b1 && u1 > u0; ++b)
     std::memcpy(P.hT + b * H + u0, P.hs + tl * BH + b * H + u0, sizeof(float) * (u1 - u0));
 }
 
@@ -105,13 +109,13 @@ struct ElmanReverse {
   bool reverse;
 };
 
-void elman_reverse_thread(const ElmanReverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+void elman_reverse_thread(const ElmanReverse& P, Barrier& bar, const Share& sh) {
   int sense = 0;
-  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
-  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H, b0 = sh.b0, b1 = sh.b1;
+  const int64_t u0 = sh.kb0 * 32, u1 = std::min<int64_t>(sh.kb1 * 32, H);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = P.reverse ? s : T - 1 - s;  // reverse of the forward's order
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
         using namespace vec;
         const V one = set1<V>(1.0f);
@@ -121,9 +125,10 @@ void elman_reverse_thread(const ElmanReverse& P, Barrier& bar, int64_t kb0, int6
         store_lanes(P.dA + off, mul(dh, mul(sub(one, h), add(one, h))), n);
       });
     if (bar.n > 1) bar.wait(sense);
-    for (int64_t kb = kb0; kb < kb1; ++kb)
-      all_rows_times_panel(P.dA + t * BH, H, B, P.Wb + kb * H * 32, H, P.dh + kb * 32, H,
-                           std::min<int64_t>(32, H - kb * 32), false);
+    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
+      all_rows_times_panel(P.dA + t * BH + b0 * H, H, b1 - b0, P.Wb + kb * H * 32, H,
+                           P.dh + b0 * H + kb * 32, H, std::min<int64_t>(32, H - kb * 32),
+                           false);
     // no barrier: the next step's first phase reads only this thread's units of dh
   }
 }
@@ -151,8 +156,9 @@ ffi::Error ElmanForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
     std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
     return ffi::Error::Success();
   }
-  on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
-    elman_forward_thread(P, bar, kb0, kb1);
+  on_recurrence_shares(threads, P.B, kForwardMinRows, P.nkb,
+                       [&](Barrier& bar, const Share& sh) {
+    elman_forward_thread(P, bar, sh);
   }, &fresh);
   return ffi::Error::Success();
 }
@@ -174,8 +180,9 @@ ffi::Error ElmanBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> dhs,
   P.reverse = reverse;
   std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
   if (P.T == 0) return ffi::Error::Success();
-  on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
-    elman_reverse_thread(P, bar, kb0, kb1);
+  on_recurrence_shares(threads, P.B, kReverseMinRows, P.nkb,
+                       [&](Barrier& bar, const Share& sh) {
+    elman_reverse_thread(P, bar, sh);
   }, &fresh);
   return ffi::Error::Success();
 }
@@ -199,7 +206,7 @@ ffi::Error ElmanSample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
   P.bias = has_bias ? bias.typed_data() : nullptr;
   sample(S, P.nkb, [&](const float* const* a, const float* hprev, float* hout, int64_t,
                        int64_t kb0, int64_t kb1) {
-    elman_step(P, nullptr, a, hprev, hout, kb0, kb1);
+    elman_step(P, nullptr, a, hprev, hout, Share{0, P.B, kb0, kb1});
   }, threads);
   return ffi::Error::Success();
 }

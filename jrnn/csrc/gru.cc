@@ -9,7 +9,7 @@
 // kGruUnits hidden units (one vector: 8, or 16 in the AVX-512 build) over U and W packed as
 // (nb, K, 3, kGruUnits) (the three gates' columns side by side, one register each): r and
 // z take both products, n's register holds A_n after the first and R_n after the second.
-// The units are split over the threads as in lstm.cc, one barrier per step.
+// The threads split the rows or the units as in lstm.cc.
 //
 // Reverse, per step in reverse processing order, each thread first its own units (the
 // cell's step_vjp):
@@ -104,16 +104,16 @@ inline void gru_block(const GruProblem& P, int64_t t, const float* x, const floa
   }
 }
 
-// One step for the unit blocks [jb0, jb1), all B rows (x and a as in gru_block).
+// One step for the rows [b0, b1) and unit blocks [kb0, kb1) (x and a as in gru_block).
 void gru_step(const GruProblem& P, int64_t t, const float* x, const float* const* a,
-              const float* hprev, float* hout, int64_t jb0, int64_t jb1) {
-  for (int64_t jb = jb0; jb < jb1; ++jb)
-    over_row_tiles(P.B, [&](auto RB, int64_t r0) {
-      gru_block<RB>(P, t, x, a, hprev, hout, r0, jb);
+              const float* hprev, float* hout, const Share& sh) {
+  for (int64_t jb = sh.kb0; jb < sh.kb1; ++jb)
+    over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
+      gru_block<RB>(P, t, x, a, hprev, hout, sh.b0 + r0, jb);
     });
 }
 
-void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
+void gru_forward_thread(const GruProblem& P, Barrier& bar, const Share& sh) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, BH = P.B * P.H;
   for (int64_t s = 0; s < T; ++s) {
@@ -121,12 +121,12 @@ void gru_forward_thread(const GruProblem& P, Barrier& bar, int64_t jb0, int64_t 
     const int64_t tp = P.reverse ? t + 1 : t - 1;
     const float* hprev = s == 0 ? P.h0 : P.hs + tp * BH;
     float* hout = P.hs + t * BH;
-    gru_step(P, t, P.X + t * B * P.D, nullptr, hprev, hout, jb0, jb1);
+    gru_step(P, t, P.X + t * B * P.D, nullptr, hprev, hout, sh);
     if (bar.n > 1) bar.wait(sense);
   }
   const int64_t tl = P.reverse ? 0 : T - 1;
-  const int64_t u0 = jb0 * kGruUnits, u1 = std::min<int64_t>(jb1 * kGruUnits, P.H);
-  for (int64_t b = 0; b < B && u1 > u0; ++b)
+  const int64_t u0 = sh.kb0 * kGruUnits, u1 = std::min<int64_t>(sh.kb1 * kGruUnits, P.H);
+  for (int64_t b = sh.b0; b < sh.b1 && u1 > u0; ++b)
     std::memcpy(P.hT + b * P.H + u0, P.hs + tl * BH + b * P.H + u0, sizeof(float) * (u1 - u0));
 }
 
@@ -143,15 +143,15 @@ struct GruReverse {
   bool reverse;           // the forward ran right to left
 };
 
-void gru_reverse_thread(const GruReverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+void gru_reverse_thread(const GruReverse& P, Barrier& bar, const Share& sh) {
   int sense = 0;
-  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
-  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H, b0 = sh.b0, b1 = sh.b1;
+  const int64_t u0 = sh.kb0 * 32, u1 = std::min<int64_t>(sh.kb1 * 32, H);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = P.reverse ? s : T - 1 - s;   // reverse of the forward's order
     const int64_t tp = P.reverse ? t + 1 : t - 1;  // the step processed before t
     const float* hprev = (P.reverse ? t == T - 1 : t == 0) ? P.h0 : P.hs + tp * BH;
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
         using namespace vec;
         const V one = set1<V>(1.0f);
@@ -170,9 +170,10 @@ void gru_reverse_thread(const GruReverse& P, Barrier& bar, int64_t kb0, int64_t 
         store_lanes(P.dh + row, mul(dh, z), n);  // the direct path; dR W is added below
       });
     if (bar.n > 1) bar.wait(sense);
-    for (int64_t kb = kb0; kb < kb1; ++kb)
-      all_rows_times_panel(P.dR + t * B * 3 * H, 3 * H, B, P.Wb + kb * 3 * H * 32, 3 * H,
-                           P.dh + kb * 32, H, std::min<int64_t>(32, H - kb * 32), true);
+    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
+      all_rows_times_panel(P.dR + (t * B + b0) * 3 * H, 3 * H, b1 - b0,
+                           P.Wb + kb * 3 * H * 32, 3 * H, P.dh + b0 * H + kb * 32, H,
+                           std::min<int64_t>(32, H - kb * 32), true);
     // no barrier: the next step's first phase reads only this thread's units of dh
   }
 }
@@ -208,8 +209,9 @@ ffi::Error GruForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
     std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
     return ffi::Error::Success();
   }
-  on_block_shares(threads, P.nb, [&](Barrier& bar, int64_t jb0, int64_t jb1) {
-    gru_forward_thread(P, bar, jb0, jb1);
+  on_recurrence_shares(threads, P.B, kForwardMinRows, P.nb,
+                       [&](Barrier& bar, const Share& sh) {
+    gru_forward_thread(P, bar, sh);
   }, &fresh);
   return ffi::Error::Success();
 }
@@ -238,8 +240,9 @@ ffi::Error GruBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> r,
   P.reverse = reverse;
   std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
   if (P.T == 0) return ffi::Error::Success();
-  on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
-    gru_reverse_thread(P, bar, kb0, kb1);
+  on_recurrence_shares(threads, P.B, kReverseMinRows, P.nkb,
+                       [&](Barrier& bar, const Share& sh) {
+    gru_reverse_thread(P, bar, sh);
   }, &fresh);
   return ffi::Error::Success();
 }
@@ -266,7 +269,7 @@ ffi::Error GruSample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
   P.br = has_br ? br.typed_data() : nullptr;
   sample(S, P.nb, [&](const float* const* a, const float* hprev, float* hout, int64_t,
                       int64_t jb0, int64_t jb1) {
-    gru_step(P, 0, nullptr, a, hprev, hout, jb0, jb1);
+    gru_step(P, 0, nullptr, a, hprev, hout, Share{0, P.B, jb0, jb1});
   }, threads);
   return ffi::Error::Success();
 }

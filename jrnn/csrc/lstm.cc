@@ -9,11 +9,12 @@
 // or AVX-512 where built so) over W packed once by the caller as Wp[nb][H][4][8]: for each
 // block of 8 hidden units, the four gates' 8 columns side by side, so one pass over the panel
 // gives every gate of those units for a tile of rows, and the gate math follows on the sums
-// (R_t is never stored), two rows to a 16-lane vector in the AVX-512 build. The hidden
-// units are split in contiguous unit blocks over `threads` threads (this one and
-// threads - 1 std::threads started per call); a spin barrier per step makes h_t complete
-// before step t + 1 reads it.
-// h_t is read back from the output hs, so one barrier per step is all the exchange needed.
+// (R_t is never stored), two rows to a 16-lane vector in the AVX-512 build.
+// The work is split over `threads` threads (this one and pooled ones) by common.h's
+// on_recurrence_shares: where each gets enough rows of the batch, the threads split the
+// rows and run independent recurrences; else they split the hidden units
+// in contiguous unit blocks, and a spin barrier per step makes h_t complete before step
+// t + 1 reads it (h_t is read back from the output hs, so that is all the exchange needed).
 #include "sampler.h"
 
 namespace {  // NOLINT
@@ -91,17 +92,16 @@ inline void block(const Problem& P, int64_t t, const float* x, const float* cons
   });
 }
 
-// One step for the unit blocks [jb0, jb1), all B rows (x and a as in block).
+// One step for the rows [b0, b1) and unit blocks [kb0, kb1) (x and a as in block).
 void step(const Problem& P, int64_t t, const float* x, const float* const* a,
-          const float* hprev, const float* cprev, float* hout, float* cout, int64_t jb0,
-          int64_t jb1) {
-  for (int64_t jb = jb0; jb < jb1; ++jb)
-    over_row_tiles(P.B, [&](auto RB, int64_t r0) {
-      block<RB>(P, t, x, a, hprev, cprev, hout, cout, r0, jb);
+          const float* hprev, const float* cprev, float* hout, float* cout, const Share& sh) {
+  for (int64_t jb = sh.kb0; jb < sh.kb1; ++jb)
+    over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
+      block<RB>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
     });
 }
 
-void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
+void run_thread(const Problem& P, Barrier& bar, const Share& sh) {
   int sense = 0;
   const int64_t T = P.T, B = P.B, BH = P.B * P.H;
   for (int64_t s = 0; s < T; ++s) {
@@ -116,16 +116,16 @@ void run_thread(const Problem& P, Barrier& bar, int64_t jb0, int64_t jb1) {
       cout = P.cs + t * BH;
     } else {
       cprev = s == 0 ? P.c0 : P.cwork;
-      cout = P.cwork;  // each thread reads and writes only its own units: in place is safe
+      cout = P.cwork;  // each thread reads and writes only its own share: in place is safe
     }
-    step(P, t, P.X ? P.X + t * B * P.D : nullptr, nullptr, hprev, cprev, hout, cout, jb0, jb1);
+    step(P, t, P.X ? P.X + t * B * P.D : nullptr, nullptr, hprev, cprev, hout, cout, sh);
     if (bar.n > 1) bar.wait(sense);
   }
-  // Final carry: this thread's units of the last step processed.
+  // Final carry: this thread's share of the last step processed.
   const int64_t tl = P.reverse ? 0 : T - 1;
   const float* cl = P.cs ? P.cs + tl * BH : P.cwork;
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t u0 = jb0 * 8, u1 = std::min<int64_t>(jb1 * 8, P.H);
+  for (int64_t b = sh.b0; b < sh.b1; ++b) {
+    const int64_t u0 = sh.kb0 * 8, u1 = std::min<int64_t>(sh.kb1 * 8, P.H);
     if (u1 <= u0) break;
     std::memcpy(P.hT + b * P.H + u0, P.hs + tl * BH + b * P.H + u0, sizeof(float) * (u1 - u0));
     std::memcpy(P.cT + b * P.H + u0, cl + b * P.H + u0, sizeof(float) * (u1 - u0));
@@ -143,8 +143,9 @@ void run(Problem& P, int64_t threads) {
     cwork.assign(P.B * P.H, 0.0f);
     P.cwork = cwork.data();
   }
-  on_block_shares(threads, P.nb, [&](Barrier& bar, int64_t jb0, int64_t jb1) {
-    run_thread(P, bar, jb0, jb1);
+  on_recurrence_shares(threads, P.B, kForwardMinRows, P.nb,
+                       [&](Barrier& bar, const Share& sh) {
+    run_thread(P, bar, sh);
   }, &P.fresh);
 }
 
@@ -174,15 +175,15 @@ struct Reverse {
   FreshOutputs fresh;    // dA, faulted in before the loop
 };
 
-void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
+void reverse_thread(const Reverse& P, Barrier& bar, const Share& sh) {
   int sense = 0;
-  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H;
-  const int64_t u0 = kb0 * 32, u1 = std::min<int64_t>(kb1 * 32, H);
+  const int64_t T = P.T, B = P.B, H = P.H, BH = B * H, b0 = sh.b0, b1 = sh.b1;
+  const int64_t u0 = sh.kb0 * 32, u1 = std::min<int64_t>(sh.kb1 * 32, H);
   for (int64_t s = 0; s < T; ++s) {
     const int64_t t = P.reverse ? s : T - 1 - s;   // reverse of the forward's order
     const int64_t tp = P.reverse ? t + 1 : t - 1;  // the step processed before t
     const bool first = P.reverse ? t == T - 1 : t == 0;
-    for (int64_t b = 0; b < B; ++b)
+    for (int64_t b = b0; b < b1; ++b)
       over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
         using namespace vec;
         const V one = set1<V>(1.0f);
@@ -207,17 +208,19 @@ void reverse_thread(const Reverse& P, Barrier& bar, int64_t kb0, int64_t kb1) {
         store_lanes(P.dc + row, mul(dc, f), n);
       });
     if (bar.n > 1) bar.wait(sense);
-    for (int64_t kb = kb0; kb < kb1; ++kb)
-      all_rows_times_panel(P.dA + t * B * 4 * H, 4 * H, B, P.Wb + kb * 4 * H * 32, 4 * H,
-                           P.dh + kb * 32, H, std::min<int64_t>(32, H - kb * 32), false);
+    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
+      all_rows_times_panel(P.dA + (t * B + b0) * 4 * H, 4 * H, b1 - b0,
+                           P.Wb + kb * 4 * H * 32, 4 * H, P.dh + b0 * H + kb * 32, H,
+                           std::min<int64_t>(32, H - kb * 32), false);
     // no barrier: the next step's first phase reads only this thread's units of dh and dc
   }
 }
 
 void run_reverse(Reverse& P, int64_t threads) {
   if (P.T == 0) return;
-  on_block_shares(threads, P.nkb, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
-    reverse_thread(P, bar, kb0, kb1);
+  on_recurrence_shares(threads, P.B, kReverseMinRows, P.nkb,
+                       [&](Barrier& bar, const Share& sh) {
+    reverse_thread(P, bar, sh);
   }, &P.fresh);
 }
 
@@ -339,7 +342,8 @@ ffi::Error Sample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
   float* cs = cT->typed_data();  // c_s, in place; c_T at the end
   sample(S, P.nb, [&](const float* const* a, const float* hprev, float* hout, int64_t s,
                       int64_t jb0, int64_t jb1) {
-    step(P, 0, nullptr, a, hprev, s == 0 ? c0.typed_data() : cs, hout, cs, jb0, jb1);
+    step(P, 0, nullptr, a, hprev, s == 0 ? c0.typed_data() : cs, hout, cs,
+         Share{0, P.B, jb0, jb1});
   }, threads);
   if (S.T == 0) std::memcpy(cs, c0.typed_data(), sizeof(float) * S.B * S.H);
   return ffi::Error::Success();

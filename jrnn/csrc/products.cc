@@ -14,7 +14,9 @@
 // d's chunk, 32 columns at a time, copied into a contiguous block (in L1) that runs through
 // every panel, the output tile loaded, summed in registers over the chunk, and stored. Each
 // thread owns a share of d's 32-column blocks, so no two threads write the same output and
-// every sum runs in the same order for any thread count.
+// every sum runs in the same order for any thread count. Since x's rows are copied anyway,
+// the state each step read (dW's operand: h0, then the outputs shifted by one step) is read
+// in place from the outputs and h0 (an "edge"), never built.
 //
 // The second call, out = a W (N, M) for a (N, K) and a packed W: the rows of a long a, N
 // again the T·B rows, times a small weight matrix with a short contraction K (the softmax
@@ -35,13 +37,24 @@ struct FreeDeleter {
 
 }  // namespace
 
-// One pair: out = dᵀ x, and sums = Σ_n d_n where sums is not null.
+// One pair: out = dᵀ x, and sums = Σ_n d_n where sums is not null. x's N rows are x's own,
+// or, where edge rows are given, the state each step of a recurrence read without building
+// it (jrnn.recurrence.states_read): x the E·T rows of the outputs h_t and edge h0's E rows,
+// first (left to right: h0, h_0, ..., h_{T-2}) or last (right to left: h_1, ..., h_{T-1}, h0).
 struct ProductPair {
-  const float* d;  // (N, G)
-  const float* x;  // (N, P)
+  const float* d;     // (N, G)
+  const float* x;     // (N, P)
   int64_t P;
-  float* out;   // (G, P)
-  float* sums;  // (G,) or null
+  float* out;         // (G, P)
+  float* sums;        // (G,) or null
+  const float* edge;  // (E, P) or null
+  int64_t E;
+  bool edge_first;
+  const float* x_row(int64_t n, int64_t N) const {
+    if (!edge) return x + n * P;
+    if (edge_first) return n < E ? edge + n * P : x + (n - E) * P;
+    return n < N - E ? x + (n + E) * P : edge + (n - (N - E)) * P;
+  }
 };
 
 // The call: one or two pairs over the same N and G; d_shared: the second pair's d is the
@@ -104,7 +117,7 @@ void products_thread(const Products& Q, const std::vector<Panel>& panels, float*
         const Panel& pn = panels[j];
         const ProductPair& q = Q.pair[pn.i];
         float* dst = scratch + (j * K + k) * 32;
-        std::memcpy(dst, q.x + (k0 + k) * q.P + pn.p0, sizeof(float) * pn.width);
+        std::memcpy(dst, q.x_row(k0 + k, N) + pn.p0, sizeof(float) * pn.width);
         if (pn.width < 32) std::fill(dst + pn.width, dst + 32, 0.0f);
       }
     for (int64_t gb = gb0; gb < gb1; ++gb) {
@@ -175,11 +188,12 @@ bool transposed_products(const Products& Q, int64_t threads) {
 namespace {
 
 ffi::Error TransposedProducts(ffi::Buffer<ffi::F32> d1, ffi::Buffer<ffi::F32> x1,
-                              ffi::Buffer<ffi::F32> d2, ffi::Buffer<ffi::F32> x2,
+                              ffi::Buffer<ffi::F32> edge1, ffi::Buffer<ffi::F32> d2,
+                              ffi::Buffer<ffi::F32> x2, ffi::Buffer<ffi::F32> edge2,
                               ffi::ResultBuffer<ffi::F32> out1, ffi::ResultBuffer<ffi::F32> out2,
                               ffi::ResultBuffer<ffi::F32> sums1, ffi::ResultBuffer<ffi::F32> sums2,
                               int64_t pairs, bool d_shared, bool with_sums1, bool with_sums2,
-                              int64_t threads) {
+                              bool edge1_first, bool edge2_first, int64_t threads) {
   auto dd = d1.dimensions();
   if (dd.size() != 2) return ffi::Error::InvalidArgument("d: expected (N, G)");
   if (pairs != 1 && pairs != 2) return ffi::Error::InvalidArgument("pairs: expected 1 or 2");
@@ -187,6 +201,8 @@ ffi::Error TransposedProducts(ffi::Buffer<ffi::F32> d1, ffi::Buffer<ffi::F32> x1
   Q.N = dd[0]; Q.G = dd[1]; Q.npairs = (int)pairs; Q.d_shared = d_shared;
   const ffi::Buffer<ffi::F32>* ds[2] = {&d1, d_shared ? &d1 : &d2};
   const ffi::Buffer<ffi::F32>* xs[2] = {&x1, &x2};
+  const ffi::Buffer<ffi::F32>* edges[2] = {&edge1, &edge2};
+  const bool edge_first[2] = {edge1_first, edge2_first};
   ffi::ResultBuffer<ffi::F32>* outs[2] = {&out1, &out2};
   ffi::ResultBuffer<ffi::F32>* sums[2] = {&sums1, &sums2};
   const bool with_sums[2] = {with_sums1, with_sums2 && !d_shared};
@@ -198,6 +214,12 @@ ffi::Error TransposedProducts(ffi::Buffer<ffi::F32> d1, ffi::Buffer<ffi::F32> x1
       return ffi::Error::InvalidArgument("x: expected (N, P), N the rows of d");
     ProductPair& q = Q.pair[i];
     q.d = ds[i]->typed_data(); q.x = xs[i]->typed_data(); q.P = xd[1];
+    if (edges[i]->element_count() > 0) {  // the states read: x's rows shifted by E
+      auto ed = edges[i]->dimensions();
+      if (ed.size() != 2 || ed[1] != q.P || ed[0] > Q.N)
+        return ffi::Error::InvalidArgument("edge: expected (E, P), E at most N, P x's");
+      q.edge = edges[i]->typed_data(); q.E = ed[0]; q.edge_first = edge_first[i];
+    }
     q.out = (*outs[i])->typed_data();
     if ((int64_t)(*outs[i])->element_count() != Q.G * q.P)
       return ffi::Error::InvalidArgument("out: expected (G, P)");
@@ -259,8 +281,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnTransposedProducts, jrnn_native::TransposedPro
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d1 (N, G)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // x1 (N, P1)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x1's edge (E, P1), or (0,)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // d2 (N, G), or (0,)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // x2 (N, P2), or (0,)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x2's edge (E, P2), or (0,)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d1ᵀ x1 (G, P1)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d2ᵀ x2 (G, P2), or (0,)
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d1's column sums, or (0,)
@@ -269,6 +293,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JrnnTransposedProducts, jrnn_native::TransposedPro
                                   .Attr<bool>("d_shared")
                                   .Attr<bool>("with_sums1")
                                   .Attr<bool>("with_sums2")
+                                  .Attr<bool>("edge1_first")
+                                  .Attr<bool>("edge2_first")
                                   .Attr<int64_t>("threads"));
 
 #ifdef JRNN_NATIVE_BENCH_MAIN
@@ -287,7 +313,8 @@ int main(int argc, char** argv) {
   float *d = alloc(N * G), *x1 = alloc(N * P1), *x2 = alloc(N * P2);
   float *o1 = alloc(G * P1), *o2 = alloc(G * P2), *sums = alloc(G);
   jrnn_native::Products Q{N, G, P2 > 0 ? 2 : 1, true,
-                          {{d, x1, P1, o1, sums}, {d, x2, P2, o2, nullptr}}};
+                          {{d, x1, P1, o1, sums, nullptr, 0, false},
+                           {d, x2, P2, o2, nullptr, nullptr, 0, false}}};
   for (int rep = 0; rep < 7; ++rep) {
     auto t0 = std::chrono::steady_clock::now();
     jrnn_native::transposed_products(Q, th);
