@@ -15,8 +15,9 @@ g_s the Gumbel noise that the scan path draws too, before the loop (Gumbel 1954;
 Tarlow & Minka 2014): the same keys give the same noise, so both paths draw the same tokens
 up to the order of float32 sums in the two products (a token can differ only where two
 logits tie to within that rounding). The scan path runs one XLA loop iteration per step, its
-products on one core at small B; here the hidden units and the head's outputs are split over
-the threads, two barriers per step. Every input after the first is a row of the embedding
+products on one core at small B; here the threads split the batch's rows from 16 rows a
+thread, each running its own rows' steps, head and argmax with no barrier, and below that the
+hidden units and the head's outputs, two barriers per step. Every input after the first is a row of the embedding
 table E (C, D) (so embed must act row by row: embed(tokens)[b] depends on tokens[b] only),
 so its input projection is a row of P = E Uᵀ (C, G·H), one product per call: a step reads
 B rows of P where it would multiply B inputs by U (a third of the LSTM's step at D = H/2).

@@ -88,11 +88,18 @@ def test_a_batch_over_one_tile_draws_the_scans_tokens(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_threads_change_no_token_or_state(cell):
-    one = _run("native", cell, 1.0, False, threads=1)
-    two = _run("native", cell, 1.0, False, threads=2)
-    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+@pytest.mark.parametrize("batch", [B, 64, 67])
+def test_threads_change_no_token_or_state(cell, batch):
+    """1, 2 and 3 threads draw the same tokens and reach the same state, bit for bit: at B 3
+    they split the hidden units and the head's outputs; at B 64 and 67 the rows (32 and
+    more a thread), each thread its own rows' head and argmax."""
+    one = _run("native", cell, 1.0, False, threads=1, batch=batch)
+    for threads in (2, 3):
+        many = _run("native", cell, 1.0, False, threads=threads, batch=batch)
+        for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    tokens = np.asarray(one[1])
+    assert (tokens != tokens[:, :1]).any()  # rows that differ: a row's token from another's
 
 
 def test_nan_logits_are_drawn_as_jnp_argmax_draws_them():

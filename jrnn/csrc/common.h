@@ -395,32 +395,38 @@ void on_block_shares(int64_t threads, int64_t nblocks, Body body,
   });
 }
 
-// A thread's share of a recurrence: the batch rows [b0, b1) and the unit blocks [kb0, kb1).
+// A thread's share of a recurrence: the batch rows [b0, b1) and the unit blocks [kb0, kb1),
+// the thread being part `part` of `parts` that split the units (0 of 1 if it has its rows
+// alone).
 struct Share {
-  int64_t b0, b1, kb0, kb1;
+  int64_t b0, b1, kb0, kb1, part = 0, parts = 1;
 };
 
 // The fewest batch rows each thread must get for the threads to split the rows rather than
 // the units (measured, benchmarks/NOTES.md, 2026-12-07, night). The reverse loops gain from
 // 4 rows a thread (B 8 on two threads) up. A forward step reads each unit block's weights
 // once for all of a thread's row tiles, so splitting the rows doubles each thread's weight
-// traffic: it lost 5-14% at 4 and 16 rows a thread and gained only from 32 (B 64).
-constexpr int64_t kReverseMinRows = 4, kForwardMinRows = 32;
+// traffic: it lost 5-14% at 4 and 16 rows a thread and gained only from 32 (B 64). The
+// sampler, two barriers a step where the units are split, gained from 16 (B 32) and lost
+// 3-10% of the GRU's and LSTM's at 4 (B 8).
+constexpr int64_t kReverseMinRows = 4, kForwardMinRows = 32, kSamplerMinRows = 16;
 
 // Runs body(barrier, share) for a recurrence over B rows and nblocks blocks of units. The
 // rows of a batch never meet, so where at least two threads get min_rows rows each, the
 // threads split the rows: each runs the whole recurrence on its own rows, every unit, and
 // never waits for another (its barrier counts one thread). Otherwise they split the unit
-// blocks (on_block_shares) and wait at the barrier every step. Each row's numbers are the
+// blocks as on_block_shares does and wait at the barrier every step. Each row's numbers are the
 // same either way: a row's sums run in one order whatever the share.
 template <class Body>
 void on_recurrence_shares(int64_t threads, int64_t B, int64_t min_rows, int64_t nblocks,
                           Body body, const FreshOutputs* fresh = nullptr) {
   const int64_t by_rows = std::min<int64_t>(threads, B / min_rows);
   if (by_rows < 2) {
-    on_block_shares(threads, nblocks, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
-      body(bar, Share{0, B, kb0, kb1});
-    }, fresh);
+    const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
+    on_threads(n, [&](Barrier& bar, int64_t k) {
+      if (fresh) fresh->touch(k, n);
+      body(bar, Share{0, B, nblocks * k / n, nblocks * (k + 1) / n, k, n});
+    });
     return;
   }
   on_threads(by_rows, [&](Barrier&, int64_t k) {

@@ -205,8 +205,8 @@ ffi::Error ElmanSample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
   P.Wp = wp.typed_data();
   P.bias = has_bias ? bias.typed_data() : nullptr;
   sample(S, P.nkb, [&](const float* const* a, const float* hprev, float* hout, int64_t,
-                       int64_t kb0, int64_t kb1) {
-    elman_step(P, nullptr, a, hprev, hout, Share{0, P.B, kb0, kb1});
+                       const Share& sh) {
+    elman_step(P, nullptr, a, hprev, hout, sh);
   }, threads);
   return ffi::Error::Success();
 }

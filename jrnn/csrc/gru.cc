@@ -268,8 +268,8 @@ ffi::Error GruSample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
   P.b = has_b ? b.typed_data() : nullptr;
   P.br = has_br ? br.typed_data() : nullptr;
   sample(S, P.nb, [&](const float* const* a, const float* hprev, float* hout, int64_t,
-                      int64_t jb0, int64_t jb1) {
-    gru_step(P, 0, nullptr, a, hprev, hout, Share{0, P.B, jb0, jb1});
+                      const Share& sh) {
+    gru_step(P, 0, nullptr, a, hprev, hout, sh);
   }, threads);
   return ffi::Error::Success();
 }

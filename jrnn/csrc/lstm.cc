@@ -341,9 +341,8 @@ ffi::Error Sample(ffi::Buffer<ffi::F32> proj, ffi::Buffer<ffi::F32> a0,
   P.br = has_bias ? bias.typed_data() : nullptr;
   float* cs = cT->typed_data();  // c_s, in place; c_T at the end
   sample(S, P.nb, [&](const float* const* a, const float* hprev, float* hout, int64_t s,
-                      int64_t jb0, int64_t jb1) {
-    step(P, 0, nullptr, a, hprev, s == 0 ? c0.typed_data() : cs, hout, cs,
-         Share{0, P.B, jb0, jb1});
+                      const Share& sh) {
+    step(P, 0, nullptr, a, hprev, s == 0 ? c0.typed_data() : cs, hout, cs, sh);
   }, threads);
   if (S.T == 0) std::memcpy(cs, c0.typed_data(), sizeof(float) * S.B * S.H);
   return ffi::Error::Success();

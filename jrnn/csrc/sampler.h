@@ -2,15 +2,15 @@
 // generates T tokens for B sequences from one recurrent layer and a linear head, each token
 // fed back as the next step's input. Per step s:
 //   h_s = the cell's own forward step from the input projection a_s[b] = x_s[b] U^T and
-//         the previous state (its hidden units split over the threads, as in the cell's
-//         forward loop),
-//   o_s = h_s V^T + c (the head; its 32-output blocks split over the threads),
+//         the previous state (the threads split the rows or the hidden units as in the
+//         cell's forward loop),
+//   o_s = h_s V^T + c (the head; with the units split, its 32-output blocks too),
 //   token_s[b] = argmax_v (o_s[b, v] / temperature + g_s[b, v]),
 //   a_{s+1}[b] = P[token_s[b]],
-// with a barrier after h_s and one after o_s; every thread then takes the same argmax of
-// every row (the first index among equal values, NaN above all numbers, as jnp.argmax). g
-// is Gumbel noise drawn before the call, which makes the argmax a draw from
-// softmax(o_s / temperature) (Gumbel 1954; Maddison, Tarlow & Minka 2014); without noise
+// with the units split, a barrier after h_s and one after o_s, and every thread then takes
+// the same argmax of every row (the first index among equal values, NaN above all numbers,
+// as jnp.argmax). g is Gumbel noise drawn before the call, which makes the argmax a draw
+// from softmax(o_s / temperature) (Gumbel 1954; Maddison, Tarlow & Minka 2014); without noise
 // the token is argmax_v o_s[b, v]. Every fed-back input is a row of the embedding table,
 // so its projection is a row of P = table U^T (C, G H), computed once by the caller: a step
 // reads B rows of P instead of multiplying B inputs by U. a_0 = x_0 U^T is given.
@@ -93,9 +93,13 @@ inline ffi::Error sampling_of(Sampling& S, int64_t G, ffi::Buffer<ffi::F32>& pro
   return ffi::Error::Success();
 }
 
-// Runs the sampler: step(a, hprev, hout, s, j0, j1) is the cell's step s for its unit blocks
-// [j0, j1) of nblocks (a[b] row b's input projection (G H floats), hprev and hout (B, H));
-// a cell with more state than h keeps it itself.
+// Runs the sampler: step(a, hprev, hout, s, share) is the cell's step s for a thread's share
+// of the rows and unit blocks (of nblocks; a[b] row b's input projection (G H floats),
+// hprev and hout (B, H)); a cell with more state than h keeps it itself. The threads split
+// the rows where each gets kSamplerMinRows (on_recurrence_shares): each then runs the head
+// and the argmax of its own rows, with no barrier. Else they split
+// the units and the head's output blocks, two barriers a step, and every thread takes the
+// argmax of every row.
 template <class Step>
 void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t threads) {
   const int64_t B = S.B, C = S.C, H = S.H;
@@ -104,34 +108,35 @@ void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t thread
     return;
   }
   std::vector<float> ring(2 * B * H), logits(B * C);
-  const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
-  on_threads(n, [&](Barrier& bar, int64_t k) {
+  on_recurrence_shares(threads, B, kSamplerMinRows, nblocks, [&](Barrier& bar, const Share& sh) {
     int sense = 0;
-    const int64_t j0 = nblocks * k / n, j1 = nblocks * (k + 1) / n;
-    const int64_t cb0 = S.ncb * k / n, cb1 = S.ncb * (k + 1) / n;
+    const int64_t b0 = sh.b0, b1 = sh.b1;
+    const int64_t cb0 = S.ncb * sh.part / sh.parts, cb1 = S.ncb * (sh.part + 1) / sh.parts;
     std::vector<const float*> a(B);
-    for (int64_t b = 0; b < B; ++b) a[b] = S.a0 + b * S.GH;
+    for (int64_t b = b0; b < b1; ++b) a[b] = S.a0 + b * S.GH;
     std::vector<int32_t> token(B);
     std::vector<float> scratch(C);
     const float* hprev = S.h0;
     for (int64_t s = 0; s < S.T; ++s) {
       float* hout = ring.data() + (s & 1) * B * H;
-      step(a.data(), hprev, hout, s, j0, j1);
-      if (n > 1) bar.wait(sense);
+      step(a.data(), hprev, hout, s, sh);
+      if (bar.n > 1) bar.wait(sense);
       for (int64_t cb = cb0; cb < cb1; ++cb) {
         const int64_t v0 = cb * 32, width = std::min<int64_t>(32, C - v0);
-        float* o = logits.data() + v0;
-        all_rows_times_panel(hout, H, B, S.Vp + cb * H * 32, H, o, C, width, false);
-        for (int64_t b = 0; b < B; ++b)
+        float* o = logits.data() + b0 * C + v0;
+        all_rows_times_panel(hout + b0 * H, H, b1 - b0, S.Vp + cb * H * 32, H, o, C, width,
+                             false);
+        for (int64_t b = 0; b < b1 - b0; ++b)
           for (int64_t v = 0; v < width; ++v) o[b * C + v] += S.c[v0 + v];
       }
-      if (n > 1) bar.wait(sense);
-      for (int64_t b = 0; b < B; ++b) {
+      if (bar.n > 1) bar.wait(sense);
+      for (int64_t b = b0; b < b1; ++b) {
         token[b] = argmax_row(logits.data() + b * C, S.noise ? S.noise + (s * B + b) * C : nullptr,
                               S.temperature, C, scratch.data());
         a[b] = S.proj + token[b] * S.GH;
       }
-      if (k == 0) std::memcpy(S.tokens + s * B, token.data(), sizeof(int32_t) * B);
+      if (sh.part == 0)
+        std::memcpy(S.tokens + s * B + b0, token.data() + b0, sizeof(int32_t) * (b1 - b0));
       hprev = hout;
     }
   });
