@@ -412,17 +412,20 @@ struct Share {
 constexpr int64_t kReverseMinRows = 4, kForwardMinRows = 32, kSamplerMinRows = 16;
 
 // Runs body(barrier, share) for a recurrence over B rows and nblocks blocks of units. The
-// rows of a batch never meet, so where at least two threads get min_rows rows each, the
-// threads split the rows: each runs the whole recurrence on its own rows, every unit, and
-// never waits for another (its barrier counts one thread). Otherwise they split the unit
-// blocks as on_block_shares does and wait at the barrier every step. Each row's numbers are the
-// same either way: a row's sums run in one order whatever the share.
+// rows of a batch never meet, so where at least two threads get min_rows rows each, and no
+// fewer threads than a split of the units would use (a machine with more cores than the
+// batch has shares of rows keeps them all busy on the units), the threads split the rows:
+// each runs the whole recurrence on its own rows, every unit, and never waits for another
+// (its barrier counts one thread). Otherwise they split the unit blocks as on_block_shares
+// does and wait at the barrier every step. Each row's numbers are the same either way: a
+// row's sums run in one order whatever the share.
 template <class Body>
 void on_recurrence_shares(int64_t threads, int64_t B, int64_t min_rows, int64_t nblocks,
                           Body body, const FreshOutputs* fresh = nullptr) {
   const int64_t by_rows = std::min<int64_t>(threads, B / min_rows);
-  if (by_rows < 2) {
-    const int64_t n = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
+  const int64_t by_units = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
+  if (by_rows < 2 || by_rows < by_units) {
+    const int64_t n = by_units;
     on_threads(n, [&](Barrier& bar, int64_t k) {
       if (fresh) fresh->touch(k, n);
       body(bar, Share{0, B, nblocks * k / n, nblocks * (k + 1) / n, k, n});
