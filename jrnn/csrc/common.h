@@ -395,11 +395,9 @@ void on_block_shares(int64_t threads, int64_t nblocks, Body body,
   });
 }
 
-// A thread's share of a recurrence: the batch rows [b0, b1) and the unit blocks [kb0, kb1),
-// the thread being part `part` of `parts` that split the units (0 of 1 if it has its rows
-// alone).
+// A thread's share of a recurrence: the batch rows [b0, b1) and the unit blocks [kb0, kb1).
 struct Share {
-  int64_t b0, b1, kb0, kb1, part = 0, parts = 1;
+  int64_t b0, b1, kb0, kb1;
 };
 
 // The fewest batch rows each thread must get for the threads to split the rows rather than
@@ -425,11 +423,9 @@ void on_recurrence_shares(int64_t threads, int64_t B, int64_t min_rows, int64_t 
   const int64_t by_rows = std::min<int64_t>(threads, B / min_rows);
   const int64_t by_units = std::max<int64_t>(1, std::min<int64_t>(threads, nblocks));
   if (by_rows < 2 || by_rows < by_units) {
-    const int64_t n = by_units;
-    on_threads(n, [&](Barrier& bar, int64_t k) {
-      if (fresh) fresh->touch(k, n);
-      body(bar, Share{0, B, nblocks * k / n, nblocks * (k + 1) / n, k, n});
-    });
+    on_block_shares(threads, nblocks, [&](Barrier& bar, int64_t kb0, int64_t kb1) {
+      body(bar, Share{0, B, kb0, kb1});
+    }, fresh);
     return;
   }
   on_threads(by_rows, [&](Barrier&, int64_t k) {

@@ -97,9 +97,9 @@ inline ffi::Error sampling_of(Sampling& S, int64_t G, ffi::Buffer<ffi::F32>& pro
 // of the rows and unit blocks (of nblocks; a[b] row b's input projection (G H floats),
 // hprev and hout (B, H)); a cell with more state than h keeps it itself. The threads split
 // the rows where each gets kSamplerMinRows (on_recurrence_shares): each then runs the head
-// and the argmax of its own rows, with no barrier. Else they split
-// the units and the head's output blocks, two barriers a step, and every thread takes the
-// argmax of every row.
+// and the argmax of its own rows, with no barrier. Else they split the units and, in the
+// same proportion, the head's output blocks, two barriers a step, and every thread takes
+// the argmax of every row.
 template <class Step>
 void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t threads) {
   const int64_t B = S.B, C = S.C, H = S.H;
@@ -111,7 +111,7 @@ void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t thread
   on_recurrence_shares(threads, B, kSamplerMinRows, nblocks, [&](Barrier& bar, const Share& sh) {
     int sense = 0;
     const int64_t b0 = sh.b0, b1 = sh.b1;
-    const int64_t cb0 = S.ncb * sh.part / sh.parts, cb1 = S.ncb * (sh.part + 1) / sh.parts;
+    const int64_t cb0 = S.ncb * sh.kb0 / nblocks, cb1 = S.ncb * sh.kb1 / nblocks;
     std::vector<const float*> a(B);
     for (int64_t b = b0; b < b1; ++b) a[b] = S.a0 + b * S.GH;
     std::vector<int32_t> token(B);
@@ -135,7 +135,7 @@ void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t thread
                               S.temperature, C, scratch.data());
         a[b] = S.proj + token[b] * S.GH;
       }
-      if (sh.part == 0)
+      if (sh.kb0 == 0)  // the rows' only thread, or the first of those splitting the units
         std::memcpy(S.tokens + s * B + b0, token.data() + b0, sizeof(int32_t) * (b1 - b0));
       hprev = hout;
     }
