@@ -570,6 +570,11 @@ inline void static_for(F&& f) {
   }(std::make_integer_sequence<int, N>{});
 }
 
+// v is in a register from here on: a load is not folded into each FMA that uses it, which
+// GCC does in a tile of few rows, loading a panel's vector RB times a k instead of once.
+template <class V>
+inline void in_register(V& v) { asm("" : "+v"(v)); }
+
 #ifdef __AVX512F__
 using Vec = __m512;  // the widest vector of the build
 constexpr int kTileRows = 8;  // 4 and 10 measured level at S, X, M; 6 slower at B 8 (6 + 2)
@@ -609,6 +614,28 @@ struct Tile {  // the NV groups of 8 columns two to a register, the last one hal
       static_for<RB>([&](auto r) {
         const __m512 x = _mm512_set1_ps(rows[r * ld + k]);
         static_for<NZ>([&](auto z) { t.a[r][z] = _mm512_fmadd_ps(x, w[z], t.a[r][z]); });
+      });
+    }
+    *this = t;
+  }
+  // The same over two panels of 32 columns side by side (NV 8): a[r][0..1] from p0, a[r][2..3]
+  // from p1, each sum over k in the same order as accumulate()'s. The panels' vectors are
+  // held in registers: in a tile of 4 rows GCC folds them into the FMAs, at 0.5 of the speed
+  // (and an array of them is spilled, hence the names).
+  [[gnu::flatten]] void accumulate_pair(const float* rows, int64_t ld, const float* p0,
+                                        const float* p1, int64_t K) {
+    static_assert(NV == 8, "two panels of 32 columns");
+    Tile t = *this;
+    for (int64_t k = 0; k < K; ++k) {
+      __m512 w0 = _mm512_loadu_ps(p0 + k * 32), w1 = _mm512_loadu_ps(p0 + k * 32 + 16);
+      __m512 w2 = _mm512_loadu_ps(p1 + k * 32), w3 = _mm512_loadu_ps(p1 + k * 32 + 16);
+      in_register(w0); in_register(w1); in_register(w2); in_register(w3);
+      static_for<RB>([&](auto r) {
+        const __m512 x = _mm512_set1_ps(rows[r * ld + k]);
+        t.a[r][0] = _mm512_fmadd_ps(x, w0, t.a[r][0]);
+        t.a[r][1] = _mm512_fmadd_ps(x, w1, t.a[r][1]);
+        t.a[r][2] = _mm512_fmadd_ps(x, w2, t.a[r][2]);
+        t.a[r][3] = _mm512_fmadd_ps(x, w3, t.a[r][3]);
       });
     }
     *this = t;
@@ -661,24 +688,55 @@ inline void over_row_tiles(int64_t B, F&& f) {
   });
 }
 
-// out[r][v] (+)= sum_k rows[r][k] panel[k][v] for all B rows (row stride ld), K entries each,
-// and the 32 columns v of a panel (K, 32); only the first n_out columns are written (row
-// stride ldo). The reverse loops' dh_{t-1} = dz W for one block of 32 units of h.
-inline void all_rows_times_panel(const float* rows, int64_t ld, int64_t B, const float* panel,
-                                 int64_t K, float* out, int64_t ldo, int64_t n_out, bool add) {
-  over_row_tiles(B, [&](auto RB, int64_t r0) {
-    Tile<RB, 4> acc;
-    acc.zero();
-    acc.accumulate(rows + r0 * ld, ld, panel, K);
-    static_for<RB>([&](auto r) {
-      static_for<4>([&](auto v) {
-        if (v * 8 >= n_out) return;
-        float* o = out + (r0 + r) * ldo + v * 8;
-        const int n = (int)std::min<int64_t>(8, n_out - v * 8);
-        const __m256 a = acc.template part<r, v>();
-        store_n(o, add ? _mm256_add_ps(a, load_n(o, n)) : a, n);
-      });
+// A tile's columns [0, n_out) (at most NV * 8) stored to out (row stride ldo), or added to it.
+template <int RB, int NV>
+inline void store_tile(const Tile<RB, NV>& acc, float* out, int64_t ldo, int64_t n_out, bool add) {
+  static_for<RB>([&](auto r) {
+    static_for<NV>([&](auto v) {
+      if (v * 8 >= n_out) return;
+      float* o = out + r * ldo + v * 8;
+      const int n = (int)std::min<int64_t>(8, n_out - v * 8);
+      const __m256 a = acc.template part<r, v>();
+      store_n(o, add ? _mm256_add_ps(a, load_n(o, n)) : a, n);
     });
+  });
+}
+
+// out[r][j] (+)= sum_k rows[r][k] W[k][j] for all B rows (row stride ld), K entries each, and
+// the columns j of the blocks [kb0, kb1) of 32: block kb's panel (K, 32) at panels + kb*K*32,
+// its columns at out + kb*32 (row stride ldo), n_cols columns in all (the last block may be
+// narrower). The kernels' products of a step: the reverse loops' dh_{t-1} = dz W, the
+// samplers' and the heads' rows times a packed weight. Tiles of up to kPairRows rows take two
+// blocks at a time, four registers a row: with one block's two a row, a tile of 4 rows ran
+// at 0.4 of the speed of one of 5 or more (too few independent sums in flight, and each
+// panel vector loaded RB times). Each sum runs over k in the same order either way, so the
+// numbers do not depend on the blocks a thread is given.
+#ifdef __AVX512F__
+constexpr int kPairRows = 4;  // 5 and 6 measured level
+#else
+constexpr int kPairRows = 0;
+#endif
+inline void rows_times_panels(const float* rows, int64_t ld, int64_t B, const float* panels,
+                              int64_t K, int64_t kb0, int64_t kb1, float* out, int64_t ldo,
+                              int64_t n_cols, bool add) {
+  over_row_tiles(B, [&](auto RB, int64_t r0) {
+    const float* x = rows + r0 * ld;
+    float* o = out + r0 * ldo;
+    int64_t kb = kb0;
+    if constexpr (RB <= kPairRows) {
+      for (; kb + 2 <= kb1; kb += 2) {
+        Tile<RB, 8> acc;
+        acc.zero();
+        acc.accumulate_pair(x, ld, panels + kb * K * 32, panels + (kb + 1) * K * 32, K);
+        store_tile(acc, o + kb * 32, ldo, n_cols - kb * 32, add);
+      }
+    }
+    for (; kb < kb1; ++kb) {
+      Tile<RB, 4> acc;
+      acc.zero();
+      acc.accumulate(x, ld, panels + kb * K * 32, K);
+      store_tile(acc, o + kb * 32, ldo, std::min<int64_t>(32, n_cols - kb * 32), add);
+    }
   });
 }
 

@@ -29,20 +29,26 @@ struct ElmanProblem {
   bool reverse;
 };
 
-// Rows r0 .. r0 + RB - 1 of the 32-unit block kb from x (B, D) and hprev (B, H): both
-// products summed in one tile of registers, then the bias and tanh on the sums, and h
-// stored once (as the LSTM's block: the gate math in a loop over pairs of rows).
-template <int RB>
+// Rows r0 .. r0 + RB - 1 of NB 32-unit blocks from kb (one, or two side by side in a tile of
+// few rows: see rows_times_panels) from x (B, D) and hprev (B, H): both products summed in
+// one tile of registers, then the bias and tanh on the sums, and h stored once (as the
+// LSTM's block: the gate math in a loop over pairs of rows).
+template <int RB, int NB>
 inline void elman_block(const ElmanProblem& P, const float* x, const float* hprev,
                         float* hout, int64_t r0, int64_t kb) {
   const int64_t D = P.D, H = P.H, u0 = kb * 32;
-  Tile<RB, 4> acc;
+  Tile<RB, 4 * NB> acc;
   acc.zero();
-  acc.accumulate(x + r0 * D, D, P.Up + kb * D * 32, D);
-  acc.accumulate(hprev + r0 * H, H, P.Wp + kb * H * 32, H);
-  __m256 sums[RB][4];
+  if constexpr (NB == 2) {
+    acc.accumulate_pair(x + r0 * D, D, P.Up + kb * D * 32, P.Up + (kb + 1) * D * 32, D);
+    acc.accumulate_pair(hprev + r0 * H, H, P.Wp + kb * H * 32, P.Wp + (kb + 1) * H * 32, H);
+  } else {
+    acc.accumulate(x + r0 * D, D, P.Up + kb * D * 32, D);
+    acc.accumulate(hprev + r0 * H, H, P.Wp + kb * H * 32, H);
+  }
+  __m256 sums[RB][4 * NB];
   acc.parts(sums);
-  for (int v = 0; v < 4 && u0 + v * 8 < H; ++v) {
+  for (int v = 0; v < 4 * NB && u0 + v * 8 < H; ++v) {
     const int64_t u = u0 + v * 8;
     const int n = (int)std::min<int64_t>(8, H - u);
     const __m256 bias = P.bias ? load_n(P.bias + u, n) : _mm256_setzero_ps();
@@ -60,26 +66,26 @@ inline void elman_block(const ElmanProblem& P, const float* x, const float* hpre
 void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
                 const float* hprev, float* hout, const Share& sh) {
   const int64_t H = P.H, b0 = sh.b0, b1 = sh.b1;
-  for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb) {
-    if (!a) {
-      over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
-        elman_block<RB>(P, x, hprev, hout, b0 + r0, kb);
-      });
-      continue;
-    }
-    const int64_t u0 = kb * 32, width = std::min<int64_t>(32, H - u0);
-    for (int64_t b = b0; b < b1; ++b)
-      std::memcpy(hout + b * H + u0, a[b] + u0, sizeof(float) * width);
-    all_rows_times_panel(hprev + b0 * H, H, b1 - b0, P.Wp + kb * H * 32, H, hout + b0 * H + u0,
-                         H, width, true);
-    for (int64_t b = b0; b < b1; ++b)
-      over_lanes(u0, u0 + width, [&]<class V>(int64_t u, int n) {
-        float* h = hout + b * H + u;
-        V z = load_lanes<V>(h, n);
-        if (P.bias) z = vec::add(z, load_lanes<V>(P.bias + u, n));
-        store_lanes(h, vtanh(z), n);
-      });
+  if (!a) {
+    over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
+      int64_t kb = sh.kb0;
+      if constexpr (RB <= kPairRows)
+        for (; kb + 2 <= sh.kb1; kb += 2) elman_block<RB, 2>(P, x, hprev, hout, b0 + r0, kb);
+      for (; kb < sh.kb1; ++kb) elman_block<RB, 1>(P, x, hprev, hout, b0 + r0, kb);
+    });
+    return;
   }
+  const int64_t u0 = sh.kb0 * 32, u1 = std::min<int64_t>(sh.kb1 * 32, H);
+  for (int64_t b = b0; b < b1; ++b)
+    std::memcpy(hout + b * H + u0, a[b] + u0, sizeof(float) * (u1 - u0));
+  rows_times_panels(hprev + b0 * H, H, b1 - b0, P.Wp, H, sh.kb0, sh.kb1, hout + b0 * H, H, H, true);
+  for (int64_t b = b0; b < b1; ++b)
+    over_lanes(u0, u1, [&]<class V>(int64_t u, int n) {
+      float* h = hout + b * H + u;
+      V z = load_lanes<V>(h, n);
+      if (P.bias) z = vec::add(z, load_lanes<V>(P.bias + u, n));
+      store_lanes(h, vtanh(z), n);
+    });
 }
 
 void elman_forward_thread(const ElmanProblem& P, Barrier& bar, const Share& sh) {
@@ -125,10 +131,8 @@ void elman_reverse_thread(const ElmanReverse& P, Barrier& bar, const Share& sh) 
         store_lanes(P.dA + off, mul(dh, mul(sub(one, h), add(one, h))), n);
       });
     if (bar.n > 1) bar.wait(sense);
-    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
-      all_rows_times_panel(P.dA + t * BH + b0 * H, H, b1 - b0, P.Wb + kb * H * 32, H,
-                           P.dh + b0 * H + kb * 32, H, std::min<int64_t>(32, H - kb * 32),
-                           false);
+    rows_times_panels(P.dA + t * BH + b0 * H, H, b1 - b0, P.Wb, H, sh.kb0, sh.kb1, P.dh + b0 * H,
+                      H, H, false);
     // no barrier: the next step's first phase reads only this thread's units of dh
   }
 }

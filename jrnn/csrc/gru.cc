@@ -170,10 +170,8 @@ void gru_reverse_thread(const GruReverse& P, Barrier& bar, const Share& sh) {
         store_lanes(P.dh + row, mul(dh, z), n);  // the direct path; dR W is added below
       });
     if (bar.n > 1) bar.wait(sense);
-    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
-      all_rows_times_panel(P.dR + (t * B + b0) * 3 * H, 3 * H, b1 - b0,
-                           P.Wb + kb * 3 * H * 32, 3 * H, P.dh + b0 * H + kb * 32, H,
-                           std::min<int64_t>(32, H - kb * 32), true);
+    rows_times_panels(P.dR + (t * B + b0) * 3 * H, 3 * H, b1 - b0, P.Wb, 3 * H, sh.kb0, sh.kb1,
+                      P.dh + b0 * H, H, H, true);
     // no barrier: the next step's first phase reads only this thread's units of dh
   }
 }

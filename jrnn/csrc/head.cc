@@ -90,9 +90,8 @@ float softmax_nll(const HeadProblem& P, int64_t threads, const FreshOutputs* fre
     std::vector<float> o(kTileRows * ldo);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t r0 = t * kTileRows, rows = std::min<int64_t>(kTileRows, P.N - r0);
-      for (int64_t cb = 0; cb < P.ncb; ++cb)
-        all_rows_times_panel(P.hs + r0 * P.H, P.H, rows, P.Vp + cb * P.H * 32, P.H,
-                             o.data() + cb * 32, ldo, 32, false);
+      rows_times_panels(P.hs + r0 * P.H, P.H, rows, P.Vp, P.H, 0, P.ncb, o.data(), ldo, ldo,
+                        false);
       double sum = 0.0;
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = r0 + r;

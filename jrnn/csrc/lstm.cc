@@ -42,63 +42,76 @@ struct Problem {
   FreshOutputs fresh;  // the outputs, faulted in before the loop
 };
 
-// Rows r0 .. r0 + RB - 1 of one 8-unit block jb at step t: the product and the gate math.
+// Rows r0 .. r0 + RB - 1 of NB 8-unit blocks from jb (one, or two side by side in a tile of
+// few rows: see rows_times_panels) at step t: the product and the gate math.
 // The input projection: from x, the step's inputs (B, D), when it runs in the step; else
 // from a, each row's own 4H projections (the sampler's); else from P.A.
-template <int RB>
+template <int RB, int NB>
 inline void block(const Problem& P, int64_t t, const float* x, const float* const* a,
                   const float* hprev, const float* cprev, float* hout, float* cout, int64_t r0,
                   int64_t jb) {
   const int64_t H = P.H;
-  Tile<RB, 4> acc;
+  Tile<RB, 4 * NB> acc;
   acc.zero();
-  if (x) acc.accumulate(x + r0 * P.D, P.D, P.Up + jb * P.D * 32, P.D);
-  acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * 32, H);
-  const int64_t u0 = jb * 8;
-  const int n = (int)std::min<int64_t>(8, H - u0);
-  __m256 bias[4];
-  for (int g = 0; g < 4; ++g)
-    bias[g] = P.br ? load_n(P.br + g * H + u0, n) : _mm256_setzero_ps();
-  __m256 sums[RB][4];
+  if constexpr (NB == 2) {
+    if (x) acc.accumulate_pair(x + r0 * P.D, P.D, P.Up + jb * P.D * 32,
+                               P.Up + (jb + 1) * P.D * 32, P.D);
+    acc.accumulate_pair(hprev + r0 * H, H, P.Wp + jb * H * 32, P.Wp + (jb + 1) * H * 32, H);
+  } else {
+    if (x) acc.accumulate(x + r0 * P.D, P.D, P.Up + jb * P.D * 32, P.D);
+    acc.accumulate(hprev + r0 * H, H, P.Wp + jb * H * 32, H);
+  }
+  __m256 sums[RB][4 * NB];
   acc.parts(sums);
-  over_row_pairs<RB>([&]<class V>(int r) {  // a loop (see common.h's Tile)
-    using namespace vec;
-    const int64_t off = (t * P.B + r0 + r) * H + u0;  // into (T, B, H)
-    const int64_t row = (r0 + r) * H + u0;           // into (B, H)
-    V z[4];
-    for (int g = 0; g < 4; ++g) {
-      z[g] = add(pair<V>(sums[r][g], sums[r + kRowsIn<V> - 1][g]), pair<V>(bias[g], bias[g]));
-      if (a) z[g] = add(z[g], pair<V>(load_n(a[r0 + r] + g * H + u0, n),
-                                      load_n(a[r0 + r + kRowsIn<V> - 1] + g * H + u0, n)));
-      else if (!x) z[g] = add(z[g], load_rows<V>(P.A[g] + off, H, n));
-    }
+  for (int q = 0; q < NB; ++q) {
+    const int64_t u0 = (jb + q) * 8;
+    const int n = (int)std::min<int64_t>(8, H - u0);
+    __m256 bias[4];
+    for (int g = 0; g < 4; ++g)
+      bias[g] = P.br ? load_n(P.br + g * H + u0, n) : _mm256_setzero_ps();
+    over_row_pairs<RB>([&]<class V>(int r) {  // a loop (see common.h's Tile)
+      using namespace vec;
+      const int64_t off = (t * P.B + r0 + r) * H + u0;  // into (T, B, H)
+      const int64_t row = (r0 + r) * H + u0;           // into (B, H)
+      V z[4];
+      for (int g = 0; g < 4; ++g) {
+        z[g] = add(pair<V>(sums[r][4 * q + g], sums[r + kRowsIn<V> - 1][4 * q + g]),
+                   pair<V>(bias[g], bias[g]));
+        if (a) z[g] = add(z[g], pair<V>(load_n(a[r0 + r] + g * H + u0, n),
+                                        load_n(a[r0 + r + kRowsIn<V> - 1] + g * H + u0, n)));
+        else if (!x) z[g] = add(z[g], load_rows<V>(P.A[g] + off, H, n));
+      }
 #ifdef JRNN_NO_GATES
-    const V i = z[0], f = z[1], gg = z[2], o = z[3];
-    const V c = fmadd(f, load_rows<V>(cprev + row, H, n), mul(i, gg));
-    const V h = mul(o, mul(c, set1<V>(1e-3f)));
+      const V i = z[0], f = z[1], gg = z[2], o = z[3];
+      const V c = fmadd(f, load_rows<V>(cprev + row, H, n), mul(i, gg));
+      const V h = mul(o, mul(c, set1<V>(1e-3f)));
 #else
-    const V i = vsigmoid(z[0]), f = vsigmoid(z[1]), gg = vtanh(z[2]), o = vsigmoid(z[3]);
-    const V c = fmadd(f, load_rows<V>(cprev + row, H, n), mul(i, gg));
-    const V h = mul(o, vtanh(c));
+      const V i = vsigmoid(z[0]), f = vsigmoid(z[1]), gg = vtanh(z[2]), o = vsigmoid(z[3]);
+      const V c = fmadd(f, load_rows<V>(cprev + row, H, n), mul(i, gg));
+      const V h = mul(o, vtanh(c));
 #endif
-    store_rows(hout + row, H, h, n);
-    store_rows(cout + row, H, c, n);
-    if (P.gates[0]) {
-      store_rows(P.gates[0] + off, H, i, n);
-      store_rows(P.gates[1] + off, H, f, n);
-      store_rows(P.gates[2] + off, H, gg, n);
-      store_rows(P.gates[3] + off, H, o, n);
-    }
-  });
+      store_rows(hout + row, H, h, n);
+      store_rows(cout + row, H, c, n);
+      if (P.gates[0]) {
+        store_rows(P.gates[0] + off, H, i, n);
+        store_rows(P.gates[1] + off, H, f, n);
+        store_rows(P.gates[2] + off, H, gg, n);
+        store_rows(P.gates[3] + off, H, o, n);
+      }
+    });
+  }
 }
 
 // One step for the rows [b0, b1) and unit blocks [kb0, kb1) (x and a as in block).
 void step(const Problem& P, int64_t t, const float* x, const float* const* a,
           const float* hprev, const float* cprev, float* hout, float* cout, const Share& sh) {
-  for (int64_t jb = sh.kb0; jb < sh.kb1; ++jb)
-    over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
-      block<RB>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
-    });
+  over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
+    int64_t jb = sh.kb0;
+    if constexpr (RB <= kPairRows)
+      for (; jb + 2 <= sh.kb1; jb += 2)
+        block<RB, 2>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
+    for (; jb < sh.kb1; ++jb) block<RB, 1>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
+  });
 }
 
 void run_thread(const Problem& P, Barrier& bar, const Share& sh) {
@@ -208,10 +221,8 @@ void reverse_thread(const Reverse& P, Barrier& bar, const Share& sh) {
         store_lanes(P.dc + row, mul(dc, f), n);
       });
     if (bar.n > 1) bar.wait(sense);
-    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
-      all_rows_times_panel(P.dA + (t * B + b0) * 4 * H, 4 * H, b1 - b0,
-                           P.Wb + kb * 4 * H * 32, 4 * H, P.dh + b0 * H + kb * 32, H,
-                           std::min<int64_t>(32, H - kb * 32), false);
+    rows_times_panels(P.dA + (t * B + b0) * 4 * H, 4 * H, b1 - b0, P.Wb, 4 * H, sh.kb0, sh.kb1,
+                      P.dh + b0 * H, H, H, false);
     // no barrier: the next step's first phase reads only this thread's units of dh and dc
   }
 }

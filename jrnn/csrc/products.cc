@@ -244,9 +244,7 @@ void rows_times_weights(const float* a, int64_t N, int64_t K, const float* wp, i
   on_block_shares(threads, nblocks, [&](Barrier&, int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t r0 = b * kRowBlock, rows = std::min(kRowBlock, N - r0);
-      for (int64_t j = 0; j < npanels; ++j)
-        all_rows_times_panel(a + r0 * K, K, rows, wp + j * K * 32, K, out + r0 * M + j * 32, M,
-                             std::min<int64_t>(32, M - j * 32), false);
+      rows_times_panels(a + r0 * K, K, rows, wp, K, 0, npanels, out + r0 * M, M, M, false);
     }
   }, fresh);
 }

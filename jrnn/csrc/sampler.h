@@ -121,14 +121,11 @@ void sample(const Sampling& S, int64_t nblocks, const Step& step, int64_t thread
       float* hout = ring.data() + (s & 1) * B * H;
       step(a.data(), hprev, hout, s, sh);
       if (bar.n > 1) bar.wait(sense);
-      for (int64_t cb = cb0; cb < cb1; ++cb) {
-        const int64_t v0 = cb * 32, width = std::min<int64_t>(32, C - v0);
-        float* o = logits.data() + b0 * C + v0;
-        all_rows_times_panel(hout + b0 * H, H, b1 - b0, S.Vp + cb * H * 32, H, o, C, width,
-                             false);
-        for (int64_t b = 0; b < b1 - b0; ++b)
-          for (int64_t v = 0; v < width; ++v) o[b * C + v] += S.c[v0 + v];
-      }
+      rows_times_panels(hout + b0 * H, H, b1 - b0, S.Vp, H, cb0, cb1, logits.data() + b0 * C, C,
+                        C, false);
+      for (int64_t b = 0; b < b1 - b0; ++b)
+        for (int64_t v = cb0 * 32; v < std::min<int64_t>(cb1 * 32, C); ++v)
+          logits[(b0 + b) * C + v] += S.c[v];
       if (bar.n > 1) bar.wait(sense);
       for (int64_t b = b0; b < b1; ++b) {
         token[b] = argmax_row(logits.data() + b * C, S.noise ? S.noise + (s * B + b) * C : nullptr,
