@@ -706,7 +706,7 @@ inline void store_tile(const Tile<RB, NV>& acc, float* out, int64_t ldo, int64_t
 // the columns j of the blocks [kb0, kb1) of 32: block kb's panel (K, 32) at panels + kb*K*32,
 // its columns at out + kb*32 (row stride ldo), n_cols columns in all (the last block may be
 // narrower). The kernels' products of a step: the reverse loops' dh_{t-1} = dz W, the
-// samplers' and the heads' rows times a packed weight. Tiles of up to kPairRows rows take two
+// samplers' and the heads' rows times a packed weight. Up to kPairRows rows (one tile) take two
 // blocks at a time, four registers a row: with one block's two a row, a tile of 4 rows ran
 // at 0.4 of the speed of one of 5 or more (too few independent sums in flight, and each
 // panel vector loaded RB times). Each sum runs over k in the same order either way, so the
@@ -719,24 +719,28 @@ constexpr int kPairRows = 0;
 inline void rows_times_panels(const float* rows, int64_t ld, int64_t B, const float* panels,
                               int64_t K, int64_t kb0, int64_t kb1, float* out, int64_t ldo,
                               int64_t n_cols, bool add) {
-  over_row_tiles(B, [&](auto RB, int64_t r0) {
-    const float* x = rows + r0 * ld;
-    float* o = out + r0 * ldo;
+  const auto one_block = [&](auto RB, int64_t r0, int64_t kb) {
+    Tile<RB, 4> acc;
+    acc.zero();
+    acc.accumulate(rows + r0 * ld, ld, panels + kb * K * 32, K);
+    store_tile(acc, out + r0 * ldo + kb * 32, ldo, std::min<int64_t>(32, n_cols - kb * 32), add);
+  };
+  if (B > kPairRows) {  // block by block, each panel read from the cache by every tile
+    for (int64_t kb = kb0; kb < kb1; ++kb)
+      over_row_tiles(B, [&](auto RB, int64_t r0) { one_block(RB, r0, kb); });
+    return;
+  }
+  over_row_tiles(B, [&](auto RB, int64_t r0) {  // one tile
     int64_t kb = kb0;
-    if constexpr (RB <= kPairRows) {
+    if constexpr (RB <= kPairRows)
       for (; kb + 2 <= kb1; kb += 2) {
         Tile<RB, 8> acc;
         acc.zero();
-        acc.accumulate_pair(x, ld, panels + kb * K * 32, panels + (kb + 1) * K * 32, K);
-        store_tile(acc, o + kb * 32, ldo, n_cols - kb * 32, add);
+        acc.accumulate_pair(rows + r0 * ld, ld, panels + kb * K * 32,
+                            panels + (kb + 1) * K * 32, K);
+        store_tile(acc, out + r0 * ldo + kb * 32, ldo, n_cols - kb * 32, add);
       }
-    }
-    for (; kb < kb1; ++kb) {
-      Tile<RB, 4> acc;
-      acc.zero();
-      acc.accumulate(x, ld, panels + kb * K * 32, K);
-      store_tile(acc, o + kb * 32, ldo, std::min<int64_t>(32, n_cols - kb * 32), add);
-    }
+    for (; kb < kb1; ++kb) one_block(RB, r0, kb);
   });
 }
 

@@ -66,7 +66,14 @@ inline void elman_block(const ElmanProblem& P, const float* x, const float* hpre
 void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
                 const float* hprev, float* hout, const Share& sh) {
   const int64_t H = P.H, b0 = sh.b0, b1 = sh.b1;
-  if (!a) {
+  if (!a && b1 - b0 > kPairRows) {  // block by block, as rows_times_panels
+    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
+      over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
+        elman_block<RB, 1>(P, x, hprev, hout, b0 + r0, kb);
+      });
+    return;
+  }
+  if (!a) {  // one tile
     over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
       int64_t kb = sh.kb0;
       if constexpr (RB <= kPairRows)

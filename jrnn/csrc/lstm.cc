@@ -105,7 +105,14 @@ inline void block(const Problem& P, int64_t t, const float* x, const float* cons
 // One step for the rows [b0, b1) and unit blocks [kb0, kb1) (x and a as in block).
 void step(const Problem& P, int64_t t, const float* x, const float* const* a,
           const float* hprev, const float* cprev, float* hout, float* cout, const Share& sh) {
-  over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
+  if (sh.b1 - sh.b0 > kPairRows) {  // block by block, as rows_times_panels
+    for (int64_t jb = sh.kb0; jb < sh.kb1; ++jb)
+      over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
+        block<RB, 1>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
+      });
+    return;
+  }
+  over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {  // one tile
     int64_t jb = sh.kb0;
     if constexpr (RB <= kPairRows)
       for (; jb + 2 <= sh.kb1; jb += 2)
