@@ -702,45 +702,51 @@ inline void store_tile(const Tile<RB, NV>& acc, float* out, int64_t ldo, int64_t
   });
 }
 
-// out[r][j] (+)= sum_k rows[r][k] W[k][j] for all B rows (row stride ld), K entries each, and
-// the columns j of the blocks [kb0, kb1) of 32: block kb's panel (K, 32) at panels + kb*K*32,
-// its columns at out + kb*32 (row stride ldo), n_cols columns in all (the last block may be
-// narrower). The kernels' products of a step: the reverse loops' dh_{t-1} = dz W, the
-// samplers' and the heads' rows times a packed weight. Up to kPairRows rows (one tile) take two
-// blocks at a time, four registers a row: with one block's two a row, a tile of 4 rows ran
-// at 0.4 of the speed of one of 5 or more (too few independent sums in flight, and each
+// f(RB, r0, kb, NB) over the B rows and the blocks [kb0, kb1) of a step's product: RB rows
+// from r0 (a tile) times NB blocks from kb, RB and NB std::integral_constants. Above kPairRows
+// rows, block by block (NB 1), every tile under one block's panel, which each reads from the
+// cache. At most kPairRows rows (one tile), two blocks at a time (NB 2; the last alone where
+// their number is odd), four registers a row: with one block's two a row, a tile of 4 rows
+// ran at 0.4 of the speed of one of 5 or more (too few independent sums in flight, and each
 // panel vector loaded RB times). Each sum runs over k in the same order either way, so the
-// numbers do not depend on the blocks a thread is given.
+// numbers do not depend on the rows and blocks a thread is given.
 #ifdef __AVX512F__
 constexpr int kPairRows = 4;  // 5 and 6 measured level
 #else
 constexpr int kPairRows = 0;
 #endif
+template <class F>
+inline void over_tiles_and_blocks(int64_t B, int64_t kb0, int64_t kb1, F&& f) {
+  using One = std::integral_constant<int, 1>;
+  if (B > kPairRows) {
+    for (int64_t kb = kb0; kb < kb1; ++kb)
+      over_row_tiles(B, [&](auto RB, int64_t r0) { f(RB, r0, kb, One{}); });
+    return;
+  }
+  over_row_tiles(B, [&](auto RB, int64_t r0) {
+    int64_t kb = kb0;
+    if constexpr (RB <= kPairRows)
+      for (; kb + 2 <= kb1; kb += 2) f(RB, r0, kb, std::integral_constant<int, 2>{});
+    for (; kb < kb1; ++kb) f(RB, r0, kb, One{});
+  });
+}
+
+// out[r][j] (+)= sum_k rows[r][k] W[k][j] for all B rows (row stride ld), K entries each, and
+// the columns j of the blocks [kb0, kb1) of 32: block kb's panel (K, 32) at panels + kb*K*32,
+// its columns at out + kb*32 (row stride ldo), n_cols columns in all (the last block may be
+// narrower). The kernels' products of a step: the reverse loops' dh_{t-1} = dz W, the
+// samplers' and the heads' rows times a packed weight.
 inline void rows_times_panels(const float* rows, int64_t ld, int64_t B, const float* panels,
                               int64_t K, int64_t kb0, int64_t kb1, float* out, int64_t ldo,
                               int64_t n_cols, bool add) {
-  const auto one_block = [&](auto RB, int64_t r0, int64_t kb) {
-    Tile<RB, 4> acc;
+  over_tiles_and_blocks(B, kb0, kb1, [&](auto RB, int64_t r0, int64_t kb, auto NB) {
+    Tile<RB, 4 * NB> acc;
     acc.zero();
-    acc.accumulate(rows + r0 * ld, ld, panels + kb * K * 32, K);
-    store_tile(acc, out + r0 * ldo + kb * 32, ldo, std::min<int64_t>(32, n_cols - kb * 32), add);
-  };
-  if (B > kPairRows) {  // block by block, each panel read from the cache by every tile
-    for (int64_t kb = kb0; kb < kb1; ++kb)
-      over_row_tiles(B, [&](auto RB, int64_t r0) { one_block(RB, r0, kb); });
-    return;
-  }
-  over_row_tiles(B, [&](auto RB, int64_t r0) {  // one tile
-    int64_t kb = kb0;
-    if constexpr (RB <= kPairRows)
-      for (; kb + 2 <= kb1; kb += 2) {
-        Tile<RB, 8> acc;
-        acc.zero();
-        acc.accumulate_pair(rows + r0 * ld, ld, panels + kb * K * 32,
-                            panels + (kb + 1) * K * 32, K);
-        store_tile(acc, out + r0 * ldo + kb * 32, ldo, n_cols - kb * 32, add);
-      }
-    for (; kb < kb1; ++kb) one_block(RB, r0, kb);
+    const float* panel = panels + kb * K * 32;
+    if constexpr (NB == 2) acc.accumulate_pair(rows + r0 * ld, ld, panel, panel + K * 32, K);
+    else acc.accumulate(rows + r0 * ld, ld, panel, K);
+    store_tile(acc, out + r0 * ldo + kb * 32, ldo, std::min<int64_t>(NB * 32, n_cols - kb * 32),
+               add);
   });
 }
 

@@ -30,7 +30,7 @@ struct ElmanProblem {
 };
 
 // Rows r0 .. r0 + RB - 1 of NB 32-unit blocks from kb (one, or two side by side in a tile of
-// few rows: see rows_times_panels) from x (B, D) and hprev (B, H): both products summed in
+// few rows: see over_tiles_and_blocks) from x (B, D) and hprev (B, H): both products summed in
 // one tile of registers, then the bias and tanh on the sums, and h stored once (as the
 // LSTM's block: the gate math in a loop over pairs of rows).
 template <int RB, int NB>
@@ -66,19 +66,9 @@ inline void elman_block(const ElmanProblem& P, const float* x, const float* hpre
 void elman_step(const ElmanProblem& P, const float* x, const float* const* a,
                 const float* hprev, float* hout, const Share& sh) {
   const int64_t H = P.H, b0 = sh.b0, b1 = sh.b1;
-  if (!a && b1 - b0 > kPairRows) {  // block by block, as rows_times_panels
-    for (int64_t kb = sh.kb0; kb < sh.kb1; ++kb)
-      over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
-        elman_block<RB, 1>(P, x, hprev, hout, b0 + r0, kb);
-      });
-    return;
-  }
-  if (!a) {  // one tile
-    over_row_tiles(b1 - b0, [&](auto RB, int64_t r0) {
-      int64_t kb = sh.kb0;
-      if constexpr (RB <= kPairRows)
-        for (; kb + 2 <= sh.kb1; kb += 2) elman_block<RB, 2>(P, x, hprev, hout, b0 + r0, kb);
-      for (; kb < sh.kb1; ++kb) elman_block<RB, 1>(P, x, hprev, hout, b0 + r0, kb);
+  if (!a) {
+    over_tiles_and_blocks(b1 - b0, sh.kb0, sh.kb1, [&](auto RB, int64_t r0, int64_t kb, auto NB) {
+      elman_block<RB, NB>(P, x, hprev, hout, b0 + r0, kb);
     });
     return;
   }

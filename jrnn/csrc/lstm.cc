@@ -43,7 +43,7 @@ struct Problem {
 };
 
 // Rows r0 .. r0 + RB - 1 of NB 8-unit blocks from jb (one, or two side by side in a tile of
-// few rows: see rows_times_panels) at step t: the product and the gate math.
+// few rows: see over_tiles_and_blocks) at step t: the product and the gate math.
 // The input projection: from x, the step's inputs (B, D), when it runs in the step; else
 // from a, each row's own 4H projections (the sampler's); else from P.A.
 template <int RB, int NB>
@@ -105,19 +105,9 @@ inline void block(const Problem& P, int64_t t, const float* x, const float* cons
 // One step for the rows [b0, b1) and unit blocks [kb0, kb1) (x and a as in block).
 void step(const Problem& P, int64_t t, const float* x, const float* const* a,
           const float* hprev, const float* cprev, float* hout, float* cout, const Share& sh) {
-  if (sh.b1 - sh.b0 > kPairRows) {  // block by block, as rows_times_panels
-    for (int64_t jb = sh.kb0; jb < sh.kb1; ++jb)
-      over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {
-        block<RB, 1>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
-      });
-    return;
-  }
-  over_row_tiles(sh.b1 - sh.b0, [&](auto RB, int64_t r0) {  // one tile
-    int64_t jb = sh.kb0;
-    if constexpr (RB <= kPairRows)
-      for (; jb + 2 <= sh.kb1; jb += 2)
-        block<RB, 2>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
-    for (; jb < sh.kb1; ++jb) block<RB, 1>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
+  over_tiles_and_blocks(sh.b1 - sh.b0, sh.kb0, sh.kb1,
+                        [&](auto RB, int64_t r0, int64_t jb, auto NB) {
+    block<RB, NB>(P, t, x, a, hprev, cprev, hout, cout, sh.b0 + r0, jb);
   });
 }
 
