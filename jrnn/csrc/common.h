@@ -401,13 +401,14 @@ struct Share {
 };
 
 // The fewest batch rows each thread must get for the threads to split the rows rather than
-// the units (measured, benchmarks/NOTES.md, 2026-12-07, night). The reverse loops gain from
-// 4 rows a thread (B 8 on two threads) up. A forward step reads each unit block's weights
-// once for all of a thread's row tiles, so splitting the rows doubles each thread's weight
-// traffic: it lost 5-14% at 4 and 16 rows a thread and gained only from 32 (B 64). The
-// sampler, two barriers a step where the units are split, gained from 16 (B 32) and lost
-// 3-10% of the GRU's and LSTM's at 4 (B 8).
-constexpr int64_t kReverseMinRows = 4, kForwardMinRows = 32, kSamplerMinRows = 16;
+// the units (measured, benchmarks/NOTES.md, 2026-12-07, night, and 2026-12-08). The loops,
+// forward and reverse, gain from 4 rows a thread (B 8 on two threads) up: a thread with
+// its own rows never waits at a barrier, which is worth more than reading every unit
+// block's weights for its own rows alone (the forwards 1.02-1.29x at B 8-32, measured after
+// tiles of at most 4 rows took two blocks at a time; at 2 rows a thread the gated cells'
+// lost 11-35%). The sampler, two barriers a step where the units are split,
+// gained from 16 (B 32) and lost 3-10% of the GRU's and LSTM's at 4 (B 8).
+constexpr int64_t kLoopMinRows = 4, kSamplerMinRows = 16;
 
 // Runs body(barrier, share) for a recurrence over B rows and nblocks blocks of units. The
 // rows of a batch never meet, so where at least two threads get min_rows rows each, and no

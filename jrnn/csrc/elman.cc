@@ -157,7 +157,7 @@ ffi::Error ElmanForward(ffi::Buffer<ffi::F32> xs, ffi::Buffer<ffi::F32> up,
     std::memcpy(P.hT, P.h0, sizeof(float) * P.B * P.H);
     return ffi::Error::Success();
   }
-  on_recurrence_shares(threads, P.B, kForwardMinRows, P.nkb,
+  on_recurrence_shares(threads, P.B, kLoopMinRows, P.nkb,
                        [&](Barrier& bar, const Share& sh) {
     elman_forward_thread(P, bar, sh);
   }, &fresh);
@@ -181,7 +181,7 @@ ffi::Error ElmanBackward(ffi::Buffer<ffi::F32> hs, ffi::Buffer<ffi::F32> dhs,
   P.reverse = reverse;
   std::memcpy(P.dh, dh_final.typed_data(), sizeof(float) * P.B * P.H);
   if (P.T == 0) return ffi::Error::Success();
-  on_recurrence_shares(threads, P.B, kReverseMinRows, P.nkb,
+  on_recurrence_shares(threads, P.B, kLoopMinRows, P.nkb,
                        [&](Barrier& bar, const Share& sh) {
     elman_reverse_thread(P, bar, sh);
   }, &fresh);

@@ -153,7 +153,7 @@ void run(Problem& P, int64_t threads) {
     cwork.assign(P.B * P.H, 0.0f);
     P.cwork = cwork.data();
   }
-  on_recurrence_shares(threads, P.B, kForwardMinRows, P.nb,
+  on_recurrence_shares(threads, P.B, kLoopMinRows, P.nb,
                        [&](Barrier& bar, const Share& sh) {
     run_thread(P, bar, sh);
   }, &P.fresh);
@@ -226,7 +226,7 @@ void reverse_thread(const Reverse& P, Barrier& bar, const Share& sh) {
 
 void run_reverse(Reverse& P, int64_t threads) {
   if (P.T == 0) return;
-  on_recurrence_shares(threads, P.B, kReverseMinRows, P.nkb,
+  on_recurrence_shares(threads, P.B, kLoopMinRows, P.nkb,
                        [&](Barrier& bar, const Share& sh) {
     reverse_thread(P, bar, sh);
   }, &P.fresh);
